@@ -1,0 +1,110 @@
+/* ops.h - every differentiable op of the engine.
+ *
+ * Each op makes its output in the context's arena and, when a gradient is
+ * needed, records a tape node whose backward *accumulates* into the inputs'
+ * grads. Forward and backward of an op sit side by side in one ops_*.c file;
+ * adding an op means writing that pair, declaring it here, and adding it to
+ * the gradient-check table in tests/test_gradcheck.c.
+ *
+ * Conventions: outputs first in kernels; shapes in comments use B = batch,
+ * T = time, C = channels, H = heads, D = head size (C / H), V = vocabulary,
+ * N = rows. Every op returns NULL if any tensor input is NULL or memory runs
+ * out (see tape.h); shape mismatches are programming errors and assert.
+ */
+#ifndef PARE_AG_OPS_H
+#define PARE_AG_OPS_H
+
+#include "tape.h"
+
+/* ---- linear algebra (ops_matmul.c) ---- */
+
+/* out = op(a) op(b). a is [..., M, K] (or [..., K, M] with ta); b is [K, N]
+ * (or [N, K] with tb), or has a's leading dimensions for a batched product.
+ * With 2-D b and no ta, a's leading dimensions are folded into M (one sgemm).
+ * out: [..., M, N]. */
+ag_tensor *ag_matmul(ag_ctx *c, ag_tensor *a, ag_tensor *b, bool ta, bool tb);
+
+/* out[N, Cout] = x[N, Cin] w[Cout, Cin]^T + bias[Cout] (bias may be NULL).
+ * x may have any leading dimensions; out keeps them. The layer every model
+ * linear uses (PyTorch's weight layout). */
+ag_tensor *ag_linear(ag_ctx *c, ag_tensor *x, ag_tensor *w, ag_tensor *bias);
+
+/* ---- elementwise (ops_elementwise.c) ---- */
+
+/* out = a + b. b has a's shape, or the shape of a's trailing dimensions
+ * (a bias [C] over [B, T, C], positions [T, C] over [B, T, C]). */
+ag_tensor *ag_add(ag_ctx *c, ag_tensor *a, ag_tensor *b);
+
+/* out = a * b elementwise, with the same broadcasting as ag_add. */
+ag_tensor *ag_mul(ag_ctx *c, ag_tensor *a, ag_tensor *b);
+
+/* out = s * a. */
+ag_tensor *ag_scale(ag_ctx *c, ag_tensor *a, float s);
+
+/* out = GELU(a), tanh form: 0.5 a (1 + tanh(sqrt(2/pi) (a + 0.044715 a^3))). */
+ag_tensor *ag_gelu(ag_ctx *c, ag_tensor *a);
+
+/* A view of a with another shape of the same numel; gradients flow through
+ * the shared memory, so no tape node is needed. */
+ag_tensor *ag_reshape(ag_ctx *c, ag_tensor *a, int ndim, const int *shape);
+
+/* ---- embedding and normalisation (ops_nn.c) ---- */
+
+/* out[..., C] = table[ids[...], :]. ids has ndim dimensions of the given
+ * shape; each id must be in [0, V). An id out of range is input, not a bug:
+ * the op sets the error (naming the id and position) and returns NULL. */
+ag_tensor *ag_embedding(ag_ctx *c, ag_tensor *table, const int *ids, int ndim, const int *shape);
+
+/* Layer norm over the last dimension: (x - mean) / sqrt(var + eps) * w + b.
+ * w and b are [C]; b may be NULL (a model without biases). */
+ag_tensor *ag_layernorm(ag_ctx *c, ag_tensor *x, ag_tensor *w, ag_tensor *b, float eps);
+
+/* Softmax over the last dimension. */
+ag_tensor *ag_softmax(ag_ctx *c, ag_tensor *x);
+
+/* ---- attention (ops_attention.c) ---- */
+
+/* Takes channel block `part` of `nparts` from x[B, T, nparts*C] and lays it
+ * out as heads: out[B, H, T, C/H]. With nparts = 3 and part 0, 1, 2 this
+ * splits a fused qkv projection into q, k and v. */
+ag_tensor *ag_split_heads(ag_ctx *c, ag_tensor *x, int n_head, int part, int nparts);
+
+/* The inverse layout: y[B, H, T, D] -> out[B, T, H*D]. */
+ag_tensor *ag_merge_heads(ag_ctx *c, ag_tensor *y);
+
+/* Causal attention probabilities: P[B, H, T, T] = softmax(q k^T / sqrt(D))
+ * with P[.., i, j] = 0 for j > i. P is an ordinary tensor: a distillation
+ * loss may read it and send gradient into it. */
+ag_tensor *ag_attn_probs(ag_ctx *c, ag_tensor *q, ag_tensor *k);
+
+/* out[B, H, T, D] = P[B, H, T, T] v[B, H, T, D]. */
+ag_tensor *ag_attn_apply(ag_ctx *c, ag_tensor *P, ag_tensor *v);
+
+/* Both of the above; if probs is not NULL, *probs receives P. */
+ag_tensor *ag_attention(ag_ctx *c, ag_tensor *q, ag_tensor *k, ag_tensor *v, ag_tensor **probs);
+
+/* ---- losses and reductions (ops_loss.c) ---- */
+
+/* Mean over rows of -log softmax(logits)[target] for logits [..., V] and
+ * targets [rows]; rows whose target equals ignore_index are left out of the
+ * sum and the count. A target outside [0, V) other than ignore_index sets the
+ * error and returns NULL. out: scalar [1]. If every row is ignored the loss
+ * is 0 and no gradient flows. */
+ag_tensor *ag_cross_entropy(ag_ctx *c, ag_tensor *logits, const int *targets, int ignore_index);
+
+/* Knowledge distillation (Hinton et al. 2015): with p = softmax(teacher/tau)
+ * and q = softmax(student/tau), out = tau^2 * mean over rows of
+ * sum_v p_v (log p_v - log q_v). Both inputs [..., V]. out: scalar. */
+ag_tensor *ag_kl_div(ag_ctx *c, ag_tensor *student, ag_tensor *teacher, float tau);
+
+/* Mean squared error: mean((a - b)^2). out: scalar. */
+ag_tensor *ag_mse(ag_ctx *c, ag_tensor *a, ag_tensor *b);
+
+/* L1 norm: sum |a|. The gradient at exactly 0 is 0. out: scalar. */
+ag_tensor *ag_l1(ag_ctx *c, ag_tensor *a);
+
+/* Sum and mean of all elements (accumulated in double). out: scalar. */
+ag_tensor *ag_sum(ag_ctx *c, ag_tensor *a);
+ag_tensor *ag_mean(ag_ctx *c, ag_tensor *a);
+
+#endif

@@ -1,0 +1,50 @@
+#include "parallel.h"
+
+#include <cblas.h>
+#include <omp.h>
+#include <time.h>
+
+
+static int g_threads = 1;
+static bool g_profile = false;
+static ag_sgemm_stats g_stats;
+
+void ag_set_threads(int n) {
+    if (n < 1) n = 1;
+    g_threads = n;
+    omp_set_num_threads(n);
+    openblas_set_num_threads(n);
+}
+
+int ag_get_threads(void) { return g_threads; }
+
+double ag_now(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
+void ag_sgemm(bool ta, bool tb, int M, int N, int K, float alpha, const float *A, int lda,
+              const float *B, int ldb, float beta, float *C, int ldc) {
+    if (!g_profile) {
+        cblas_sgemm(CblasRowMajor, ta ? CblasTrans : CblasNoTrans, tb ? CblasTrans : CblasNoTrans,
+                    M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
+        return;
+    }
+    bool outer = !omp_in_parallel();
+    double t0 = outer ? ag_now() : 0.0;
+    cblas_sgemm(CblasRowMajor, ta ? CblasTrans : CblasNoTrans, tb ? CblasTrans : CblasNoTrans, M,
+                N, K, alpha, A, lda, B, ldb, beta, C, ldc);
+    double flops = 2.0 * M * N * K;
+#pragma omp atomic
+    g_stats.flops += flops;
+#pragma omp atomic
+    g_stats.calls += 1;
+    if (outer) g_stats.seconds += ag_now() - t0;
+}
+
+void ag_sgemm_profile(bool enabled) { g_profile = enabled; }
+ag_sgemm_stats ag_sgemm_stats_get(void) { return g_stats; }
+void ag_sgemm_stats_reset(void) { g_stats = (ag_sgemm_stats){0}; }
+
+const char *ag_blas_info(void) { return openblas_get_config(); }

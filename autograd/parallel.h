@@ -1,0 +1,47 @@
+/* parallel.h - one thread pool for everything, and the sgemm every op calls.
+ *
+ * pare links the OpenMP build of OpenBLAS and parallelises its own loops with
+ * OpenMP, so BLAS and our kernels share one pool of threads (libgomp's) rather
+ * than two pools spinning against each other. docs/architecture.md has the
+ * measurements behind that choice.
+ *
+ * Determinism: every parallel loop in pare splits work so that each output
+ * element is computed by one thread in a fixed order; results therefore depend
+ * on the thread count only through OpenBLAS's own blocking.
+ */
+#ifndef PARE_AG_PARALLEL_H
+#define PARE_AG_PARALLEL_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+/* Sets the number of threads for OpenMP loops and OpenBLAS (n >= 1). */
+void ag_set_threads(int n);
+int ag_get_threads(void);
+
+/* C[M,N] = alpha * op(A) op(B) + beta * C, row-major, through cblas_sgemm.
+ * ta/tb transpose A/B; lda/ldb/ldc are row strides. Every matrix product in
+ * pare goes through here so the profiler below sees all of them. */
+void ag_sgemm(bool ta, bool tb, int M, int N, int K, float alpha, const float *A, int lda,
+              const float *B, int ldb, float beta, float *C, int ldc);
+
+/* Optional profiling of ag_sgemm: when enabled, counts calls, flops (2*M*N*K)
+ * and wall time spent inside sgemm (only calls made outside parallel regions
+ * are timed; calls from inside a parallel loop count flops only). */
+typedef struct ag_sgemm_stats {
+    uint64_t calls;
+    double flops;
+    double seconds;
+} ag_sgemm_stats;
+
+void ag_sgemm_profile(bool enabled);
+ag_sgemm_stats ag_sgemm_stats_get(void);
+void ag_sgemm_stats_reset(void);
+
+/* Monotonic wall-clock time in seconds. */
+double ag_now(void);
+
+/* The BLAS library's own description (for example "OpenBLAS 0.3.21 ... OpenMP"). */
+const char *ag_blas_info(void);
+
+#endif

@@ -1,0 +1,37 @@
+/* main.c - `pare SUBCOMMAND [--key value ...]`: dispatches to the subcommands. */
+#include <stdio.h>
+#include <string.h>
+
+#include "autograd/parallel.h"
+#include "commands.h"
+
+static const pare_cmd commands[] = {
+    {"version", cmd_version, "print pare's version and the BLAS it uses"},
+};
+static const int n_commands = (int)(sizeof commands / sizeof commands[0]);
+
+static void usage(FILE *f) {
+    fprintf(f, "usage: pare COMMAND [--key value ...]\n\ncommands:\n");
+    for (int i = 0; i < n_commands; i++) fprintf(f, "  %-10s %s\n", commands[i].name, commands[i].summary);
+    fprintf(f, "\n`pare COMMAND --help` lists a command's options and their defaults.\n");
+}
+
+int cmd_version(int argc, char **argv) {
+    (void)argc;
+    (void)argv;
+    printf("pare %s\nBLAS: %s\n", PARE_VERSION, ag_blas_info());
+    return PARE_EXIT_OK;
+}
+
+int main(int argc, char **argv) {
+    if (argc < 2 || strcmp(argv[1], "--help") == 0 || strcmp(argv[1], "-h") == 0 ||
+        strcmp(argv[1], "help") == 0) {
+        usage(argc < 2 ? stderr : stdout);
+        return argc < 2 ? PARE_EXIT_USAGE : PARE_EXIT_OK;
+    }
+    for (int i = 0; i < n_commands; i++)
+        if (strcmp(argv[1], commands[i].name) == 0) return commands[i].run(argc - 1, argv + 1);
+    fprintf(stderr, "pare: unknown command '%s'\n", argv[1]);
+    usage(stderr);
+    return PARE_EXIT_USAGE;
+}
