@@ -1,0 +1,205 @@
+#include "options.h"
+
+#include <errno.h>
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+pare_opt *pare_opts_find(pare_opt *opts, int n, const char *key) {
+    for (int i = 0; i < n; i++)
+        if (strcmp(opts[i].key, key) == 0) return &opts[i];
+    return NULL;
+}
+
+static bool choice_ok(const char *choices, const char *v) {
+    size_t len = strlen(v);
+    const char *p = choices;
+    while (*p) {
+        const char *bar = strchr(p, '|');
+        size_t n = bar ? (size_t)(bar - p) : strlen(p);
+        if (n == len && strncmp(p, v, n) == 0) return true;
+        if (!bar) break;
+        p = bar + 1;
+    }
+    return false;
+}
+
+static int parse_bool(const char *v, bool *out) {
+    if (!strcmp(v, "true") || !strcmp(v, "1") || !strcmp(v, "yes") || !strcmp(v, "on")) *out = true;
+    else if (!strcmp(v, "false") || !strcmp(v, "0") || !strcmp(v, "no") || !strcmp(v, "off")) *out = false;
+    else return -1;
+    return 0;
+}
+
+/* Stores value v into option o; on failure writes a message naming the key. */
+static int set_value(pare_opt *o, const char *v, char *err, size_t errlen) {
+    char *end = NULL;
+    switch (o->type) {
+    case PARE_OPT_T_INT: {
+        errno = 0;
+        long long x = strtoll(v, &end, 10);
+        if (errno || end == v || *end) {
+            /* accept 1e6-style integers written as floats when exact */
+            double d = strtod(v, &end);
+            if (end == v || *end || !isfinite(d) || d != floor(d) || fabs(d) > 9e15) {
+                snprintf(err, errlen, "--%s: expected an integer, got '%s'", o->key, v);
+                return -1;
+            }
+            x = (long long)d;
+        }
+        if ((double)x < o->min || (double)x > o->max) {
+            snprintf(err, errlen, "--%s: %lld is out of range [%.17g, %.17g]", o->key, x, o->min, o->max);
+            return -1;
+        }
+        *(int *)o->dst = (int)x;
+        return 0;
+    }
+    case PARE_OPT_T_FLOAT: {
+        errno = 0;
+        double x = strtod(v, &end);
+        if (end == v || *end) {
+            snprintf(err, errlen, "--%s: expected a number, got '%s'", o->key, v);
+            return -1;
+        }
+        if (!isfinite(x)) {
+            snprintf(err, errlen, "--%s: expected a finite number, got '%s'", o->key, v);
+            return -1;
+        }
+        if (x < o->min || x > o->max) {
+            snprintf(err, errlen, "--%s: %g is out of range [%g, %g]", o->key, x, o->min, o->max);
+            return -1;
+        }
+        *(double *)o->dst = x;
+        return 0;
+    }
+    case PARE_OPT_T_STRING:
+        *(const char **)o->dst = v;
+        return 0;
+    case PARE_OPT_T_CHOICE:
+        if (!choice_ok(o->choices, v)) {
+            snprintf(err, errlen, "--%s: expected one of %s, got '%s'", o->key, o->choices, v);
+            return -1;
+        }
+        *(const char **)o->dst = v;
+        return 0;
+    case PARE_OPT_T_FLAG:
+        if (parse_bool(v, (bool *)o->dst) != 0) {
+            snprintf(err, errlen, "--%s: expected true or false, got '%s'", o->key, v);
+            return -1;
+        }
+        return 0;
+    }
+    snprintf(err, errlen, "--%s: unknown option type", o->key);
+    return -1;
+}
+
+int pare_opts_parse(pare_opt *opts, int n, int argc, char **argv, int *pos, int max_pos,
+                    int *n_pos, char *err, size_t errlen) {
+    if (n_pos) *n_pos = 0;
+    for (int i = 0; i < n; i++) {
+        opts[i].set = false;
+        const char *def = opts[i].def ? opts[i].def : "";
+        if (set_value(&opts[i], def, err, errlen) != 0) return PARE_OPTS_ERROR; /* a bad default is a bug */
+    }
+    for (int i = 1; i < argc; i++) {
+        const char *a = argv[i];
+        if (strncmp(a, "--", 2) != 0 || a[2] == '\0') {
+            if (!pos || !n_pos || *n_pos >= max_pos) {
+                snprintf(err, errlen, "unexpected argument '%s'", a);
+                return PARE_OPTS_ERROR;
+            }
+            pos[(*n_pos)++] = i;
+            continue;
+        }
+        if (strcmp(a, "--help") == 0) return PARE_OPTS_HELP;
+        char key[128];
+        const char *eq = strchr(a + 2, '=');
+        size_t klen = eq ? (size_t)(eq - (a + 2)) : strlen(a + 2);
+        if (klen >= sizeof key) {
+            snprintf(err, errlen, "option '%.40s...' is too long", a);
+            return PARE_OPTS_ERROR;
+        }
+        memcpy(key, a + 2, klen);
+        key[klen] = '\0';
+        pare_opt *o = pare_opts_find(opts, n, key);
+        if (!o) {
+            snprintf(err, errlen, "unknown option '--%s' (see --help)", key);
+            return PARE_OPTS_ERROR;
+        }
+        const char *v = eq ? eq + 1 : NULL;
+        if (!v && o->type == PARE_OPT_T_FLAG) {
+            /* `--flag` alone, or `--flag true|false` */
+            bool b;
+            if (i + 1 < argc && parse_bool(argv[i + 1], &b) == 0) v = argv[++i];
+            else v = "true";
+        } else if (!v) {
+            if (i + 1 >= argc) {
+                snprintf(err, errlen, "--%s: missing value", key);
+                return PARE_OPTS_ERROR;
+            }
+            v = argv[++i];
+        }
+        if (set_value(o, v, err, errlen) != 0) return PARE_OPTS_ERROR;
+        o->set = true;
+    }
+    return PARE_OPTS_OK;
+}
+
+static const char *type_name(const pare_opt *o) {
+    switch (o->type) {
+    case PARE_OPT_T_INT: return "INT";
+    case PARE_OPT_T_FLOAT: return "NUM";
+    case PARE_OPT_T_STRING: return "STR";
+    case PARE_OPT_T_CHOICE: return o->choices;
+    case PARE_OPT_T_FLAG: return "";
+    }
+    return "";
+}
+
+void pare_opts_help(FILE *f, const char *usage, const pare_opt *opts, int n) {
+    fprintf(f, "usage: %s\n\noptions (every key, with its default):\n", usage);
+    for (int i = 0; i < n; i++) {
+        char left[96];
+        snprintf(left, sizeof left, "--%s %s", opts[i].key, type_name(&opts[i]));
+        const char *def = opts[i].def && opts[i].def[0] ? opts[i].def : "\"\"";
+        fprintf(f, "  %-28s %s (default: %s)\n", left, opts[i].help, def);
+    }
+    fprintf(f, "  %-28s %s\n", "--help", "print this list and exit");
+}
+
+size_t pare_opts_format(const pare_opt *opts, int n, char *buf, size_t len) {
+    size_t need = 0;
+    for (int i = 0; i < n; i++) {
+        const pare_opt *o = &opts[i];
+        char val[64];
+        const char *v = val;
+        switch (o->type) {
+        case PARE_OPT_T_INT: snprintf(val, sizeof val, "%d", *(const int *)o->dst); break;
+        case PARE_OPT_T_FLOAT: snprintf(val, sizeof val, "%.9g", *(const double *)o->dst); break;
+        case PARE_OPT_T_FLAG: v = *(const bool *)o->dst ? "true" : "false"; break;
+        default: v = *(const char *const *)o->dst; if (!v) v = ""; break;
+        }
+        int k = snprintf(buf && need < len ? buf + need : NULL, buf && need < len ? len - need : 0,
+                         "%s=%s\n", o->key, v);
+        if (k < 0) break;
+        need += (size_t)k;
+    }
+    if (buf && len && need >= len) buf[len - 1] = '\0';
+    return need;
+}
+
+int pare_opts_cli(const char *cmd, const char *usage, pare_opt *opts, int n, int argc, char **argv,
+                  int *pos, int max_pos, int *n_pos) {
+    char err[512];
+    int rc = pare_opts_parse(opts, n, argc, argv, pos, max_pos, n_pos, err, sizeof err);
+    if (rc == PARE_OPTS_HELP) {
+        pare_opts_help(stdout, usage, opts, n);
+        return 0;
+    }
+    if (rc == PARE_OPTS_ERROR) {
+        fprintf(stderr, "pare %s: %s\n", cmd, err);
+        fprintf(stderr, "see: pare %s --help\n", cmd);
+        return 2;
+    }
+    return -1;
+}
