@@ -77,10 +77,14 @@ ag_tensor *ag_merge_heads(ag_ctx *c, ag_tensor *y);
  * loss may read it and send gradient into it. */
 ag_tensor *ag_attn_probs(ag_ctx *c, ag_tensor *q, ag_tensor *k);
 
-/* out[B, H, T, D] = P[B, H, T, T] v[B, H, T, D]. */
+/* out[B, H, T, D] = P[B, H, T, T] v[B, H, T, D]. P is taken as causal: its
+ * entries above the diagonal are never read (treated as 0) and get no
+ * gradient. The product skips the masked upper triangle. */
 ag_tensor *ag_attn_apply(ag_ctx *c, ag_tensor *P, ag_tensor *v);
 
-/* Both of the above; if probs is not NULL, *probs receives P. */
+/* Both of the above; if probs is not NULL, *probs receives P (an arena
+ * tensor like any other, NULL on error). The kernels run in parallel over the
+ * B*H heads and give the same bits for any thread count. */
 ag_tensor *ag_attention(ag_ctx *c, ag_tensor *q, ag_tensor *k, ag_tensor *v, ag_tensor **probs);
 
 /* ---- losses and reductions (ops_loss.c) ---- */

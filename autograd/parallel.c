@@ -31,16 +31,28 @@ void ag_sgemm(bool ta, bool tb, int M, int N, int K, float alpha, const float *A
                     M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
         return;
     }
-    bool outer = !omp_in_parallel();
-    double t0 = outer ? ag_now() : 0.0;
+    bool inner = omp_in_parallel();
+    double t0 = ag_now();
     cblas_sgemm(CblasRowMajor, ta ? CblasTrans : CblasNoTrans, tb ? CblasTrans : CblasNoTrans, M,
                 N, K, alpha, A, lda, B, ldb, beta, C, ldc);
+    double dt = ag_now() - t0;
     double flops = 2.0 * M * N * K;
+    if (inner) {
 #pragma omp atomic
-    g_stats.flops += flops;
+        g_stats.flops += flops;
 #pragma omp atomic
-    g_stats.calls += 1;
-    if (outer) g_stats.seconds += ag_now() - t0;
+        g_stats.calls += 1;
+#pragma omp atomic
+        g_stats.inner_flops += flops;
+#pragma omp atomic
+        g_stats.inner_calls += 1;
+#pragma omp atomic
+        g_stats.inner_thread_seconds += dt;
+    } else {
+        g_stats.flops += flops;
+        g_stats.calls += 1;
+        g_stats.seconds += dt;
+    }
 }
 
 void ag_sgemm_profile(bool enabled) { g_profile = enabled; }

@@ -25,14 +25,30 @@ int ag_get_threads(void);
 void ag_sgemm(bool ta, bool tb, int M, int N, int K, float alpha, const float *A, int lda,
               const float *B, int ldb, float beta, float *C, int ldc);
 
-/* Optional profiling of ag_sgemm: when enabled, counts calls, flops (2*M*N*K)
- * and wall time spent inside sgemm (only calls made outside parallel regions
- * are timed; calls from inside a parallel loop count flops only). */
+/* Optional profiling of ag_sgemm. When enabled, every call is counted with its
+ * flops (2*M*N*K) and timed, in two classes:
+ * - calls made outside any parallel region (OpenBLAS may use every thread):
+ *   their wall time is `seconds`;
+ * - calls made from inside a parallel region (the per-head products of
+ *   attention, one per thread at a time): `inner_thread_seconds` is the sum
+ *   over threads of the time each spent in them, a CPU-time-like figure.
+ * ag_sgemm_wall_seconds() folds the second class into wall time by dividing by
+ * the thread count, which is exact when the parallel loop keeps every thread
+ * busy in sgemm for the same share of its time (balanced heads). The timer
+ * costs two clock reads per call; profiling is off by default. */
 typedef struct ag_sgemm_stats {
-    uint64_t calls;
-    double flops;
-    double seconds;
+    uint64_t calls;              /* all calls */
+    double flops;                /* all calls */
+    double seconds;              /* wall time of calls outside parallel regions */
+    uint64_t inner_calls;        /* calls from inside parallel regions (also in calls) */
+    double inner_flops;          /* their flops (also in flops) */
+    double inner_thread_seconds; /* sum over threads of the time spent in them */
 } ag_sgemm_stats;
+
+/* Estimated wall time in sgemm: seconds + inner_thread_seconds / threads. */
+static inline double ag_sgemm_wall_seconds(const ag_sgemm_stats *s, int threads) {
+    return s->seconds + s->inner_thread_seconds / (threads > 0 ? threads : 1);
+}
 
 void ag_sgemm_profile(bool enabled);
 ag_sgemm_stats ag_sgemm_stats_get(void);

@@ -1,0 +1,396 @@
+/* ops_attention.c - causal multi-head self-attention, forward beside backward.
+ *
+ * Attention (Vaswani et al. 2017), per head with q, k, v [T, D]:
+ *   S = q k^T / sqrt(D)                      [T, T]
+ *   P_ij = exp(S_ij) / sum_{k<=i} exp(S_ik)  for j <= i, 0 for j > i
+ *   out = P v                                [T, D]
+ * P is an ordinary tensor between two tape ops (attn_probs, attn_apply), so a
+ * distillation loss can read P and add into P.grad; the backward of
+ * attn_probs then sees the sum of every contribution.
+ *
+ * Backward:
+ *   dv = P^T dout,  dP = dout v^T                       (attn_apply)
+ *   dS_ij = P_ij (dP_ij - sum_k P_ik dP_ik)             (softmax, row form:
+ *           O(T) per row, never the T x T Jacobian of a row)
+ *   dq = dS k / sqrt(D),  dk = dS^T q / sqrt(D)         (attn_probs)
+ *
+ * Threads: each kernel is one `omp parallel for` over the B*H heads; a head's
+ * products go through ag_sgemm on its own thread. The OpenMP build of OpenBLAS
+ * runs a call made inside a parallel region on the calling thread only
+ * (interface/gemm.c asks omp_in_parallel(); tests/test_attention.c and
+ * docs/threading.md check it), which is what we want: the small per-head
+ * products are not worth splitting, the heads are.
+ */
+#include <assert.h>
+#include <math.h>
+#include <omp.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "attention_kernels.h"
+#include "ops.h"
+#include "parallel.h"
+
+/* Below this many floats a layout copy is not worth waking the threads. */
+#define PAR_COPY_MIN (1 << 15)
+
+static inline int imin(int a, int b) { return a < b ? a : b; }
+
+/* ============================================================ fast kernels */
+
+/* row[0..n) <- softmax(row[0..n)), row[n..T) <- 0. */
+static void causal_softmax_row(float *row, int n, int T) {
+    float mx = row[0];
+    for (int j = 1; j < n; j++) mx = row[j] > mx ? row[j] : mx;
+    float sum = 0.0f;
+    for (int j = 0; j < n; j++) {
+        row[j] = expf(row[j] - mx);
+        sum += row[j];
+    }
+    float inv = 1.0f / sum;
+    for (int j = 0; j < n; j++) row[j] *= inv;
+    for (int j = n; j < T; j++) row[j] = 0.0f;
+}
+
+void ag_attn_probs_fwd(float *P, const float *q, const float *k, int BH, int T, int D, float scale) {
+#pragma omp parallel for schedule(static)
+    for (int h = 0; h < BH; h++) {
+        const float *qh = q + (size_t)h * T * D, *kh = k + (size_t)h * T * D; /* [T, D] */
+        float *Ph = P + (size_t)h * T * T;                                    /* [T, T] */
+        for (int i0 = 0; i0 < T; i0 += AG_ATTN_BLOCK) {
+            int i1 = imin(i0 + AG_ATTN_BLOCK, T), m = i1 - i0;
+            /* S[i0:i1, 0:i1] = scale q[i0:i1] k[0:i1]^T; columns >= i1 are masked */
+            ag_sgemm(false, true, m, i1, D, scale, qh + (size_t)i0 * D, D, kh, D, 0.0f,
+                     Ph + (size_t)i0 * T, T);
+            for (int i = i0; i < i1; i++) causal_softmax_row(Ph + (size_t)i * T, i + 1, T);
+        }
+    }
+}
+
+void ag_attn_probs_bwd(float *dq, float *dk, const float *dP, const float *P, const float *q,
+                       const float *k, int BH, int T, int D, float scale, float *scratch,
+                       int nthreads) {
+    size_t per_thread = ag_attn_scratch_floats(T);
+#pragma omp parallel for schedule(static) num_threads(nthreads)
+    for (int h = 0; h < BH; h++) {
+        float *dS = scratch + (size_t)omp_get_thread_num() * per_thread; /* [m, i1] */
+        size_t o = (size_t)h * T * D;
+        const float *Ph = P + (size_t)h * T * T, *dPh = dP + (size_t)h * T * T; /* [T, T] */
+        for (int i0 = 0; i0 < T; i0 += AG_ATTN_BLOCK) {
+            int i1 = imin(i0 + AG_ATTN_BLOCK, T), m = i1 - i0;
+            for (int i = i0; i < i1; i++) {
+                const float *p = Ph + (size_t)i * T, *g = dPh + (size_t)i * T; /* [T] */
+                float *ds = dS + (size_t)(i - i0) * i1;                        /* [i1] */
+                double dot = 0.0; /* sum_k P_ik dP_ik */
+                for (int j = 0; j <= i; j++) dot += (double)p[j] * g[j];
+                float fdot = (float)dot;
+                for (int j = 0; j <= i; j++) ds[j] = scale * p[j] * (g[j] - fdot);
+                for (int j = i + 1; j < i1; j++) ds[j] = 0.0f;
+            }
+            if (dq) /* dq[i0:i1] += dS[m, i1] k[0:i1] */
+                ag_sgemm(false, false, m, D, i1, 1.0f, dS, i1, k + o, D, 1.0f,
+                         dq + o + (size_t)i0 * D, D);
+            if (dk) /* dk[0:i1] += dS[m, i1]^T q[i0:i1] */
+                ag_sgemm(true, false, i1, D, m, 1.0f, dS, i1, q + o + (size_t)i0 * D, D, 1.0f,
+                         dk + o, D);
+        }
+    }
+}
+
+/* L[m, m] <- the lower triangle (diagonal included) of P's block at (i0, i0). */
+static void lower_block(float *L, const float *Ph, int T, int i0, int m) {
+    for (int r = 0; r < m; r++)
+        for (int cidx = 0; cidx < m; cidx++)
+            L[r * m + cidx] = cidx <= r ? Ph[(size_t)(i0 + r) * T + i0 + cidx] : 0.0f;
+}
+
+void ag_attn_apply_fwd(float *out, const float *P, const float *v, int BH, int T, int D) {
+#pragma omp parallel for schedule(static)
+    for (int h = 0; h < BH; h++) {
+        float L[AG_ATTN_BLOCK * AG_ATTN_BLOCK]; /* masked diagonal block of P */
+        const float *Ph = P + (size_t)h * T * T, *vh = v + (size_t)h * T * D;
+        float *oh = out + (size_t)h * T * D;
+        for (int i0 = 0; i0 < T; i0 += AG_ATTN_BLOCK) {
+            int i1 = imin(i0 + AG_ATTN_BLOCK, T), m = i1 - i0;
+            float *ob = oh + (size_t)i0 * D; /* [m, D] */
+            if (i0 > 0) /* out[i0:i1] = P[i0:i1, 0:i0] v[0:i0] */
+                ag_sgemm(false, false, m, D, i0, 1.0f, Ph + (size_t)i0 * T, T, vh, D, 0.0f, ob, D);
+            lower_block(L, Ph, T, i0, m); /* out[i0:i1] += tril(P[i0:i1, i0:i1]) v[i0:i1] */
+            ag_sgemm(false, false, m, D, m, 1.0f, L, m, vh + (size_t)i0 * D, D,
+                     i0 > 0 ? 1.0f : 0.0f, ob, D);
+        }
+    }
+}
+
+void ag_attn_apply_bwd(float *dP, float *dv, const float *dout, const float *P, const float *v,
+                       int BH, int T, int D) {
+#pragma omp parallel for schedule(static)
+    for (int h = 0; h < BH; h++) {
+        float L[AG_ATTN_BLOCK * AG_ATTN_BLOCK]; /* masked diagonal block of P, then of dP */
+        const float *Ph = P + (size_t)h * T * T, *vh = v + (size_t)h * T * D;
+        const float *gh = dout + (size_t)h * T * D;
+        for (int i0 = 0; i0 < T; i0 += AG_ATTN_BLOCK) {
+            int i1 = imin(i0 + AG_ATTN_BLOCK, T), m = i1 - i0;
+            const float *gb = gh + (size_t)i0 * D; /* dout[i0:i1]  [m, D] */
+            if (dP) {
+                float *dPb = dP + (size_t)h * T * T + (size_t)i0 * T; /* rows i0:i1 of dP */
+                if (i0 > 0) /* dP[i0:i1, 0:i0] += dout[i0:i1] v[0:i0]^T */
+                    ag_sgemm(false, true, m, i0, D, 1.0f, gb, D, vh, D, 1.0f, dPb, T);
+                /* diagonal block: lower triangle of dout[i0:i1] v[i0:i1]^T */
+                ag_sgemm(false, true, m, m, D, 1.0f, gb, D, vh + (size_t)i0 * D, D, 0.0f, L, m);
+                for (int r = 0; r < m; r++)
+                    for (int cidx = 0; cidx <= r; cidx++) dPb[(size_t)r * T + i0 + cidx] += L[r * m + cidx];
+            }
+            if (dv) {
+                if (i0 > 0) /* dv[0:i0] += P[i0:i1, 0:i0]^T dout[i0:i1] */
+                    ag_sgemm(true, false, i0, D, m, 1.0f, Ph + (size_t)i0 * T, T, gb, D, 1.0f,
+                             dv + (size_t)h * T * D, D);
+                lower_block(L, Ph, T, i0, m); /* dv[i0:i1] += tril(P_block)^T dout[i0:i1] */
+                ag_sgemm(true, false, m, D, m, 1.0f, L, m, gb, D, 1.0f,
+                         dv + (size_t)h * T * D + (size_t)i0 * D, D);
+            }
+        }
+    }
+}
+
+/* ====================================================== naive references */
+
+void ag_attn_probs_fwd_ref(float *P, const float *q, const float *k, int BH, int T, int D,
+                           float scale) {
+    for (int h = 0; h < BH; h++) {
+        const float *qh = q + (size_t)h * T * D, *kh = k + (size_t)h * T * D;
+        for (int i = 0; i < T; i++) {
+            float *row = P + ((size_t)h * T + i) * T; /* [T] */
+            double mx = -INFINITY, sum = 0.0;
+            for (int j = 0; j <= i; j++) {
+                double s = 0.0;
+                for (int d = 0; d < D; d++) s += (double)qh[i * D + d] * kh[j * D + d];
+                s *= scale;
+                mx = s > mx ? s : mx;
+            }
+            for (int j = 0; j <= i; j++) {
+                double s = 0.0;
+                for (int d = 0; d < D; d++) s += (double)qh[i * D + d] * kh[j * D + d];
+                sum += exp(s * scale - mx);
+            }
+            for (int j = 0; j < T; j++) {
+                double s = 0.0;
+                for (int d = 0; d < D && j <= i; d++) s += (double)qh[i * D + d] * kh[j * D + d];
+                row[j] = j <= i ? (float)(exp(s * scale - mx) / sum) : 0.0f;
+            }
+        }
+    }
+}
+
+int ag_attn_probs_bwd_ref(float *dq, float *dk, const float *dP, const float *P, const float *q,
+                          const float *k, int BH, int T, int D, float scale) {
+    double *dot = malloc((size_t)T * sizeof *dot); /* [T] sum_k P_ik dP_ik per row */
+    if (!dot) return -1;
+    for (int h = 0; h < BH; h++) {
+        const float *Ph = P + (size_t)h * T * T, *dPh = dP + (size_t)h * T * T;
+        size_t o = (size_t)h * T * D;
+        for (int i = 0; i < T; i++) {
+            dot[i] = 0.0;
+            for (int j = 0; j <= i; j++) dot[i] += (double)Ph[i * T + j] * dPh[i * T + j];
+        }
+        for (int i = 0; i < T && dq; i++)
+            for (int d = 0; d < D; d++) {
+                double acc = 0.0; /* sum_j dS_ij k_jd */
+                for (int j = 0; j <= i; j++)
+                    acc += (double)Ph[i * T + j] * (dPh[i * T + j] - dot[i]) * k[o + j * D + d];
+                dq[o + i * D + d] += (float)(acc * scale);
+            }
+        for (int j = 0; j < T && dk; j++)
+            for (int d = 0; d < D; d++) {
+                double acc = 0.0; /* sum_i dS_ij q_id */
+                for (int i = j; i < T; i++)
+                    acc += (double)Ph[i * T + j] * (dPh[i * T + j] - dot[i]) * q[o + i * D + d];
+                dk[o + j * D + d] += (float)(acc * scale);
+            }
+    }
+    free(dot);
+    return 0;
+}
+
+void ag_attn_apply_fwd_ref(float *out, const float *P, const float *v, int BH, int T, int D) {
+    for (int h = 0; h < BH; h++) {
+        const float *Ph = P + (size_t)h * T * T;
+        size_t o = (size_t)h * T * D;
+        for (int i = 0; i < T; i++)
+            for (int d = 0; d < D; d++) {
+                double acc = 0.0;
+                for (int j = 0; j <= i; j++) acc += (double)Ph[i * T + j] * v[o + j * D + d];
+                out[o + i * D + d] = (float)acc;
+            }
+    }
+}
+
+void ag_attn_apply_bwd_ref(float *dP, float *dv, const float *dout, const float *P,
+                           const float *v, int BH, int T, int D) {
+    for (int h = 0; h < BH; h++) {
+        const float *Ph = P + (size_t)h * T * T;
+        size_t o = (size_t)h * T * D;
+        for (int i = 0; i < T && dP; i++)
+            for (int j = 0; j <= i; j++) {
+                double acc = 0.0;
+                for (int d = 0; d < D; d++) acc += (double)dout[o + i * D + d] * v[o + j * D + d];
+                dP[(size_t)h * T * T + i * T + j] += (float)acc;
+            }
+        for (int j = 0; j < T && dv; j++)
+            for (int d = 0; d < D; d++) {
+                double acc = 0.0;
+                for (int i = j; i < T; i++) acc += (double)Ph[i * T + j] * dout[o + i * D + d];
+                dv[o + j * D + d] += (float)acc;
+            }
+    }
+}
+
+/* ============================================================== the ops */
+
+/* ------------------------------------------------------------ split_heads
+ * out[b, h, t, d] = x[b, t, part*C + h*D + d]        x: [B, T, nparts*C]
+ * dx[b, t, part*C + h*D + d] += dout[b, h, t, d]      out: [B, H, T, D] */
+
+static void split_heads_backward(ag_node *n) {
+    ag_tensor *x = n->in[0], *out = n->out;
+    if (!x->grad) return;
+    int H = n->iarg[0], part = n->iarg[1], nparts = n->iarg[2];
+    int B = x->shape[0], T = x->shape[1], W = x->shape[2], C = W / nparts, D = C / H;
+#pragma omp parallel for schedule(static) if (x->numel > PAR_COPY_MIN)
+    for (int bh = 0; bh < B * H; bh++) {
+        int b = bh / H, h = bh % H;
+        for (int t = 0; t < T; t++) {
+            float *dx = x->grad + ((size_t)b * T + t) * W + (size_t)part * C + (size_t)h * D; /* [D] */
+            const float *g = out->grad + ((size_t)bh * T + t) * D;                           /* [D] */
+            for (int d = 0; d < D; d++) dx[d] += g[d];
+        }
+    }
+}
+
+ag_tensor *ag_split_heads(ag_ctx *c, ag_tensor *x, int n_head, int part, int nparts) {
+    if (!x) return NULL;
+    assert(x->ndim == 3 && nparts >= 1 && part >= 0 && part < nparts && n_head >= 1);
+    int B = x->shape[0], T = x->shape[1], W = x->shape[2];
+    assert(W % nparts == 0 && (W / nparts) % n_head == 0);
+    int C = W / nparts, H = n_head, D = C / H;
+    ag_tensor *out = ag_new(c, 4, (int[]){B, H, T, D}, "split_heads");
+    if (!out) return NULL;
+#pragma omp parallel for schedule(static) if (x->numel > PAR_COPY_MIN)
+    for (int bh = 0; bh < B * H; bh++) {
+        int b = bh / H, h = bh % H;
+        for (int t = 0; t < T; t++)
+            memcpy(out->data + ((size_t)bh * T + t) * D,
+                   x->data + ((size_t)b * T + t) * W + (size_t)part * C + (size_t)h * D,
+                   (size_t)D * sizeof(float));
+    }
+    ag_node *n = ag_record(c, "split_heads", split_heads_backward, out, x, NULL, NULL);
+    if (n) {
+        n->iarg[0] = H;
+        n->iarg[1] = part;
+        n->iarg[2] = nparts;
+    } else if (ag_error(c)) {
+        return NULL;
+    }
+    return out;
+}
+
+/* ------------------------------------------------------------ merge_heads
+ * out[b, t, h*D + d] = y[b, h, t, d]                  y: [B, H, T, D]
+ * dy[b, h, t, d] += dout[b, t, h*D + d]                out: [B, T, H*D] */
+
+static void merge_heads_backward(ag_node *n) {
+    ag_tensor *y = n->in[0], *out = n->out;
+    if (!y->grad) return;
+    int B = y->shape[0], H = y->shape[1], T = y->shape[2], D = y->shape[3], C = H * D;
+#pragma omp parallel for schedule(static) if (y->numel > PAR_COPY_MIN)
+    for (int bh = 0; bh < B * H; bh++) {
+        int b = bh / H, h = bh % H;
+        for (int t = 0; t < T; t++) {
+            float *dy = y->grad + ((size_t)bh * T + t) * D;                               /* [D] */
+            const float *g = out->grad + ((size_t)b * T + t) * C + (size_t)h * D;         /* [D] */
+            for (int d = 0; d < D; d++) dy[d] += g[d];
+        }
+    }
+}
+
+ag_tensor *ag_merge_heads(ag_ctx *c, ag_tensor *y) {
+    if (!y) return NULL;
+    assert(y->ndim == 4);
+    int B = y->shape[0], H = y->shape[1], T = y->shape[2], D = y->shape[3], C = H * D;
+    ag_tensor *out = ag_new(c, 3, (int[]){B, T, C}, "merge_heads");
+    if (!out) return NULL;
+#pragma omp parallel for schedule(static) if (y->numel > PAR_COPY_MIN)
+    for (int bh = 0; bh < B * H; bh++) {
+        int b = bh / H, h = bh % H;
+        for (int t = 0; t < T; t++)
+            memcpy(out->data + ((size_t)b * T + t) * C + (size_t)h * D,
+                   y->data + ((size_t)bh * T + t) * D, (size_t)D * sizeof(float));
+    }
+    if (!ag_record(c, "merge_heads", merge_heads_backward, out, y, NULL, NULL) && ag_error(c))
+        return NULL;
+    return out;
+}
+
+/* ------------------------------------------------------------- attn_probs
+ * P[B, H, T, T] = causal softmax(q k^T / sqrt(D)),  q, k: [B, H, T, D]
+ * dq += dS k / sqrt(D), dk += dS^T q / sqrt(D), dS_ij = P_ij (dP_ij - sum_k P_ik dP_ik)
+ * saved: per-thread scratch for dS blocks; iarg[0] = its thread count. */
+
+static void attn_probs_backward(ag_node *n) {
+    ag_tensor *q = n->in[0], *k = n->in[1], *P = n->out;
+    int BH = q->shape[0] * q->shape[1], T = q->shape[2], D = q->shape[3];
+    ag_attn_probs_bwd(q->grad, k->grad, P->grad, P->data, q->data, k->data, BH, T, D, n->farg[0],
+                      n->saved, n->iarg[0]);
+}
+
+ag_tensor *ag_attn_probs(ag_ctx *c, ag_tensor *q, ag_tensor *k) {
+    if (!q || !k) return NULL;
+    assert(q->ndim == 4 && ag_same_shape(q, k));
+    int B = q->shape[0], H = q->shape[1], T = q->shape[2], D = q->shape[3];
+    float scale = 1.0f / sqrtf((float)D);
+    ag_tensor *P = ag_new(c, 4, (int[]){B, H, T, T}, "attn_probs");
+    if (!P) return NULL;
+    ag_attn_probs_fwd(P->data, q->data, k->data, B * H, T, D, scale);
+    ag_node *n = ag_record(c, "attn_probs", attn_probs_backward, P, q, k, NULL);
+    if (n) {
+        int nthreads = omp_get_max_threads();
+        n->saved = ag_alloc(c, (size_t)nthreads * ag_attn_scratch_floats(T) * sizeof(float));
+        if (!n->saved) return NULL;
+        n->iarg[0] = nthreads;
+        n->farg[0] = scale;
+    } else if (ag_error(c)) {
+        return NULL;
+    }
+    return P;
+}
+
+/* ------------------------------------------------------------- attn_apply
+ * out[B, H, T, D] = P[B, H, T, T] v[B, H, T, D]   (P's upper triangle taken as 0)
+ * dP += dout v^T (lower triangle),  dv += P^T dout */
+
+static void attn_apply_backward(ag_node *n) {
+    ag_tensor *P = n->in[0], *v = n->in[1], *out = n->out;
+    int BH = v->shape[0] * v->shape[1], T = v->shape[2], D = v->shape[3];
+    ag_attn_apply_bwd(P->grad, v->grad, out->grad, P->data, v->data, BH, T, D);
+}
+
+ag_tensor *ag_attn_apply(ag_ctx *c, ag_tensor *P, ag_tensor *v) {
+    if (!P || !v) return NULL;
+    assert(P->ndim == 4 && v->ndim == 4);
+    int B = v->shape[0], H = v->shape[1], T = v->shape[2], D = v->shape[3];
+    assert(P->shape[0] == B && P->shape[1] == H && P->shape[2] == T && P->shape[3] == T);
+    ag_tensor *out = ag_new(c, 4, v->shape, "attn_apply");
+    if (!out) return NULL;
+    ag_attn_apply_fwd(out->data, P->data, v->data, B * H, T, D);
+    if (!ag_record(c, "attn_apply", attn_apply_backward, out, P, v, NULL) && ag_error(c))
+        return NULL;
+    return out;
+}
+
+/* -------------------------------------------------------------- attention */
+
+ag_tensor *ag_attention(ag_ctx *c, ag_tensor *q, ag_tensor *k, ag_tensor *v, ag_tensor **probs) {
+    ag_tensor *P = ag_attn_probs(c, q, k);
+    if (probs) *probs = P;
+    return ag_attn_apply(c, P, v);
+}
