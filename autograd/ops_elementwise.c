@@ -1,0 +1,217 @@
+/* ops_elementwise.c - add, mul, scale, GELU and reshape, forward beside backward.
+ *
+ * Parallel loops: every output element is written by exactly one thread and
+ * every sum over rows (the gradient of a broadcast operand) runs in row order
+ * inside one thread per column block, so results do not depend on the thread
+ * count. Loops below AG_PAR_MIN elements stay serial (a parallel region costs
+ * more than it saves there).
+ */
+#include <assert.h>
+#include <math.h>
+#include <stddef.h>
+
+#include "ops.h"
+#include "ops_internal.h"
+
+/* Number of times b repeats inside a, asserting that b's shape is a's
+ * trailing dimensions (or a's whole shape). */
+static size_t broadcast_reps(const ag_tensor *a, const ag_tensor *b) {
+    assert(b->ndim <= a->ndim);
+    for (int i = 0; i < b->ndim; i++) assert(b->shape[i] == a->shape[a->ndim - b->ndim + i]);
+    (void)a;
+    return a->numel / b->numel;
+}
+
+void ag_colsum_add(float *db, const float *g, const float *x, size_t rows, size_t cols) {
+    /* db[j] += sum_r g[r,j] (* x[r,j]), each column summed in row order in
+     * double by the one thread that owns its block of AG_COL_BLOCK columns. */
+    long nblk = (long)((cols + AG_COL_BLOCK - 1) / AG_COL_BLOCK);
+#pragma omp parallel for schedule(static) if (rows * cols >= AG_PAR_MIN && nblk > 1)
+    for (long blk = 0; blk < nblk; blk++) {
+        size_t j0 = (size_t)blk * AG_COL_BLOCK;
+        size_t j1 = j0 + AG_COL_BLOCK < cols ? j0 + AG_COL_BLOCK : cols;
+        double acc[AG_COL_BLOCK] = {0};
+        for (size_t r = 0; r < rows; r++) {
+            const float *gr = g + r * cols; /* [cols] */
+            if (x) {
+                const float *xr = x + r * cols; /* [cols] */
+                for (size_t j = j0; j < j1; j++) acc[j - j0] += (double)gr[j] * xr[j];
+            } else {
+                for (size_t j = j0; j < j1; j++) acc[j - j0] += gr[j];
+            }
+        }
+        for (size_t j = j0; j < j1; j++) db[j] += (float)acc[j - j0];
+    }
+}
+
+/* --------------------------------------------------------------------- add
+ * out[r, j] = a[r, j] + b[j]   (b repeated over the r = 0..reps leading rows)
+ * da[r, j] += dout[r, j];  db[j] += sum_r dout[r, j] */
+
+static void add_backward(ag_node *n) {
+    ag_tensor *a = n->in[0], *b = n->in[1], *out = n->out;
+    size_t N = a->numel, nb = b->numel, reps = N / nb;
+    const float *g = out->grad; /* [reps, nb] */
+    if (a->grad) {
+        float *da = a->grad; /* [reps, nb] */
+        long nn = (long)N;
+#pragma omp parallel for schedule(static) if (N >= AG_PAR_MIN)
+        for (long i = 0; i < nn; i++) da[i] += g[i];
+    }
+    if (b->grad) {
+        if (reps == 1) {
+            float *db = b->grad; /* [nb] */
+            long nn = (long)N;
+#pragma omp parallel for schedule(static) if (N >= AG_PAR_MIN)
+            for (long i = 0; i < nn; i++) db[i] += g[i];
+        } else {
+            ag_colsum_add(b->grad, g, NULL, reps, nb);
+        }
+    }
+}
+
+ag_tensor *ag_add(ag_ctx *c, ag_tensor *a, ag_tensor *b) {
+    if (!a || !b) return NULL;
+    size_t reps = broadcast_reps(a, b), nb = b->numel;
+    ag_tensor *out = ag_new(c, a->ndim, a->shape, "add");
+    if (!out) return NULL;
+    const float *A = a->data, *Bv = b->data; /* [reps, nb], [nb] */
+    float *O = out->data;                    /* [reps, nb] */
+    long nr = (long)reps;
+#pragma omp parallel for schedule(static) if (a->numel >= AG_PAR_MIN && reps > 1)
+    for (long r = 0; r < nr; r++) {
+        const float *ar = A + (size_t)r * nb;
+        float *orow = O + (size_t)r * nb;
+        for (size_t j = 0; j < nb; j++) orow[j] = ar[j] + Bv[j];
+    }
+    if (!ag_record(c, "add", add_backward, out, a, b, NULL) && ag_error(c)) return NULL;
+    return out;
+}
+
+/* --------------------------------------------------------------------- mul
+ * out[r, j] = a[r, j] * b[j]
+ * da[r, j] += dout[r, j] * b[j];  db[j] += sum_r dout[r, j] * a[r, j] */
+
+static void mul_backward(ag_node *n) {
+    ag_tensor *a = n->in[0], *b = n->in[1], *out = n->out;
+    size_t N = a->numel, nb = b->numel, reps = N / nb;
+    const float *g = out->grad; /* [reps, nb] */
+    if (a->grad) {
+        float *da = a->grad; /* [reps, nb] */
+        const float *Bv = b->data; /* [nb] */
+        long nr = (long)reps;
+#pragma omp parallel for schedule(static) if (N >= AG_PAR_MIN && reps > 1)
+        for (long r = 0; r < nr; r++) {
+            const float *gr = g + (size_t)r * nb;
+            float *dar = da + (size_t)r * nb;
+            for (size_t j = 0; j < nb; j++) dar[j] += gr[j] * Bv[j];
+        }
+    }
+    if (b->grad) {
+        if (reps == 1) {
+            float *db = b->grad; /* [nb] */
+            const float *A = a->data; /* [nb] */
+            long nn = (long)N;
+#pragma omp parallel for schedule(static) if (N >= AG_PAR_MIN)
+            for (long i = 0; i < nn; i++) db[i] += g[i] * A[i];
+        } else {
+            ag_colsum_add(b->grad, g, a->data, reps, nb);
+        }
+    }
+}
+
+ag_tensor *ag_mul(ag_ctx *c, ag_tensor *a, ag_tensor *b) {
+    if (!a || !b) return NULL;
+    size_t reps = broadcast_reps(a, b), nb = b->numel;
+    ag_tensor *out = ag_new(c, a->ndim, a->shape, "mul");
+    if (!out) return NULL;
+    const float *A = a->data, *Bv = b->data; /* [reps, nb], [nb] */
+    float *O = out->data;                    /* [reps, nb] */
+    long nr = (long)reps;
+#pragma omp parallel for schedule(static) if (a->numel >= AG_PAR_MIN && reps > 1)
+    for (long r = 0; r < nr; r++) {
+        const float *ar = A + (size_t)r * nb;
+        float *orow = O + (size_t)r * nb;
+        for (size_t j = 0; j < nb; j++) orow[j] = ar[j] * Bv[j];
+    }
+    if (!ag_record(c, "mul", mul_backward, out, a, b, NULL) && ag_error(c)) return NULL;
+    return out;
+}
+
+/* ------------------------------------------------------------------- scale
+ * out = s a;  da += s dout */
+
+static void scale_backward(ag_node *n) {
+    ag_tensor *a = n->in[0], *out = n->out;
+    float s = n->farg[0];
+    long nn = (long)a->numel;
+    const float *g = out->grad; /* [N] */
+    float *da = a->grad;        /* [N] */
+#pragma omp parallel for schedule(static) if (a->numel >= AG_PAR_MIN)
+    for (long i = 0; i < nn; i++) da[i] += s * g[i];
+}
+
+ag_tensor *ag_scale(ag_ctx *c, ag_tensor *a, float s) {
+    if (!a) return NULL;
+    ag_tensor *out = ag_new(c, a->ndim, a->shape, "scale");
+    if (!out) return NULL;
+    long nn = (long)a->numel;
+    const float *A = a->data; /* [N] */
+    float *O = out->data;     /* [N] */
+#pragma omp parallel for schedule(static) if (a->numel >= AG_PAR_MIN)
+    for (long i = 0; i < nn; i++) O[i] = s * A[i];
+    ag_node *n = ag_record(c, "scale", scale_backward, out, a, NULL, NULL);
+    if (n)
+        n->farg[0] = s;
+    else if (ag_error(c))
+        return NULL;
+    return out;
+}
+
+/* -------------------------------------------------------------------- gelu
+ * GELU, tanh form (Hendrycks and Gimpel 2016):
+ *   y = 0.5 x (1 + tanh(u)),  u = k (x + 0.044715 x^3),  k = sqrt(2/pi)
+ *   dy/dx = 0.5 (1 + tanh(u)) + 0.5 x (1 - tanh(u)^2) k (1 + 3 * 0.044715 x^2)
+ * The backward recomputes tanh(u) from the input instead of saving it. */
+
+#define GELU_K 0.7978845608028654f /* sqrt(2/pi) */
+#define GELU_A 0.044715f
+
+static void gelu_backward(ag_node *n) {
+    ag_tensor *a = n->in[0], *out = n->out;
+    long nn = (long)a->numel;
+    const float *x = a->data, *g = out->grad; /* [N] */
+    float *dx = a->grad;                      /* [N] */
+#pragma omp parallel for schedule(static) if (a->numel >= AG_PAR_MIN / 8)
+    for (long i = 0; i < nn; i++) {
+        float xi = x[i], x2 = xi * xi;
+        float th = tanhf(GELU_K * (xi + GELU_A * x2 * xi));
+        float d = 0.5f * (1.0f + th) + 0.5f * xi * (1.0f - th * th) * GELU_K * (1.0f + 3.0f * GELU_A * x2);
+        dx[i] += g[i] * d;
+    }
+}
+
+ag_tensor *ag_gelu(ag_ctx *c, ag_tensor *a) {
+    if (!a) return NULL;
+    ag_tensor *out = ag_new(c, a->ndim, a->shape, "gelu");
+    if (!out) return NULL;
+    long nn = (long)a->numel;
+    const float *x = a->data; /* [N] */
+    float *y = out->data;     /* [N] */
+#pragma omp parallel for schedule(static) if (a->numel >= AG_PAR_MIN / 8)
+    for (long i = 0; i < nn; i++) {
+        float xi = x[i];
+        y[i] = 0.5f * xi * (1.0f + tanhf(GELU_K * (xi + GELU_A * xi * xi * xi)));
+    }
+    if (!ag_record(c, "gelu", gelu_backward, out, a, NULL, NULL) && ag_error(c)) return NULL;
+    return out;
+}
+
+/* ----------------------------------------------------------------- reshape
+ * A view: out shares a's data and grad, so the gradient written into out's
+ * grad is a's gradient; no node is recorded. */
+
+ag_tensor *ag_reshape(ag_ctx *c, ag_tensor *a, int ndim, const int *shape) {
+    if (!a) return NULL;
+    return ag_view(c, a, ndim, shape);
+}

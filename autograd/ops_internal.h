@@ -1,0 +1,36 @@
+/* ops_internal.h - helpers shared by the ops_*.c files (not public API).
+ *
+ * Both helpers are deterministic: their result does not depend on the number
+ * of threads, because the work is cut into blocks of a fixed size and every
+ * block's sum is formed by one thread in index order.
+ */
+#ifndef PARE_AG_OPS_INTERNAL_H
+#define PARE_AG_OPS_INTERNAL_H
+
+#include <stddef.h>
+
+/* Loops over fewer elements than this stay serial. */
+#define AG_PAR_MIN ((size_t)1 << 15)
+
+/* Columns per block in column-parallel reductions (bias-like gradients). */
+#define AG_COL_BLOCK 64
+
+/* Elements per block in ag_sum_blocks. */
+#define AG_SUM_BLOCK ((size_t)1 << 14)
+
+/* db[j] += sum over r of g[r, j] (times x[r, j] if x is not NULL), for g and x
+ * [rows, cols]. Each column is summed in row order, in double. */
+void ag_colsum_add(float *db, const float *g, const float *x, size_t rows, size_t cols);
+
+/* What ag_sum_blocks adds up, element by element. */
+typedef enum { AG_RED_SUM, AG_RED_ABS, AG_RED_SQDIFF, AG_RED_SQ } ag_red_kind;
+
+/* Sum over i < n of a[i], |a[i]|, (a[i] - b[i])^2 or a[i]^2, in double:
+ * blocks of AG_SUM_BLOCK elements in parallel, then the block sums in order. */
+double ag_sum_blocks(ag_red_kind kind, const float *a, const float *b, size_t n);
+
+/* y[N, C] = softmax of each row of x[N, C] (max subtracted, sum in double).
+ * y may not alias x. */
+void ag_softmax_rows(float *y, const float *x, size_t N, int C);
+
+#endif

@@ -1,0 +1,341 @@
+/* ops_loss.c - losses and reductions to a scalar, forward beside backward.
+ *
+ * Every scalar here is a sum accumulated in double in a fixed order: per-row
+ * (or per-block) partial sums computed in parallel, then added serially in
+ * index order. The result is therefore the same for any thread count.
+ */
+#include <assert.h>
+#include <math.h>
+#include <string.h>
+
+#include "ops.h"
+#include "ops_internal.h"
+
+#define SUM_MAX_BLOCKS 4096
+
+double ag_sum_blocks(ag_red_kind kind, const float *a, const float *b, size_t n) {
+    double part[SUM_MAX_BLOCKS];
+    /* the block size depends on n only, never on the thread count */
+    size_t bs = AG_SUM_BLOCK;
+    if ((n + bs - 1) / bs > SUM_MAX_BLOCKS) bs = (n + SUM_MAX_BLOCKS - 1) / SUM_MAX_BLOCKS;
+    long nblk = (long)((n + bs - 1) / bs);
+#pragma omp parallel for schedule(static) if (nblk > 1)
+    for (long k = 0; k < nblk; k++) {
+        size_t i0 = (size_t)k * bs, i1 = i0 + bs < n ? i0 + bs : n;
+        double s = 0.0;
+        switch (kind) {
+        case AG_RED_SUM:
+            for (size_t i = i0; i < i1; i++) s += a[i];
+            break;
+        case AG_RED_ABS:
+            for (size_t i = i0; i < i1; i++) s += fabsf(a[i]);
+            break;
+        case AG_RED_SQDIFF:
+            for (size_t i = i0; i < i1; i++) {
+                double d = (double)a[i] - b[i];
+                s += d * d;
+            }
+            break;
+        case AG_RED_SQ:
+            for (size_t i = i0; i < i1; i++) s += (double)a[i] * a[i];
+            break;
+        }
+        part[k] = s;
+    }
+    double total = 0.0;
+    for (long k = 0; k < nblk; k++) total += part[k];
+    return total;
+}
+
+static ag_tensor *new_scalar(ag_ctx *c, const char *name) {
+    const int one = 1;
+    return ag_new(c, 1, &one, name);
+}
+
+/* ----------------------------------------------------------- cross-entropy
+ * Fused log-softmax + negative log-likelihood over rows r with t_r != ignore:
+ *   loss = (1/n) sum_r (logsumexp(x_r) - x_r[t_r]),  n = number of such rows
+ *   dx_r[v] += dloss/n (softmax(x_r)[v] - [v == t_r]);  ignored rows get 0
+ * The forward keeps softmax(x_r) (only when a gradient is recorded), so the
+ * backward is one pass without exp. */
+
+typedef struct {
+    int *targets; /* [N] */
+    float *probs; /* [N, V] */
+    int count;    /* rows not ignored */
+} ce_saved;
+
+static void cross_entropy_backward(ag_node *n) {
+    ag_tensor *x = n->in[0], *out = n->out;
+    const ce_saved *s = n->saved;
+    if (s->count == 0 || !x->grad) return;
+    size_t N = ag_rows(x);
+    int V = ag_cols(x), ignore = n->iarg[0];
+    float g = out->grad[0] / (float)s->count;
+    const float *P = s->probs; /* [N, V] */
+    float *dX = x->grad;       /* [N, V] */
+    long nn = (long)N;
+#pragma omp parallel for schedule(static) if (N * (size_t)V >= AG_PAR_MIN)
+    for (long r = 0; r < nn; r++) {
+        int t = s->targets[r];
+        if (t == ignore) continue;
+        const float *pr = P + (size_t)r * V;
+        float *dr = dX + (size_t)r * V;
+        for (int v = 0; v < V; v++) dr[v] += g * pr[v];
+        dr[t] -= g;
+    }
+}
+
+ag_tensor *ag_cross_entropy(ag_ctx *c, ag_tensor *logits, const int *targets, int ignore_index) {
+    if (!logits || !targets) return NULL;
+    size_t N = ag_rows(logits);
+    int V = ag_cols(logits);
+    int count = 0;
+    for (size_t r = 0; r < N; r++) {
+        int t = targets[r];
+        if (t == ignore_index) continue;
+        if (t < 0 || t >= V) {
+            ag_fail(c, "cross_entropy: target %d at row %zu is outside [0, %d) and is not the "
+                       "ignore index %d", t, r, V, ignore_index);
+            return NULL;
+        }
+        count++;
+    }
+    ag_tensor *out = new_scalar(c, "cross_entropy");
+    double *rowloss = ag_alloc(c, N * sizeof(double)); /* [N] */
+    if (!out || !rowloss) return NULL;
+    ag_node *n = ag_record(c, "cross_entropy", cross_entropy_backward, out, logits, NULL, NULL);
+    ce_saved *s = NULL;
+    if (n) {
+        s = ag_alloc(c, sizeof *s);
+        int *tg = ag_alloc(c, N * sizeof(int));
+        float *probs = ag_alloc(c, N * (size_t)V * sizeof(float));
+        if (!s || !tg || !probs) return NULL;
+        memcpy(tg, targets, N * sizeof(int));
+        s->targets = tg;
+        s->probs = probs;
+        s->count = count;
+        n->saved = s;
+        n->iarg[0] = ignore_index;
+    } else if (ag_error(c)) {
+        return NULL;
+    }
+    const float *X = logits->data; /* [N, V] */
+    long nn = (long)N;
+#pragma omp parallel for schedule(static) if (N * (size_t)V >= AG_PAR_MIN / 4)
+    for (long r = 0; r < nn; r++) {
+        int t = targets[r];
+        if (t == ignore_index) {
+            rowloss[r] = 0.0;
+            continue;
+        }
+        const float *xr = X + (size_t)r * V;
+        float mx = xr[0];
+        for (int v = 1; v < V; v++) mx = xr[v] > mx ? xr[v] : mx;
+        double sum = 0.0;
+        if (s) {
+            float *pr = s->probs + (size_t)r * V;
+            for (int v = 0; v < V; v++) {
+                pr[v] = expf(xr[v] - mx);
+                sum += pr[v];
+            }
+            float inv = (float)(1.0 / sum);
+            for (int v = 0; v < V; v++) pr[v] *= inv;
+        } else {
+            for (int v = 0; v < V; v++) sum += expf(xr[v] - mx);
+        }
+        rowloss[r] = (double)mx + log(sum) - (double)xr[t];
+    }
+    double total = 0.0;
+    for (size_t r = 0; r < N; r++) total += rowloss[r];
+    out->data[0] = count ? (float)(total / count) : 0.0f;
+    return out;
+}
+
+/* ------------------------------------------------------------------ kl_div
+ * Knowledge distillation (Hinton, Vinyals and Dean 2015). Per row, with
+ * p = softmax(t / tau) (teacher) and q = softmax(s / tau) (student):
+ *   KL_r = sum_v p_v (log p_v - log q_v),   loss = tau^2 (1/N) sum_r KL_r
+ * The tau^2 keeps the soft-target gradient's size independent of tau.
+ *   ds_v += dloss tau/N (q_v - p_v)
+ *   dt_v += dloss tau/N p_v (log p_v - log q_v - KL_r)
+ * log p and log q are formed as (x - max)/tau - log Z, never as log(p), so a
+ * probability that underflows to 0 contributes exactly 0. */
+
+typedef struct {
+    float *p, *q;  /* [N, V] teacher and student probabilities */
+    float *d;      /* [N, V] log p - log q (only when the teacher needs a gradient) */
+    double *kl;    /* [N] KL_r */
+} kl_saved;
+
+static void kl_div_backward(ag_node *n) {
+    ag_tensor *st = n->in[0], *te = n->in[1], *out = n->out;
+    const kl_saved *s = n->saved;
+    size_t N = ag_rows(st);
+    int V = ag_cols(st);
+    float tau = n->farg[0];
+    float g = (float)((double)out->grad[0] * tau / (double)N);
+    float *dS = st->grad, *dT = te->grad; /* [N, V] each, either may be NULL */
+    long nn = (long)N;
+#pragma omp parallel for schedule(static) if (N * (size_t)V >= AG_PAR_MIN)
+    for (long r = 0; r < nn; r++) {
+        size_t o = (size_t)r * V;
+        const float *pr = s->p + o, *qr = s->q + o;
+        if (dS)
+            for (int v = 0; v < V; v++) dS[o + v] += g * (qr[v] - pr[v]);
+        if (dT) {
+            const float *dr = s->d + o;
+            float kl = (float)s->kl[r];
+            for (int v = 0; v < V; v++) dT[o + v] += g * pr[v] * (dr[v] - kl);
+        }
+    }
+}
+
+ag_tensor *ag_kl_div(ag_ctx *c, ag_tensor *student, ag_tensor *teacher, float tau) {
+    if (!student || !teacher) return NULL;
+    assert(student->numel == teacher->numel && ag_cols(student) == ag_cols(teacher));
+    if (!(tau > 0.0f) || !isfinite(tau)) {
+        ag_fail(c, "kl_div: temperature %g must be a finite number > 0", (double)tau);
+        return NULL;
+    }
+    size_t N = ag_rows(student);
+    int V = ag_cols(student);
+    ag_tensor *out = new_scalar(c, "kl_div");
+    if (!out) return NULL;
+    ag_node *n = ag_record(c, "kl_div", kl_div_backward, out, student, teacher, NULL);
+    if (!n && ag_error(c)) return NULL;
+    kl_saved *s = ag_alloc(c, sizeof *s);
+    float *pq = ag_alloc(c, 2 * N * (size_t)V * sizeof(float));
+    double *kl = ag_alloc(c, N * sizeof(double));
+    if (!s || !pq || !kl) return NULL;
+    s->p = pq;
+    s->q = pq + N * (size_t)V;
+    s->kl = kl;
+    s->d = NULL;
+    if (n && teacher->grad) {
+        s->d = ag_alloc(c, N * (size_t)V * sizeof(float));
+        if (!s->d) return NULL;
+    }
+    if (n) {
+        n->saved = s;
+        n->farg[0] = tau;
+    }
+    const float *S = student->data, *T = teacher->data; /* [N, V] */
+    float it = 1.0f / tau;
+    long nn = (long)N;
+#pragma omp parallel for schedule(static) if (N * (size_t)V >= AG_PAR_MIN / 4)
+    for (long r = 0; r < nn; r++) {
+        size_t o = (size_t)r * V;
+        const float *sr = S + o, *tr = T + o;
+        float *pr = s->p + o, *qr = s->q + o;
+        float ms = sr[0], mt = tr[0];
+        for (int v = 1; v < V; v++) {
+            ms = sr[v] > ms ? sr[v] : ms;
+            mt = tr[v] > mt ? tr[v] : mt;
+        }
+        double zs = 0.0, zt = 0.0;
+        for (int v = 0; v < V; v++) {
+            pr[v] = expf((tr[v] - mt) * it);
+            qr[v] = expf((sr[v] - ms) * it);
+            zt += pr[v];
+            zs += qr[v];
+        }
+        float lzt = (float)log(zt), lzs = (float)log(zs);
+        float ipt = (float)(1.0 / zt), iqs = (float)(1.0 / zs);
+        double acc = 0.0;
+        for (int v = 0; v < V; v++) {
+            float lp = (tr[v] - mt) * it - lzt, lq = (sr[v] - ms) * it - lzs;
+            pr[v] *= ipt;
+            qr[v] *= iqs;
+            acc += (double)pr[v] * (lp - lq);
+            if (s->d) s->d[o + v] = lp - lq;
+        }
+        kl[r] = acc;
+    }
+    double total = 0.0;
+    for (size_t r = 0; r < N; r++) total += kl[r];
+    out->data[0] = (float)((double)tau * tau * total / (double)N);
+    return out;
+}
+
+/* --------------------------------------------------------------------- mse
+ * loss = (1/n) sum_i (a_i - b_i)^2
+ * da_i += dloss 2 (a_i - b_i) / n;  db_i -= the same */
+
+static void mse_backward(ag_node *n) {
+    ag_tensor *a = n->in[0], *b = n->in[1], *out = n->out;
+    size_t N = a->numel;
+    float k = (float)(2.0 * out->grad[0] / (double)N);
+    const float *A = a->data, *Bv = b->data; /* [N] */
+    float *dA = a->grad, *dB = b->grad;      /* [N] or NULL */
+    long nn = (long)N;
+#pragma omp parallel for schedule(static) if (N >= AG_PAR_MIN)
+    for (long i = 0; i < nn; i++) {
+        float d = k * (A[i] - Bv[i]);
+        if (dA) dA[i] += d;
+        if (dB) dB[i] -= d;
+    }
+}
+
+ag_tensor *ag_mse(ag_ctx *c, ag_tensor *a, ag_tensor *b) {
+    if (!a || !b) return NULL;
+    assert(ag_same_shape(a, b));
+    ag_tensor *out = new_scalar(c, "mse");
+    if (!out) return NULL;
+    out->data[0] = (float)(ag_sum_blocks(AG_RED_SQDIFF, a->data, b->data, a->numel) / (double)a->numel);
+    if (!ag_record(c, "mse", mse_backward, out, a, b, NULL) && ag_error(c)) return NULL;
+    return out;
+}
+
+/* ---------------------------------------------------------------------- l1
+ * loss = sum_i |a_i|;  da_i += dloss sign(a_i), with sign(0) = 0 */
+
+static void l1_backward(ag_node *n) {
+    ag_tensor *a = n->in[0], *out = n->out;
+    float g = out->grad[0];
+    const float *A = a->data; /* [N] */
+    float *dA = a->grad;      /* [N] */
+    long nn = (long)a->numel;
+#pragma omp parallel for schedule(static) if (a->numel >= AG_PAR_MIN)
+    for (long i = 0; i < nn; i++) dA[i] += A[i] > 0.0f ? g : (A[i] < 0.0f ? -g : 0.0f);
+}
+
+ag_tensor *ag_l1(ag_ctx *c, ag_tensor *a) {
+    if (!a) return NULL;
+    ag_tensor *out = new_scalar(c, "l1");
+    if (!out) return NULL;
+    out->data[0] = (float)ag_sum_blocks(AG_RED_ABS, a->data, NULL, a->numel);
+    if (!ag_record(c, "l1", l1_backward, out, a, NULL, NULL) && ag_error(c)) return NULL;
+    return out;
+}
+
+/* -------------------------------------------------------------- sum, mean
+ * sum = sum_i a_i;    da_i += dsum
+ * mean = sum / n;     da_i += dmean / n */
+
+static void sum_backward(ag_node *n) {
+    ag_tensor *a = n->in[0], *out = n->out;
+    float g = out->grad[0] * n->farg[0]; /* farg[0] = 1 for sum, 1/n for mean */
+    float *dA = a->grad;                 /* [N] */
+    long nn = (long)a->numel;
+#pragma omp parallel for schedule(static) if (a->numel >= AG_PAR_MIN)
+    for (long i = 0; i < nn; i++) dA[i] += g;
+}
+
+static ag_tensor *sum_scaled(ag_ctx *c, ag_tensor *a, bool mean) {
+    if (!a) return NULL;
+    const char *name = mean ? "mean" : "sum";
+    ag_tensor *out = new_scalar(c, name);
+    if (!out) return NULL;
+    double s = ag_sum_blocks(AG_RED_SUM, a->data, NULL, a->numel);
+    out->data[0] = (float)(mean ? s / (double)a->numel : s);
+    ag_node *n = ag_record(c, name, sum_backward, out, a, NULL, NULL);
+    if (n)
+        n->farg[0] = mean ? (float)(1.0 / (double)a->numel) : 1.0f;
+    else if (ag_error(c))
+        return NULL;
+    return out;
+}
+
+ag_tensor *ag_sum(ag_ctx *c, ag_tensor *a) { return sum_scaled(c, a, false); }
+ag_tensor *ag_mean(ag_ctx *c, ag_tensor *a) { return sum_scaled(c, a, true); }

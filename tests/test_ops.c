@@ -1,0 +1,381 @@
+/* test_ops.c - forward values of the ops against naive double-precision
+ * references or hand values, and their handling of bad input. Gradients are
+ * tested by test_gradcheck; where a gradient property is simple to state
+ * (ignored rows get none, reshape shares it) it is checked here too. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <cmocka.h>
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "autograd/gradcheck.h"
+#include "autograd/ops.h"
+#include "autograd/params.h"
+
+typedef struct fixture {
+    ag_ctx *c;
+    ag_params p; /* x[2,3,4], y[2,3,4], b[4], pos[3,4], w[4], tab[5,4] */
+} fixture;
+
+enum { X, Y, BIAS, POS, W, TAB };
+
+static int setup(void **state) {
+    fixture *f = calloc(1, sizeof *f);
+    f->c = ag_ctx_new();
+    ag_params_init(&f->p);
+    int s3[3] = {2, 3, 4}, s1[1] = {4}, s2[2] = {3, 4}, st[2] = {5, 4};
+    ag_params_add(&f->p, "x", 3, s3, 0);
+    ag_params_add(&f->p, "y", 3, s3, 0);
+    ag_params_add(&f->p, "b", 1, s1, 1);
+    ag_params_add(&f->p, "pos", 2, s2, 0);
+    ag_params_add(&f->p, "w", 1, s1, 1);
+    ag_params_add(&f->p, "tab", 2, st, 0);
+    assert_int_equal(ag_params_alloc(&f->p, AG_PARAMS_GRAD), 0);
+    ag_fill_uniform(f->p.data, f->p.n, -2.0f, 2.0f, 3);
+    *state = f;
+    return 0;
+}
+
+static int teardown(void **state) {
+    fixture *f = *state;
+    ag_params_free(&f->p);
+    ag_ctx_free(f->c);
+    free(f);
+    return 0;
+}
+
+#define P(i) ag_param(&f->p, (i))
+
+static void test_add_mul_broadcast(void **state) {
+    fixture *f = *state;
+    ag_tensor *x = P(X), *b = P(BIAS), *pos = P(POS), *y = P(Y);
+    ag_tensor *s1 = ag_add(f->c, x, b), *s2 = ag_add(f->c, x, pos), *s3 = ag_add(f->c, x, y);
+    ag_tensor *m1 = ag_mul(f->c, x, b), *m2 = ag_mul(f->c, x, pos), *m3 = ag_mul(f->c, x, y);
+    assert_non_null(s1);
+    assert_true(ag_same_shape(s1, x) && ag_same_shape(m2, x));
+    for (int i = 0; i < 2; i++)
+        for (int t = 0; t < 3; t++)
+            for (int j = 0; j < 4; j++) {
+                int k = (i * 3 + t) * 4 + j;
+                assert_float_equal(s1->data[k], x->data[k] + b->data[j], 0);
+                assert_float_equal(s2->data[k], x->data[k] + pos->data[t * 4 + j], 0);
+                assert_float_equal(s3->data[k], x->data[k] + y->data[k], 0);
+                assert_float_equal(m1->data[k], x->data[k] * b->data[j], 0);
+                assert_float_equal(m2->data[k], x->data[k] * pos->data[t * 4 + j], 0);
+                assert_float_equal(m3->data[k], x->data[k] * y->data[k], 0);
+            }
+    /* the bias gradient of a broadcast add is the column sum of dout */
+    float R[24];
+    ag_fill_uniform(R, 24, -1, 1, 8);
+    ag_params_zero_grad(&f->p);
+    assert_int_equal(ag_backward_seed(f->c, s1, R), 0);
+    for (int j = 0; j < 4; j++) {
+        double want = 0;
+        for (int r = 0; r < 6; r++) want += R[r * 4 + j];
+        assert_float_equal(b->grad[j], want, 1e-6);
+    }
+}
+
+static void test_scale_and_gelu_values(void **state) {
+    fixture *f = *state;
+    ag_tensor *x = P(X);
+    ag_tensor *s = ag_scale(f->c, x, -0.5f), *g = ag_gelu(f->c, x);
+    assert_non_null(s);
+    assert_non_null(g);
+    for (size_t i = 0; i < x->numel; i++) {
+        double v = x->data[i];
+        assert_float_equal(s->data[i], -0.5 * v, 0);
+        double ref = 0.5 * v * (1.0 + tanh(sqrt(2.0 / 3.14159265358979323846) * (v + 0.044715 * v * v * v)));
+        assert_float_equal(g->data[i], ref, 1e-6);
+    }
+    /* hand values: GELU(0) = 0, GELU(1) = 0.841192 (tanh form), GELU(-3) ~ -0.00363739 */
+    const int one = 3;
+    ag_tensor *h = ag_new(f->c, 1, &one, "h");
+    h->data[0] = 0.0f;
+    h->data[1] = 1.0f;
+    h->data[2] = -3.0f;
+    ag_tensor *gh = ag_gelu(f->c, h);
+    assert_float_equal(gh->data[0], 0.0, 0);
+    assert_float_equal(gh->data[1], 0.841192, 1e-6);
+    assert_float_equal(gh->data[2], -0.00363739, 1e-7);
+}
+
+static void test_layernorm_matches_reference_without_bias(void **state) {
+    fixture *f = *state;
+    ag_tensor *x = P(X), *w = P(W), *b = P(BIAS);
+    ag_tensor *y0 = ag_layernorm(f->c, x, w, NULL, 1e-5f);
+    ag_tensor *y1 = ag_layernorm(f->c, x, w, b, 1e-5f);
+    assert_non_null(y0);
+    assert_non_null(y1);
+    for (int r = 0; r < 6; r++) {
+        const float *xr = x->data + r * 4;
+        double mu = 0, var = 0;
+        for (int j = 0; j < 4; j++) mu += xr[j];
+        mu /= 4;
+        for (int j = 0; j < 4; j++) var += (xr[j] - mu) * (xr[j] - mu);
+        var /= 4;
+        for (int j = 0; j < 4; j++) {
+            double xh = (xr[j] - mu) / sqrt(var + 1e-5);
+            assert_float_equal(y0->data[r * 4 + j], xh * w->data[j], 1e-5);
+            assert_float_equal(y1->data[r * 4 + j], xh * w->data[j] + b->data[j], 1e-5);
+        }
+    }
+}
+
+/* A row of 1536 values with a large offset: mean and variance in double keep
+ * the normalised output accurate where a float one-pass variance would not. */
+static void test_layernorm_large_offset(void **state) {
+    fixture *f = *state;
+    const int shape[2] = {2, 1536}, wshape[1] = {1536};
+    ag_tensor *x = ag_new(f->c, 2, shape, "x"), *w = ag_new(f->c, 1, wshape, "w");
+    for (int i = 0; i < 2 * 1536; i++) x->data[i] = 1000.0f + (float)((i * 37) % 11) - 5.0f;
+    for (int j = 0; j < 1536; j++) w->data[j] = 1.0f;
+    ag_tensor *y = ag_layernorm(f->c, x, w, NULL, 1e-5f);
+    assert_non_null(y);
+    for (int r = 0; r < 2; r++) {
+        double mu = 0, var = 0;
+        for (int j = 0; j < 1536; j++) mu += x->data[r * 1536 + j];
+        mu /= 1536;
+        for (int j = 0; j < 1536; j++) var += pow(x->data[r * 1536 + j] - mu, 2);
+        var /= 1536;
+        for (int j = 0; j < 1536; j++)
+            assert_float_equal(y->data[r * 1536 + j], (x->data[r * 1536 + j] - mu) / sqrt(var + 1e-5), 1e-5);
+    }
+}
+
+static void test_softmax_rows_sum_to_one_and_large_inputs(void **state) {
+    fixture *f = *state;
+    ag_tensor *x = P(X);
+    ag_tensor *y = ag_softmax(f->c, x);
+    for (int r = 0; r < 6; r++) {
+        double z = 0, sum = 0;
+        for (int j = 0; j < 4; j++) z += exp(x->data[r * 4 + j]);
+        for (int j = 0; j < 4; j++) {
+            assert_float_equal(y->data[r * 4 + j], exp(x->data[r * 4 + j]) / z, 1e-6);
+            sum += y->data[r * 4 + j];
+        }
+        assert_float_equal(sum, 1.0, 1e-6);
+    }
+    /* exp(1000) overflows float; the max subtraction must keep it finite */
+    const int shape[2] = {1, 3};
+    ag_tensor *big = ag_new(f->c, 2, shape, "big");
+    big->data[0] = 1000.0f;
+    big->data[1] = 999.0f;
+    big->data[2] = -1000.0f;
+    ag_tensor *p = ag_softmax(f->c, big);
+    double z = 1.0 + exp(-1.0);
+    assert_float_equal(p->data[0], 1.0 / z, 1e-6);
+    assert_float_equal(p->data[1], exp(-1.0) / z, 1e-6);
+    assert_float_equal(p->data[2], 0.0, 0);
+}
+
+static void test_cross_entropy_values(void **state) {
+    fixture *f = *state;
+    const int V = 7, shape[2] = {5, 7};
+    ag_tensor *z = ag_zeros(f->c, 2, shape, "zero_logits");
+    int tg[5] = {0, 6, 3, 2, 1};
+    ag_tensor *l = ag_cross_entropy(f->c, z, tg, -100);
+    assert_non_null(l);
+    assert_float_equal(l->data[0], log((double)V), 1e-6);
+
+    /* against a double reference, with rows 1 and 3 ignored */
+    ag_tensor *x = ag_reshape(f->c, P(X), 2, (int[]){6, 4});
+    int t2[6] = {3, -1, 0, -1, 2, 1};
+    ag_params_zero_grad(&f->p);
+    ag_tensor *ce = ag_cross_entropy(f->c, x, t2, -1);
+    assert_non_null(ce);
+    double want = 0;
+    for (int r = 0; r < 6; r++) {
+        if (t2[r] < 0) continue;
+        double zz = 0;
+        for (int j = 0; j < 4; j++) zz += exp(x->data[r * 4 + j]);
+        want += log(zz) - x->data[r * 4 + t2[r]];
+    }
+    assert_float_equal(ce->data[0], want / 4, 1e-5);
+    assert_int_equal(ag_backward(f->c, ce), 0);
+    for (int j = 0; j < 4; j++) {
+        assert_float_equal(x->grad[4 + j], 0.0, 0); /* ignored rows get no gradient */
+        assert_float_equal(x->grad[12 + j], 0.0, 0);
+    }
+    double rowsum = 0;
+    for (int j = 0; j < 4; j++) rowsum += x->grad[j];
+    assert_float_equal(rowsum, 0.0, 1e-6); /* softmax - onehot sums to 0 */
+    assert_true(x->grad[3] < 0);         /* the target's logit is pushed up */
+}
+
+static void test_cross_entropy_all_ignored(void **state) {
+    fixture *f = *state;
+    ag_tensor *x = ag_reshape(f->c, P(X), 2, (int[]){6, 4});
+    int t[6] = {-1, -1, -1, -1, -1, -1};
+    ag_params_zero_grad(&f->p);
+    ag_tensor *ce = ag_cross_entropy(f->c, x, t, -1);
+    assert_non_null(ce);
+    assert_float_equal(ce->data[0], 0.0, 0);
+    assert_int_equal(ag_backward(f->c, ce), 0);
+    for (size_t i = 0; i < x->numel; i++) assert_float_equal(x->grad[i], 0.0, 0);
+}
+
+static void test_cross_entropy_bad_target(void **state) {
+    fixture *f = *state;
+    ag_tensor *x = ag_reshape(f->c, P(X), 2, (int[]){6, 4});
+    int t[6] = {0, 1, 2, 4, 0, 0};
+    assert_null(ag_cross_entropy(f->c, x, t, -1));
+    const char *e = ag_error(f->c);
+    assert_non_null(e);
+    assert_non_null(strstr(e, "target 4"));
+    assert_non_null(strstr(e, "row 3"));
+    ag_ctx_reset(f->c);
+    t[3] = -7; /* negative but not the ignore index */
+    assert_null(ag_cross_entropy(f->c, x, t, -1));
+    assert_non_null(strstr(ag_error(f->c), "target -7"));
+}
+
+static void test_embedding_values_and_bad_id(void **state) {
+    fixture *f = *state;
+    ag_tensor *tab = P(TAB);
+    int ids[6] = {4, 0, 4, 2, 1, 3};
+    ag_tensor *e = ag_embedding(f->c, tab, ids, 2, (int[]){2, 3});
+    assert_non_null(e);
+    assert_int_equal(e->ndim, 3);
+    assert_int_equal(e->shape[2], 4);
+    for (int i = 0; i < 6; i++) assert_memory_equal(e->data + i * 4, tab->data + ids[i] * 4, 16);
+    /* row 4 is used twice: its gradient gets both rows of dout */
+    float R[24];
+    ag_fill_uniform(R, 24, -1, 1, 4);
+    ag_params_zero_grad(&f->p);
+    ag_backward_seed(f->c, e, R);
+    for (int j = 0; j < 4; j++) assert_float_equal(tab->grad[16 + j], R[j] + R[8 + j], 1e-6);
+
+    ids[4] = 5;
+    assert_null(ag_embedding(f->c, tab, ids, 1, (int[]){6}));
+    const char *msg = ag_error(f->c);
+    assert_non_null(msg);
+    assert_non_null(strstr(msg, "id 5"));
+    assert_non_null(strstr(msg, "position 4"));
+}
+
+static void test_null_inputs_give_null(void **state) {
+    fixture *f = *state;
+    ag_tensor *x = P(X);
+    int ids[1] = {0};
+    assert_null(ag_add(f->c, NULL, x));
+    assert_null(ag_add(f->c, x, NULL));
+    assert_null(ag_mul(f->c, NULL, x));
+    assert_null(ag_scale(f->c, NULL, 2.0f));
+    assert_null(ag_gelu(f->c, NULL));
+    assert_null(ag_reshape(f->c, NULL, 1, (int[]){24}));
+    assert_null(ag_embedding(f->c, NULL, ids, 1, (int[]){1}));
+    assert_null(ag_layernorm(f->c, NULL, P(W), NULL, 1e-5f));
+    assert_null(ag_softmax(f->c, NULL));
+    assert_null(ag_cross_entropy(f->c, NULL, ids, -1));
+    assert_null(ag_kl_div(f->c, NULL, x, 1.0f));
+    assert_null(ag_kl_div(f->c, x, NULL, 1.0f));
+    assert_null(ag_mse(f->c, x, NULL));
+    assert_null(ag_l1(f->c, NULL));
+    assert_null(ag_sum(f->c, NULL));
+    assert_null(ag_mean(f->c, NULL));
+    assert_null(ag_error(f->c)); /* a NULL input is not a new error */
+    assert_int_equal(f->c->n_nodes, 0);
+}
+
+static void test_kl_values(void **state) {
+    fixture *f = *state;
+    ag_tensor *x = P(X), *y = P(Y);
+    ag_tensor *k0 = ag_kl_div(f->c, x, x, 2.0f);
+    assert_non_null(k0);
+    assert_float_equal(k0->data[0], 0.0, 1e-7);
+    const float tau = 1.5f;
+    ag_tensor *k = ag_kl_div(f->c, x, y, tau);
+    double want = 0;
+    for (int r = 0; r < 6; r++) {
+        double zs = 0, zt = 0;
+        for (int j = 0; j < 4; j++) {
+            zs += exp(x->data[r * 4 + j] / tau);
+            zt += exp(y->data[r * 4 + j] / tau);
+        }
+        for (int j = 0; j < 4; j++) {
+            double p = exp(y->data[r * 4 + j] / tau) / zt, q = exp(x->data[r * 4 + j] / tau) / zs;
+            want += p * log(p / q);
+        }
+    }
+    want *= (double)tau * tau / 6;
+    assert_true(want > 0.01);
+    assert_float_equal(k->data[0], want, 1e-6);
+    assert_null(ag_kl_div(f->c, x, y, 0.0f));
+    assert_non_null(strstr(ag_error(f->c), "temperature"));
+}
+
+static void test_mse_l1_sum_mean(void **state) {
+    fixture *f = *state;
+    ag_tensor *x = P(X), *y = P(Y);
+    double se = 0, ab = 0, s = 0;
+    for (size_t i = 0; i < x->numel; i++) {
+        se += pow((double)x->data[i] - y->data[i], 2);
+        ab += fabs(x->data[i]);
+        s += x->data[i];
+    }
+    assert_float_equal(ag_mse(f->c, x, y)->data[0], se / 24, 1e-6);
+    assert_float_equal(ag_l1(f->c, x)->data[0], ab, 1e-5);
+    assert_float_equal(ag_sum(f->c, x)->data[0], s, 1e-5);
+    assert_float_equal(ag_mean(f->c, x)->data[0], s / 24, 1e-6);
+    /* L1 gradient is the sign, and exactly 0 at 0 */
+    x->data[5] = 0.0f;
+    ag_tensor *l = ag_l1(f->c, x);
+    ag_params_zero_grad(&f->p);
+    ag_backward(f->c, l);
+    for (size_t i = 0; i < x->numel; i++)
+        assert_float_equal(x->grad[i], x->data[i] > 0 ? 1.0 : (x->data[i] < 0 ? -1.0 : 0.0), 0);
+}
+
+/* 1e6 ones: a float accumulator would drift; the double sum is exact. Also
+ * large enough that the blocked parallel reduction runs with many blocks. */
+static void test_sum_is_accumulated_in_double(void **state) {
+    fixture *f = *state;
+    const int n = 1000003;
+    ag_tensor *a = ag_new(f->c, 1, &n, "ones");
+    for (int i = 0; i < n; i++) a->data[i] = i % 2 ? 1.0f + 1e-7f * (float)(i % 5) : 1.0f;
+    double want = 0;
+    for (int i = 0; i < n; i++) want += a->data[i];
+    assert_float_equal(ag_sum(f->c, a)->data[0], (float)want, 0);
+    assert_float_equal(ag_mean(f->c, a)->data[0], (float)(want / n), 0);
+}
+
+static void test_reshape_shares_memory_and_gradient(void **state) {
+    fixture *f = *state;
+    ag_tensor *x = P(X);
+    ag_tensor *v = ag_reshape(f->c, x, 2, (int[]){6, 4});
+    assert_non_null(v);
+    assert_ptr_equal(v->data, x->data);
+    assert_ptr_equal(v->grad, x->grad);
+    assert_int_equal(v->ndim, 2);
+    assert_int_equal(v->shape[0], 6);
+    assert_int_equal(f->c->n_nodes, 0); /* a view, no node */
+    ag_params_zero_grad(&f->p);
+    ag_tensor *s = ag_sum(f->c, ag_scale(f->c, v, 3.0f));
+    assert_int_equal(ag_backward(f->c, s), 0);
+    for (size_t i = 0; i < x->numel; i++) assert_float_equal(x->grad[i], 3.0, 0);
+}
+
+int main(void) {
+#define T(fn) cmocka_unit_test_setup_teardown(fn, setup, teardown)
+    const struct CMUnitTest tests[] = {
+        T(test_add_mul_broadcast),
+        T(test_scale_and_gelu_values),
+        T(test_layernorm_matches_reference_without_bias),
+        T(test_layernorm_large_offset),
+        T(test_softmax_rows_sum_to_one_and_large_inputs),
+        T(test_cross_entropy_values),
+        T(test_cross_entropy_all_ignored),
+        T(test_cross_entropy_bad_target),
+        T(test_embedding_values_and_bad_id),
+        T(test_null_inputs_give_null),
+        T(test_kl_values),
+        T(test_mse_l1_sum_mean),
+        T(test_sum_is_accumulated_in_double),
+        T(test_reshape_shares_memory_and_gradient),
+    };
+    return cmocka_run_group_tests_name("ops", tests, NULL, NULL);
+}
