@@ -135,7 +135,8 @@ typedef struct tr_dataset {
                                  windows of ctx positions; NAN when unknown (text files) */
     double entropy_rate;      /* builtin:markov: entropy rate in nats/token; else NAN */
     bool has_accuracy;        /* tasks: tr_batch_accuracy is meaningful */
-    int task;                 /* internal: which task (tasks only) */
+    uint64_t seed;            /* the data seed: built-in generators and validation batches */
+    int task;                 /* tasks: a tr_task_kind (builtin.h) */
     int task_min_len, task_max_len; /* tasks: length range of the sequence to transform */
     int task_alpha;           /* tasks: number of letters used */
 } tr_dataset;
