@@ -8,6 +8,8 @@
 static int g_threads = 1;
 static bool g_profile = false;
 static ag_sgemm_stats g_stats;
+static ag_sgemm_call *g_trace; /* [g_trace_cap] or NULL */
+static size_t g_trace_cap, g_trace_n;
 
 void ag_set_threads(int n) {
     if (n < 1) n = 1;
@@ -37,6 +39,13 @@ void ag_sgemm(bool ta, bool tb, int M, int N, int K, float alpha, const float *A
                 N, K, alpha, A, lda, B, ldb, beta, C, ldc);
     double dt = ag_now() - t0;
     double flops = 2.0 * M * N * K;
+    if (g_trace) {
+        size_t idx;
+#pragma omp atomic capture
+        idx = g_trace_n++;
+        if (idx < g_trace_cap)
+            g_trace[idx] = (ag_sgemm_call){ta, tb, inner, M, N, K, lda, ldb, ldc, alpha, beta};
+    }
     if (inner) {
 #pragma omp atomic
         g_stats.flops += flops;
@@ -56,6 +65,14 @@ void ag_sgemm(bool ta, bool tb, int M, int N, int K, float alpha, const float *A
 }
 
 void ag_sgemm_profile(bool enabled) { g_profile = enabled; }
+
+void ag_sgemm_trace(ag_sgemm_call *buf, size_t cap) {
+    g_trace = buf;
+    g_trace_cap = buf ? cap : 0;
+    g_trace_n = 0;
+}
+
+size_t ag_sgemm_trace_count(void) { return g_trace_n; }
 ag_sgemm_stats ag_sgemm_stats_get(void) { return g_stats; }
 void ag_sgemm_stats_reset(void) { g_stats = (ag_sgemm_stats){0}; }
 

@@ -13,6 +13,7 @@
 #define PARE_AG_PARALLEL_H
 
 #include <stdbool.h>
+#include <stddef.h>
 #include <stdint.h>
 
 /* Sets the number of threads for OpenMP loops and OpenBLAS (n >= 1). */
@@ -49,6 +50,24 @@ typedef struct ag_sgemm_stats {
 static inline double ag_sgemm_wall_seconds(const ag_sgemm_stats *s, int threads) {
     return s->seconds + s->inner_thread_seconds / (threads > 0 ? threads : 1);
 }
+
+/* The shape of one ag_sgemm call, as recorded by the trace below. */
+typedef struct ag_sgemm_call {
+    bool ta, tb;
+    bool inner; /* made from inside a parallel region */
+    int M, N, K, lda, ldb, ldc;
+    float alpha, beta;
+} ag_sgemm_call;
+
+/* While profiling is on, also records the shape of each call into buf[cap]
+ * (calls past cap are counted, not stored). Calls from inside a parallel
+ * region are stored in completion order, which varies between runs. A NULL
+ * buf stops tracing. The caller owns buf and keeps it alive while tracing.
+ * Benchmarks use this to replay exactly the products a step makes. */
+void ag_sgemm_trace(ag_sgemm_call *buf, size_t cap);
+
+/* Calls seen since ag_sgemm_trace started (may exceed its cap). */
+size_t ag_sgemm_trace_count(void);
 
 void ag_sgemm_profile(bool enabled);
 ag_sgemm_stats ag_sgemm_stats_get(void);
