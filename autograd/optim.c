@@ -1,0 +1,184 @@
+/* optim.c - SGD with momentum, AdamW and global-norm clipping. */
+#include "optim.h"
+
+#include <math.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "ops_internal.h"
+
+static void set_err(char *err, size_t errlen, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+static void set_err(char *err, size_t errlen, const char *fmt, ...) {
+    if (!err || errlen == 0) return;
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(err, errlen, fmt, ap);
+    va_end(ap);
+}
+
+static void init(ag_optim *o, ag_optim_kind kind, float lr, float weight_decay) {
+    memset(o, 0, sizeof *o);
+    o->kind = kind;
+    o->lr = lr;
+    o->n_groups = 1;
+    o->group[0].weight_decay = weight_decay;
+    o->group[0].lr_mult = 1.0f;
+}
+
+void ag_optim_adamw(ag_optim *o, float lr, float beta1, float beta2, float eps, float weight_decay) {
+    init(o, AG_OPTIM_ADAMW, lr, weight_decay);
+    o->beta1 = beta1;
+    o->beta2 = beta2;
+    o->eps = eps;
+}
+
+void ag_optim_sgd(ag_optim *o, float lr, float momentum, float weight_decay) {
+    init(o, AG_OPTIM_SGD, lr, weight_decay);
+    o->momentum = momentum;
+}
+
+int ag_optim_set_group(ag_optim *o, int g, float weight_decay, float lr_mult) {
+    if (g < 0 || g >= AG_OPTIM_MAX_GROUPS) return -1;
+    for (int i = o->n_groups; i < g; i++) o->group[i] = o->group[0];
+    o->group[g].weight_decay = weight_decay;
+    o->group[g].lr_mult = lr_mult;
+    if (g >= o->n_groups) o->n_groups = g + 1;
+    return 0;
+}
+
+static int check(const ag_optim *o, const ag_params *p, char *err, size_t errlen) {
+    if (!p->grad) {
+        set_err(err, errlen, "optimizer: the parameter set has no gradient buffer (allocate it with AG_PARAMS_GRAD)");
+        return -1;
+    }
+    bool need_m = o->kind == AG_OPTIM_ADAMW || o->momentum != 0.0f;
+    if (need_m && (!p->m || (o->kind == AG_OPTIM_ADAMW && !p->v))) {
+        set_err(err, errlen, "optimizer: %s needs moment buffers (allocate the parameters with AG_PARAMS_MOMENTS)",
+                o->kind == AG_OPTIM_ADAMW ? "AdamW" : "SGD with momentum");
+        return -1;
+    }
+    if (!isfinite(o->lr) || o->lr < 0.0f) {
+        set_err(err, errlen, "optimizer: learning rate %g must be finite and >= 0", (double)o->lr);
+        return -1;
+    }
+    if (o->kind == AG_OPTIM_ADAMW) {
+        if (!(o->beta1 >= 0.0f && o->beta1 < 1.0f) || !(o->beta2 >= 0.0f && o->beta2 < 1.0f)) {
+            set_err(err, errlen, "optimizer: AdamW betas (%g, %g) must be in [0, 1)", (double)o->beta1,
+                    (double)o->beta2);
+            return -1;
+        }
+        if (!(o->eps > 0.0f) || !isfinite(o->eps)) {
+            set_err(err, errlen, "optimizer: AdamW eps %g must be finite and > 0", (double)o->eps);
+            return -1;
+        }
+    } else if (!(o->momentum >= 0.0f && o->momentum < 1.0f)) {
+        set_err(err, errlen, "optimizer: SGD momentum %g must be in [0, 1)", (double)o->momentum);
+        return -1;
+    }
+    for (int g = 0; g < o->n_groups; g++) {
+        const ag_optim_group *gr = &o->group[g];
+        if (!isfinite(gr->weight_decay) || gr->weight_decay < 0.0f || !isfinite(gr->lr_mult) || gr->lr_mult < 0.0f) {
+            set_err(err, errlen, "optimizer: group %d has weight decay %g and lr multiplier %g; both must be finite and >= 0",
+                    g, (double)gr->weight_decay, (double)gr->lr_mult);
+            return -1;
+        }
+    }
+    for (int i = 0; i < p->count; i++)
+        if (p->group[i] < 0 || p->group[i] >= o->n_groups) {
+            set_err(err, errlen, "optimizer: parameter %s is in group %d, but only groups 0..%d are configured",
+                    p->names[i], p->group[i], o->n_groups - 1);
+            return -1;
+        }
+    return 0;
+}
+
+/* AdamW (Loshchilov and Hutter, "Decoupled Weight Decay Regularization",
+ * ICLR 2019, Algorithm 2), per element, with t = the step after increment:
+ *   m_t = beta1 m_{t-1} + (1 - beta1) g_t
+ *   v_t = beta2 v_{t-1} + (1 - beta2) g_t^2
+ *   mhat = m_t / (1 - beta1^t),  vhat = v_t / (1 - beta2^t)    (bias correction)
+ *   theta_t = theta_{t-1} - lr (mhat / (sqrt(vhat) + eps) + lambda theta_{t-1})
+ * The paper writes the step as eta_t (alpha mhat / (sqrt(vhat) + eps) + lambda
+ * theta); here lr = eta_t alpha (schedule times base rate, times the group's
+ * multiplier), so the decay is lr * lambda as in PyTorch's AdamW. The decay
+ * acts on the weights directly and never passes through m or v: that is the
+ * "decoupled" of the title.
+ *
+ * SGD with momentum (PyTorch's form, Sutskever et al. 2013), with the weight
+ * decay as an L2 term in the gradient:
+ *   g' = g + lambda theta,  b_t = mu b_{t-1} + g',  theta_t = theta_{t-1} - lr b_t
+ * (b lives in the m buffer; with mu = 0 it is plain SGD and m is not used). */
+int ag_optim_step(ag_optim *o, ag_params *p, char *err, size_t errlen) {
+    if (check(o, p, err, errlen) != 0) return -1;
+    int64_t t = o->step + 1;
+    float ib1 = 1.0f, ib2 = 1.0f;
+    if (o->kind == AG_OPTIM_ADAMW) {
+        ib1 = (float)(1.0 / (1.0 - pow((double)o->beta1, (double)t)));
+        ib2 = (float)(1.0 / (1.0 - pow((double)o->beta2, (double)t)));
+    }
+    const float b1 = o->beta1, b2 = o->beta2, eps = o->eps, mu = o->momentum;
+    for (int i = 0; i < p->count; i++) {
+        const ag_optim_group *gr = &o->group[p->group[i]];
+        const float lr = o->lr * gr->lr_mult, wd = gr->weight_decay;
+        size_t off = p->offset[i], n = p->t[i].numel;
+        float *w = p->data + off, *g = p->grad + off; /* [n] */
+        float *m = p->m ? p->m + off : NULL;          /* [n] */
+        float *v = p->v ? p->v + off : NULL;          /* [n] */
+        long nn = (long)n;
+        if (o->kind == AG_OPTIM_ADAMW) {
+#pragma omp parallel for schedule(static) if (n >= AG_PAR_MIN)
+            for (long j = 0; j < nn; j++) {
+                float gj = g[j];
+                float mj = b1 * m[j] + (1.0f - b1) * gj;
+                float vj = b2 * v[j] + (1.0f - b2) * gj * gj;
+                m[j] = mj;
+                v[j] = vj;
+                w[j] -= lr * ((mj * ib1) / (sqrtf(vj * ib2) + eps) + wd * w[j]);
+            }
+        } else if (mu != 0.0f) {
+#pragma omp parallel for schedule(static) if (n >= AG_PAR_MIN)
+            for (long j = 0; j < nn; j++) {
+                float bj = mu * m[j] + (g[j] + wd * w[j]);
+                m[j] = bj;
+                w[j] -= lr * bj;
+            }
+        } else {
+#pragma omp parallel for schedule(static) if (n >= AG_PAR_MIN)
+            for (long j = 0; j < nn; j++) w[j] -= lr * (g[j] + wd * w[j]);
+        }
+    }
+    o->step = t;
+    return 0;
+}
+
+double ag_grad_norm(const ag_params *p) {
+    if (!p->grad) return 0.0;
+    /* padding is zero in the grad buffer, so the flat buffer is summed whole */
+    return sqrt(ag_sum_blocks(AG_RED_SQ, p->grad, NULL, p->n));
+}
+
+int ag_clip_grad_norm(ag_params *p, double max_norm, double *norm, char *err, size_t errlen) {
+    double n = ag_grad_norm(p);
+    if (norm) *norm = n;
+    if (!isfinite(n)) {
+        const char *bad = "?";
+        for (int i = 0; i < p->count && bad[0] == '?'; i++)
+            for (size_t j = 0; j < p->t[i].numel; j++)
+                if (!isfinite(p->t[i].grad[j])) {
+                    bad = p->names[i];
+                    break;
+                }
+        set_err(err, errlen, "gradient norm is %g: parameter %s has a non-finite gradient; "
+                "gradients left unchanged", n, bad);
+        return -1;
+    }
+    if (max_norm > 0.0 && n > max_norm) {
+        float s = (float)(max_norm / n);
+        float *g = p->grad; /* [p->n] */
+        long nn = (long)p->n;
+#pragma omp parallel for schedule(static) if (p->n >= AG_PAR_MIN)
+        for (long j = 0; j < nn; j++) g[j] *= s;
+    }
+    return 0;
+}
