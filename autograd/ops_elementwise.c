@@ -171,8 +171,12 @@ ag_tensor *ag_scale(ag_ctx *c, ag_tensor *a, float s) {
 /* -------------------------------------------------------------------- gelu
  * GELU, tanh form (Hendrycks and Gimpel 2016):
  *   y = 0.5 x (1 + tanh(u)),  u = k (x + 0.044715 x^3),  k = sqrt(2/pi)
- *   dy/dx = 0.5 (1 + tanh(u)) + 0.5 x (1 - tanh(u)^2) k (1 + 3 * 0.044715 x^2)
- * The backward recomputes tanh(u) from the input instead of saving it. */
+ * computed through the exact identity 0.5 (1 + tanh(u)) = s = 1 / (1 + e^(-2u)),
+ * which needs one expf (about 4x cheaper than tanhf in glibc) and has no
+ * cancellation near u = 0; e^(-2u) overflowing to inf gives s = 0 exactly.
+ *   y = x s
+ *   dy/dx = s + 0.5 x (1 - tanh(u)^2) du/dx = s + 2 x s (1 - s) k (1 + 3 * 0.044715 x^2)
+ * The backward recomputes s from the input instead of saving it. */
 
 #define GELU_K 0.7978845608028654f /* sqrt(2/pi) */
 #define GELU_A 0.044715f
@@ -185,8 +189,8 @@ static void gelu_backward(ag_node *n) {
 #pragma omp parallel for schedule(static) if (a->numel >= AG_PAR_MIN / 8)
     for (long i = 0; i < nn; i++) {
         float xi = x[i], x2 = xi * xi;
-        float th = tanhf(GELU_K * (xi + GELU_A * x2 * xi));
-        float d = 0.5f * (1.0f + th) + 0.5f * xi * (1.0f - th * th) * GELU_K * (1.0f + 3.0f * GELU_A * x2);
+        float s = 1.0f / (1.0f + expf(-2.0f * GELU_K * (xi + GELU_A * x2 * xi)));
+        float d = s + 2.0f * xi * s * (1.0f - s) * GELU_K * (1.0f + 3.0f * GELU_A * x2);
         dx[i] += g[i] * d;
     }
 }
@@ -201,7 +205,7 @@ ag_tensor *ag_gelu(ag_ctx *c, ag_tensor *a) {
 #pragma omp parallel for schedule(static) if (a->numel >= AG_PAR_MIN / 8)
     for (long i = 0; i < nn; i++) {
         float xi = x[i];
-        y[i] = 0.5f * xi * (1.0f + tanhf(GELU_K * (xi + GELU_A * xi * xi * xi)));
+        y[i] = xi / (1.0f + expf(-2.0f * GELU_K * (xi + GELU_A * xi * xi * xi)));
     }
     if (!ag_record(c, "gelu", gelu_backward, out, a, NULL, NULL) && ag_error(c)) return NULL;
     return out;

@@ -91,16 +91,26 @@ static void test_scale_and_gelu_values(void **state) {
         double ref = 0.5 * v * (1.0 + tanh(sqrt(2.0 / 3.14159265358979323846) * (v + 0.044715 * v * v * v)));
         assert_float_equal(g->data[i], ref, 1e-6);
     }
-    /* hand values: GELU(0) = 0, GELU(1) = 0.841192 (tanh form), GELU(-3) ~ -0.00363739 */
-    const int one = 3;
-    ag_tensor *h = ag_new(f->c, 1, &one, "h");
-    h->data[0] = 0.0f;
-    h->data[1] = 1.0f;
-    h->data[2] = -3.0f;
+    /* hand values: GELU(0) = 0, GELU(1) = 0.841192 (tanh form), GELU(-3) ~ -0.00363739,
+     * and far tails where exp overflows: GELU(30) = 30, GELU(-30) = 0, finite gradient */
+    const int five = 5;
+    ag_tensor *h = ag_new(f->c, 1, &five, "h");
+    const float hv[5] = {0.0f, 1.0f, -3.0f, 30.0f, -30.0f};
+    memcpy(h->data, hv, sizeof hv);
+    h->grad = calloc(5, sizeof(float));
+    h->requires_grad = true;
     ag_tensor *gh = ag_gelu(f->c, h);
     assert_float_equal(gh->data[0], 0.0, 0);
     assert_float_equal(gh->data[1], 0.841192, 1e-6);
     assert_float_equal(gh->data[2], -0.00363739, 1e-7);
+    assert_float_equal(gh->data[3], 30.0, 0);
+    assert_float_equal(gh->data[4], 0.0, 0);
+    const float ones[5] = {1, 1, 1, 1, 1};
+    assert_int_equal(ag_backward_seed(f->c, gh, ones), 0);
+    assert_float_equal(h->grad[0], 0.5, 1e-7);  /* GELU'(0) = 1/2 */
+    assert_float_equal(h->grad[3], 1.0, 0);
+    assert_float_equal(h->grad[4], 0.0, 0);
+    free(h->grad);
 }
 
 static void test_layernorm_matches_reference_without_bias(void **state) {
