@@ -169,8 +169,7 @@ tr_status tr_train_step(tr_trainer *t) {
         return TR_DIVERGED;
     }
     if (ag_clip_grad_norm(p, t->cfg.grad_clip, &t->grad_norm, why, sizeof why) != 0) {
-        tr_trainer_fail(t, "diverged at step %ld: the gradient norm is %g (%s); no update was made", t->step + 1,
-                        t->grad_norm, why);
+        tr_trainer_fail(t, "diverged at step %ld: %s; no update was made", t->step + 1, why);
         return TR_DIVERGED;
     }
 
@@ -420,12 +419,15 @@ int tr_ckpt_read_params(const tr_ckpt_file *f, tr_gpt *m, bool with_moments, cha
         bool ok = strcmp(name, p->names[i]) == 0;
         if (!ok) tr_rd_fail(&rd, "tensor %d is named '%s', expected '%s'", i, name, p->names[i]);
         free(name);
-        if (!ok || tr_rd_u32(&rd, "ndim", &ndim) != 0) break;
+        char fld[320];
+        snprintf(fld, sizeof fld, "%s ndim", p->names[i]);
+        if (!ok || tr_rd_u32(&rd, fld, &ndim) != 0) break;
         if ((int)ndim != p->t[i].ndim) {
             tr_rd_fail(&rd, "tensor %s has %u dimensions, expected %d", p->names[i], ndim, p->t[i].ndim);
             break;
         }
-        for (uint32_t k = 0; k < ndim; k++) tr_rd_u32(&rd, "shape", &shape[k]);
+        snprintf(fld, sizeof fld, "%s shape", p->names[i]);
+        for (uint32_t k = 0; k < ndim; k++) tr_rd_u32(&rd, fld, &shape[k]);
         for (uint32_t k = 0; k < ndim && !rd.failed; k++)
             if ((int)shape[k] != p->t[i].shape[k])
                 tr_rd_fail(&rd, "tensor %s dimension %u is %u, expected %d", p->names[i], k, shape[k],
