@@ -1,0 +1,116 @@
+/* kernels.h - the matrix products of the runtime: f32, int8 and int4 weights,
+ * one portable scalar reference beside every SIMD kernel, the instruction set
+ * chosen at run time.
+ *
+ * out[T, N] = x[T, K] W[N, K]^T for a weight W stored in any storage type.
+ *
+ * f32: one token (decode) runs a matrix-vector kernel; more tokens call
+ * OpenBLAS sgemm (ag_sgemm). The matrix-vector kernel has a fixed reduction
+ * order: lane j of 16 accumulates columns k = j mod 16 with fused
+ * multiply-adds, the lanes are summed as (j, j+8), (j, j+4), (j, j+2), (j, j+1)
+ * and the K mod 16 tail is added last in column order; the scalar reference,
+ * AVX2 and AVX-512 versions all do exactly this, so they give the same bits.
+ *
+ * Quantized weights (q8, q4, q4a) with float activations. Each activation row
+ * x[K] is split into L int8 "limbs" (L = 1, 2 or 3; default 3):
+ *   sx = max|x| / 127,  u = x / sx,
+ *   a0 = round(u),                  r0 = u - a0          (|r0| <= 1/2)
+ *   a1 = round(254 r0),             r1 = 254 r0 - a1
+ *   a2 = round(254 r1)
+ *   x ~= sx (a0 + a1 / 254 + a2 / 254^2)    (each a_l in [-127, 127])
+ * With three limbs the representation error is at most sx / (2 * 254^2), about
+ * 2^-24 of max|x|: float precision. Then, per group g of G columns and per row,
+ * exact integer dot products I_l = sum_k q_k a_l,k (zero points subtracted as
+ * z * sum_k a_l,k) are combined as
+ *   t = I0 + (I1 + I2 / 254) / 254          (float, in this order)
+ *   y += s_g * t,                    out = sx * y
+ * so the result equals the float product with the dequantized weights up to
+ * rounding (the parity tests check 1e-5). With L = 1 this is ordinary dynamic
+ * int8 activation quantization: fastest, but no longer float-exact.
+ *
+ * Integer parts are exact on every instruction set (AVX-512 VNNI vpdpbusd,
+ * AVX2 vpmaddubsw/vpmaddwd with no saturating case, scalar), and the float
+ * combination is the same sequence of operations, so every kernel gives the
+ * same bits as the scalar reference (tests/test_kernels.c checks this).
+ *
+ * Threads: rows are split over OpenMP threads in 16-row blocks; each output is
+ * computed by one thread in a fixed order, so results do not depend on the
+ * thread count.
+ */
+#ifndef PARE_INF_KERNELS_H
+#define PARE_INF_KERNELS_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "format.h"
+
+typedef enum inf_isa {
+    INF_ISA_SCALAR = 0,
+    INF_ISA_AVX2 = 1,       /* AVX2 + FMA */
+    INF_ISA_AVX512 = 2,     /* AVX-512 F/BW/VL + VNNI */
+    INF_ISA_COUNT
+} inf_isa;
+
+/* The best instruction set this CPU supports (checked once with
+ * __builtin_cpu_supports). The environment variable PARE_ISA=scalar|avx2|avx512
+ * can lower it (never raise it beyond what the CPU has). */
+inf_isa inf_isa_best(void);
+const char *inf_isa_name(inf_isa isa);
+/* True when this CPU can run isa. */
+int inf_isa_supported(inf_isa isa);
+
+/* A weight prepared for the kernels: views into the tensor's data plus the
+ * small per-(row, group) tables the integer kernels need (owned). */
+typedef struct inf_weight {
+    int dtype;
+    int N, K, G, NB, NG;     /* rows, columns, group size, row blocks, groups per row */
+    const float *f32;        /* [N, K] (f32) */
+    const uint8_t *codes;    /* block structs (quantized) */
+    const float *scales;     /* [NB, NG, 16] */
+    int32_t *corr;           /* [NB, NG, 16]: q8: 128 * sum of the group's codes; q4/q4a: zero point */
+} inf_weight;
+
+/* Prepares w from a validated 2-D tensor t (t's data must outlive w). Returns
+ * 0, or -1 with err (not 2-D, or out of memory). */
+int inf_weight_init(inf_weight *w, const inf_tensor *t, char *err, size_t errlen);
+void inf_weight_free(inf_weight *w); /* w may be NULL */
+
+/* Scratch and settings of the kernels (activation limbs). One per thread of
+ * the caller; the kernels parallelise inside. */
+typedef struct inf_kctx {
+    inf_isa isa;
+    int limbs;               /* 1..3 */
+    int8_t *a;               /* [T, L, K] limbs */
+    uint8_t *au;             /* [T, L, K] limbs + 128 (VNNI int8) */
+    float *sx;               /* [T] */
+    int32_t *asum;           /* [T, L, NG] group sums of the limbs */
+    size_t cap_a, cap_t, cap_s;
+} inf_kctx;
+
+/* Initialises k for isa (clamped to inf_isa_best()) and limbs (1..3). */
+void inf_kctx_init(inf_kctx *k, inf_isa isa, int limbs);
+void inf_kctx_free(inf_kctx *k); /* k may be NULL */
+
+/* out[T, N] = x[T, K] W^T (no bias). Returns 0, or -1 when scratch memory
+ * cannot be allocated. */
+int inf_matmul(inf_kctx *k, const inf_weight *w, const float *x, int T, float *out);
+
+/* Splits x[T, K] into limbs as described above (exposed for the tests). */
+int inf_quantize_act(inf_kctx *k, const float *x, int T, int K, int G);
+
+/* The 16-lane f32 dot product in the fixed order above (scalar reference). */
+float inf_dot_f32_ref(const float *x, const float *w, int K);
+
+/* ---- per-ISA entry points (internal; the tests call them directly) ---- */
+
+/* Rows [rb0 * 16, rb1 * 16) of out[T, N] for a quantized weight, limbs
+ * already in k. */
+typedef void (*inf_qkernel)(const inf_kctx *k, const inf_weight *w, int T, float *out, int rb0, int rb1);
+inf_qkernel inf_qkernel_for(inf_isa isa, int dtype);
+
+/* out[N] = W[N, K] x[K] for rows [r0, r1), f32. */
+typedef void (*inf_fkernel)(const float *w, const float *x, int K, float *out, int r0, int r1);
+inf_fkernel inf_fkernel_for(inf_isa isa);
+
+#endif

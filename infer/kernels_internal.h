@@ -1,0 +1,41 @@
+/* kernels_internal.h - what the scalar and SIMD kernels share (internal). */
+#ifndef PARE_INF_KERNELS_INTERNAL_H
+#define PARE_INF_KERNELS_INTERNAL_H
+
+#include "kernels.h"
+
+/* 1/254, the weight of one limb relative to the one above it. */
+#define INF_LIMB_INV (1.0f / 254.0f)
+
+/* The float value of a group's integer sums (see kernels.h). SIMD kernels do
+ * the same operations in the same order. */
+static inline float inf_combine(int L, int32_t i0, int32_t i1, int32_t i2) {
+    if (L == 1) return (float)i0;
+    if (L == 2) return (float)i0 + (float)i1 * INF_LIMB_INV;
+    return (float)i0 + ((float)i1 + (float)i2 * INF_LIMB_INV) * INF_LIMB_INV;
+}
+
+/* Limb l of token t (int8 and +128 forms) and its group sums. */
+static inline const int8_t *inf_limb(const inf_kctx *k, int K, int t, int l) {
+    return k->a + ((size_t)t * k->limbs + l) * K;
+}
+static inline const uint8_t *inf_limb_u(const inf_kctx *k, int K, int t, int l) {
+    return k->au + ((size_t)t * k->limbs + l) * K;
+}
+static inline const int32_t *inf_limb_sum(const inf_kctx *k, int NG, int t, int l) {
+    return k->asum + ((size_t)t * k->limbs + l) * NG;
+}
+
+void inf_q8_scalar(const inf_kctx *k, const inf_weight *w, int T, float *out, int rb0, int rb1);
+void inf_q4_scalar(const inf_kctx *k, const inf_weight *w, int T, float *out, int rb0, int rb1);
+void inf_f32_scalar(const float *w, const float *x, int K, float *out, int r0, int r1);
+
+void inf_q8_avx2(const inf_kctx *k, const inf_weight *w, int T, float *out, int rb0, int rb1);
+void inf_q4_avx2(const inf_kctx *k, const inf_weight *w, int T, float *out, int rb0, int rb1);
+void inf_f32_avx2(const float *w, const float *x, int K, float *out, int r0, int r1);
+
+void inf_q8_avx512(const inf_kctx *k, const inf_weight *w, int T, float *out, int rb0, int rb1);
+void inf_q4_avx512(const inf_kctx *k, const inf_weight *w, int T, float *out, int rb0, int rb1);
+void inf_f32_avx512(const float *w, const float *x, int K, float *out, int r0, int r1);
+
+#endif

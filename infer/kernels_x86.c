@@ -1,0 +1,338 @@
+/* kernels_x86.c - AVX2 and AVX-512 (VNNI) kernels. Compiled without
+ * -march: each function carries its own target attribute and kernels.c calls
+ * it only when __builtin_cpu_supports says the CPU has the instructions. Every
+ * kernel computes exactly what its scalar reference in kernels.c computes
+ * (same integers, same float operations in the same order). */
+#if defined(__x86_64__)
+#include <immintrin.h>
+#include <math.h>
+#include <string.h>
+
+#include "kernels_internal.h"
+
+#define T_AVX2 __attribute__((target("avx2,fma")))
+#define T_512 __attribute__((target("avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma")))
+#define INLINE static inline __attribute__((always_inline))
+
+static inline int32_t load_i32(const void *p) {
+    int32_t v;
+    memcpy(&v, p, 4);
+    return v;
+}
+
+/* ================================================================== AVX2 */
+
+/* Lanes (j, j+8) of a 16-lane sum held as lo = lanes 0..7, hi = 8..15, then
+ * (j, j+4), (j, j+2), (j, j+1): the order of inf_dot_f32_ref. */
+INLINE T_AVX2 float hsum_8x2(__m256 lo, __m256 hi) {
+    __m256 s8 = _mm256_add_ps(lo, hi);
+    __m128 s4 = _mm_add_ps(_mm256_castps256_ps128(s8), _mm256_extractf128_ps(s8, 1));
+    __m128 s2 = _mm_add_ps(s4, _mm_movehl_ps(s4, s4));
+    __m128 s1 = _mm_add_ss(s2, _mm_shuffle_ps(s2, s2, 1));
+    return _mm_cvtss_f32(s1);
+}
+
+T_AVX2 void inf_f32_avx2(const float *w, const float *x, int K, float *out, int r0, int r1) {
+    int K16 = K & ~15;
+    int r = r0;
+    for (; r + 4 <= r1; r += 4) {
+        const float *w0 = w + (size_t)r * K, *w1 = w0 + K, *w2 = w1 + K, *w3 = w2 + K;
+        __m256 a0 = _mm256_setzero_ps(), b0 = a0, a1 = a0, b1 = a0, a2 = a0, b2 = a0, a3 = a0, b3 = a0;
+        for (int k = 0; k < K16; k += 16) {
+            __m256 xl = _mm256_loadu_ps(x + k), xh = _mm256_loadu_ps(x + k + 8);
+            a0 = _mm256_fmadd_ps(_mm256_loadu_ps(w0 + k), xl, a0);
+            b0 = _mm256_fmadd_ps(_mm256_loadu_ps(w0 + k + 8), xh, b0);
+            a1 = _mm256_fmadd_ps(_mm256_loadu_ps(w1 + k), xl, a1);
+            b1 = _mm256_fmadd_ps(_mm256_loadu_ps(w1 + k + 8), xh, b1);
+            a2 = _mm256_fmadd_ps(_mm256_loadu_ps(w2 + k), xl, a2);
+            b2 = _mm256_fmadd_ps(_mm256_loadu_ps(w2 + k + 8), xh, b2);
+            a3 = _mm256_fmadd_ps(_mm256_loadu_ps(w3 + k), xl, a3);
+            b3 = _mm256_fmadd_ps(_mm256_loadu_ps(w3 + k + 8), xh, b3);
+        }
+        float s[4] = {hsum_8x2(a0, b0), hsum_8x2(a1, b1), hsum_8x2(a2, b2), hsum_8x2(a3, b3)};
+        const float *wr[4] = {w0, w1, w2, w3};
+        for (int i = 0; i < 4; i++) {
+            for (int k = K16; k < K; k++) s[i] = fmaf(x[k], wr[i][k], s[i]);
+            out[r + i] = s[i];
+        }
+    }
+    for (; r < r1; r++) {
+        const float *wr = w + (size_t)r * K;
+        __m256 a = _mm256_setzero_ps(), b = a;
+        for (int k = 0; k < K16; k += 16) {
+            a = _mm256_fmadd_ps(_mm256_loadu_ps(wr + k), _mm256_loadu_ps(x + k), a);
+            b = _mm256_fmadd_ps(_mm256_loadu_ps(wr + k + 8), _mm256_loadu_ps(x + k + 8), b);
+        }
+        float s = hsum_8x2(a, b);
+        for (int k = K16; k < K; k++) s = fmaf(x[k], wr[k], s);
+        out[r] = s;
+    }
+}
+
+/* t = I0 + (I1 + I2 / 254) / 254 on 8 lanes, as inf_combine. */
+INLINE T_AVX2 __m256 combine8(int L, __m256i i0, __m256i i1, __m256i i2) {
+    __m256 inv = _mm256_set1_ps(INF_LIMB_INV);
+    if (L == 1) return _mm256_cvtepi32_ps(i0);
+    if (L == 2) return _mm256_add_ps(_mm256_cvtepi32_ps(i0), _mm256_mul_ps(_mm256_cvtepi32_ps(i1), inv));
+    __m256 t = _mm256_add_ps(_mm256_cvtepi32_ps(i1), _mm256_mul_ps(_mm256_cvtepi32_ps(i2), inv));
+    return _mm256_add_ps(_mm256_cvtepi32_ps(i0), _mm256_mul_ps(t, inv));
+}
+
+/* Stores lanes of v for rows r .. r+7 that are < N. */
+INLINE T_AVX2 void store_rows8(float *out, int r, int N, __m256 v) {
+    if (r + 8 <= N) {
+        _mm256_storeu_ps(out + r, v);
+    } else {
+        float tmp[8];
+        _mm256_storeu_ps(tmp, v);
+        for (int i = 0; r + i < N; i++) out[r + i] = tmp[i];
+    }
+}
+
+T_AVX2 void inf_q8_avx2(const inf_kctx *k, const inf_weight *w, int T, float *out, int rb0, int rb1) {
+    int K = w->K, G = w->G, NG = w->NG, L = k->limbs, N = w->N;
+    const __m256i ones = _mm256_set1_epi16(1);
+    for (int rb = rb0; rb < rb1; rb++) {
+        const uint8_t *blk = w->codes + (size_t)rb * (K / 4) * 64;
+        for (int t = 0; t < T; t++) {
+            const int8_t *a[3] = {inf_limb(k, K, t, 0), L > 1 ? inf_limb(k, K, t, 1) : NULL,
+                                  L > 2 ? inf_limb(k, K, t, 2) : NULL};
+            __m256 ylo = _mm256_setzero_ps(), yhi = ylo;
+            for (int g = 0; g < NG; g++) {
+                __m256i lo[3] = {_mm256_setzero_si256(), _mm256_setzero_si256(), _mm256_setzero_si256()};
+                __m256i hi[3] = {lo[0], lo[0], lo[0]};
+                for (int kc = g * G / 4; kc < (g + 1) * G / 4; kc++) {
+                    __m256i w0 = _mm256_loadu_si256((const __m256i *)(const void *)(blk + (size_t)kc * 64));
+                    __m256i w1 = _mm256_loadu_si256((const __m256i *)(const void *)(blk + (size_t)kc * 64 + 32));
+                    __m256i aw0 = _mm256_abs_epi8(w0), aw1 = _mm256_abs_epi8(w1);
+                    for (int l = 0; l < L; l++) {
+                        __m256i av = _mm256_set1_epi32(load_i32(a[l] + 4 * kc));
+                        __m256i p0 = _mm256_maddubs_epi16(aw0, _mm256_sign_epi8(av, w0));
+                        __m256i p1 = _mm256_maddubs_epi16(aw1, _mm256_sign_epi8(av, w1));
+                        lo[l] = _mm256_add_epi32(lo[l], _mm256_madd_epi16(p0, ones));
+                        hi[l] = _mm256_add_epi32(hi[l], _mm256_madd_epi16(p1, ones));
+                    }
+                }
+                const float *s = w->scales + ((size_t)rb * NG + g) * INF_ROWS;
+                ylo = _mm256_add_ps(ylo, _mm256_mul_ps(_mm256_loadu_ps(s), combine8(L, lo[0], lo[1], lo[2])));
+                yhi = _mm256_add_ps(yhi, _mm256_mul_ps(_mm256_loadu_ps(s + 8), combine8(L, hi[0], hi[1], hi[2])));
+            }
+            __m256 sx = _mm256_set1_ps(k->sx[t]);
+            store_rows8(out + (size_t)t * N, rb * INF_ROWS, N, _mm256_mul_ps(ylo, sx));
+            store_rows8(out + (size_t)t * N, rb * INF_ROWS + 8, N, _mm256_mul_ps(yhi, sx));
+        }
+    }
+}
+
+T_AVX2 void inf_q4_avx2(const inf_kctx *k, const inf_weight *w, int T, float *out, int rb0, int rb1) {
+    int K = w->K, G = w->G, NG = w->NG, L = k->limbs, N = w->N;
+    const __m256i ones = _mm256_set1_epi16(1), m4 = _mm256_set1_epi8(0x0F);
+    for (int rb = rb0; rb < rb1; rb++) {
+        const uint8_t *blk = w->codes + (size_t)rb * (K / 8) * 64;
+        for (int t = 0; t < T; t++) {
+            const int8_t *a[3] = {inf_limb(k, K, t, 0), L > 1 ? inf_limb(k, K, t, 1) : NULL,
+                                  L > 2 ? inf_limb(k, K, t, 2) : NULL};
+            __m256 ylo = _mm256_setzero_ps(), yhi = ylo;
+            for (int g = 0; g < NG; g++) {
+                __m256i lo[3] = {_mm256_setzero_si256(), _mm256_setzero_si256(), _mm256_setzero_si256()};
+                __m256i hi[3] = {lo[0], lo[0], lo[0]};
+                for (int kc = g * G / 8; kc < (g + 1) * G / 8; kc++) {
+                    __m256i v0 = _mm256_loadu_si256((const __m256i *)(const void *)(blk + (size_t)kc * 64));
+                    __m256i v1 = _mm256_loadu_si256((const __m256i *)(const void *)(blk + (size_t)kc * 64 + 32));
+                    __m256i l0 = _mm256_and_si256(v0, m4), h0 = _mm256_and_si256(_mm256_srli_epi16(v0, 4), m4);
+                    __m256i l1 = _mm256_and_si256(v1, m4), h1 = _mm256_and_si256(_mm256_srli_epi16(v1, 4), m4);
+                    for (int l = 0; l < L; l++) {
+                        __m256i al = _mm256_set1_epi32(load_i32(a[l] + 8 * kc));
+                        __m256i ah = _mm256_set1_epi32(load_i32(a[l] + 8 * kc + 4));
+                        __m256i p0 = _mm256_add_epi16(_mm256_maddubs_epi16(l0, al), _mm256_maddubs_epi16(h0, ah));
+                        __m256i p1 = _mm256_add_epi16(_mm256_maddubs_epi16(l1, al), _mm256_maddubs_epi16(h1, ah));
+                        lo[l] = _mm256_add_epi32(lo[l], _mm256_madd_epi16(p0, ones));
+                        hi[l] = _mm256_add_epi32(hi[l], _mm256_madd_epi16(p1, ones));
+                    }
+                }
+                const int32_t *z = w->corr + ((size_t)rb * NG + g) * INF_ROWS;
+                __m256i zl = _mm256_loadu_si256((const __m256i *)(const void *)z);
+                __m256i zh = _mm256_loadu_si256((const __m256i *)(const void *)(z + 8));
+                for (int l = 0; l < L; l++) {
+                    __m256i as = _mm256_set1_epi32(inf_limb_sum(k, NG, t, l)[g]);
+                    lo[l] = _mm256_sub_epi32(lo[l], _mm256_mullo_epi32(zl, as));
+                    hi[l] = _mm256_sub_epi32(hi[l], _mm256_mullo_epi32(zh, as));
+                }
+                const float *s = w->scales + ((size_t)rb * NG + g) * INF_ROWS;
+                ylo = _mm256_add_ps(ylo, _mm256_mul_ps(_mm256_loadu_ps(s), combine8(L, lo[0], lo[1], lo[2])));
+                yhi = _mm256_add_ps(yhi, _mm256_mul_ps(_mm256_loadu_ps(s + 8), combine8(L, hi[0], hi[1], hi[2])));
+            }
+            __m256 sx = _mm256_set1_ps(k->sx[t]);
+            store_rows8(out + (size_t)t * N, rb * INF_ROWS, N, _mm256_mul_ps(ylo, sx));
+            store_rows8(out + (size_t)t * N, rb * INF_ROWS + 8, N, _mm256_mul_ps(yhi, sx));
+        }
+    }
+}
+
+/* ================================================================ AVX-512 */
+
+INLINE T_512 float hsum16(__m512 v) {
+    __m256 lo = _mm512_castps512_ps256(v);
+    __m256 hi = _mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(v), 1));
+    __m256 s8 = _mm256_add_ps(lo, hi);
+    __m128 s4 = _mm_add_ps(_mm256_castps256_ps128(s8), _mm256_extractf128_ps(s8, 1));
+    __m128 s2 = _mm_add_ps(s4, _mm_movehl_ps(s4, s4));
+    __m128 s1 = _mm_add_ss(s2, _mm_shuffle_ps(s2, s2, 1));
+    return _mm_cvtss_f32(s1);
+}
+
+T_512 void inf_f32_avx512(const float *w, const float *x, int K, float *out, int r0, int r1) {
+    int K16 = K & ~15;
+    int r = r0;
+    for (; r + 4 <= r1; r += 4) {
+        const float *w0 = w + (size_t)r * K, *w1 = w0 + K, *w2 = w1 + K, *w3 = w2 + K;
+        __m512 a0 = _mm512_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
+        for (int k = 0; k < K16; k += 16) {
+            __m512 xv = _mm512_loadu_ps(x + k);
+            a0 = _mm512_fmadd_ps(_mm512_loadu_ps(w0 + k), xv, a0);
+            a1 = _mm512_fmadd_ps(_mm512_loadu_ps(w1 + k), xv, a1);
+            a2 = _mm512_fmadd_ps(_mm512_loadu_ps(w2 + k), xv, a2);
+            a3 = _mm512_fmadd_ps(_mm512_loadu_ps(w3 + k), xv, a3);
+        }
+        float s[4] = {hsum16(a0), hsum16(a1), hsum16(a2), hsum16(a3)};
+        const float *wr[4] = {w0, w1, w2, w3};
+        for (int i = 0; i < 4; i++) {
+            for (int k = K16; k < K; k++) s[i] = fmaf(x[k], wr[i][k], s[i]);
+            out[r + i] = s[i];
+        }
+    }
+    for (; r < r1; r++) {
+        const float *wr = w + (size_t)r * K;
+        __m512 a = _mm512_setzero_ps();
+        for (int k = 0; k < K16; k += 16) a = _mm512_fmadd_ps(_mm512_loadu_ps(wr + k), _mm512_loadu_ps(x + k), a);
+        float s = hsum16(a);
+        for (int k = K16; k < K; k++) s = fmaf(x[k], wr[k], s);
+        out[r] = s;
+    }
+}
+
+INLINE T_512 __m512 combine16(int L, __m512i i0, __m512i i1, __m512i i2) {
+    __m512 inv = _mm512_set1_ps(INF_LIMB_INV);
+    if (L == 1) return _mm512_cvtepi32_ps(i0);
+    if (L == 2) return _mm512_add_ps(_mm512_cvtepi32_ps(i0), _mm512_mul_ps(_mm512_cvtepi32_ps(i1), inv));
+    __m512 t = _mm512_add_ps(_mm512_cvtepi32_ps(i1), _mm512_mul_ps(_mm512_cvtepi32_ps(i2), inv));
+    return _mm512_add_ps(_mm512_cvtepi32_ps(i0), _mm512_mul_ps(t, inv));
+}
+
+INLINE T_512 void store_rows16(float *out, int r, int N, __m512 v) {
+    int n = N - r < 16 ? N - r : 16;
+    _mm512_mask_storeu_ps(out + r, (__mmask16)((1u << n) - 1u), v);
+}
+
+/* One row block, tokens t0 .. t0+NT-1, L limbs: NT and L are constants at
+ * every call site, so the accumulators live in registers. */
+INLINE T_512 void q8_tile512(const inf_kctx *k, const inf_weight *w, float *out, int rb, int t0, const int NT,
+                             const int L) {
+    int K = w->K, G = w->G, NG = w->NG, N = w->N;
+    const uint8_t *blk = w->codes + (size_t)rb * (K / 4) * 64;
+    const uint8_t *au[4][3];
+    for (int tt = 0; tt < NT; tt++)
+        for (int l = 0; l < L; l++) au[tt][l] = inf_limb_u(k, K, t0 + tt, l);
+    __m512 y[4];
+    for (int tt = 0; tt < NT; tt++) y[tt] = _mm512_setzero_ps();
+    for (int g = 0; g < NG; g++) {
+        __m512i acc[4][3];
+#pragma GCC unroll 4
+        for (int tt = 0; tt < NT; tt++)
+#pragma GCC unroll 3
+            for (int l = 0; l < L; l++) acc[tt][l] = _mm512_setzero_si512();
+        for (int kc = g * G / 4; kc < (g + 1) * G / 4; kc++) {
+            __m512i wv = _mm512_loadu_si512((const void *)(blk + (size_t)kc * 64));
+#pragma GCC unroll 4
+            for (int tt = 0; tt < NT; tt++)
+#pragma GCC unroll 3
+                for (int l = 0; l < L; l++)
+                    acc[tt][l] = _mm512_dpbusd_epi32(acc[tt][l], _mm512_set1_epi32(load_i32(au[tt][l] + 4 * kc)), wv);
+        }
+        __m512i corr = _mm512_loadu_si512((const void *)(w->corr + ((size_t)rb * NG + g) * INF_ROWS));
+        __m512 s = _mm512_loadu_ps(w->scales + ((size_t)rb * NG + g) * INF_ROWS);
+#pragma GCC unroll 4
+        for (int tt = 0; tt < NT; tt++) {
+            __m512i i0 = _mm512_sub_epi32(acc[tt][0], corr);
+            __m512i i1 = L > 1 ? _mm512_sub_epi32(acc[tt][1], corr) : i0;
+            __m512i i2 = L > 2 ? _mm512_sub_epi32(acc[tt][2], corr) : i0;
+            y[tt] = _mm512_add_ps(y[tt], _mm512_mul_ps(s, combine16(L, i0, i1, i2)));
+        }
+    }
+    for (int tt = 0; tt < NT; tt++)
+        store_rows16(out + (size_t)(t0 + tt) * N, rb * INF_ROWS, N, _mm512_mul_ps(y[tt], _mm512_set1_ps(k->sx[t0 + tt])));
+}
+
+INLINE T_512 void q4_tile512(const inf_kctx *k, const inf_weight *w, float *out, int rb, int t0, const int NT,
+                             const int L) {
+    int K = w->K, G = w->G, NG = w->NG, N = w->N;
+    const uint8_t *blk = w->codes + (size_t)rb * (K / 8) * 64;
+    const __m512i m4 = _mm512_set1_epi8(0x0F);
+    const int8_t *a[4][3];
+    for (int tt = 0; tt < NT; tt++)
+        for (int l = 0; l < L; l++) a[tt][l] = inf_limb(k, K, t0 + tt, l);
+    __m512 y[4];
+    for (int tt = 0; tt < NT; tt++) y[tt] = _mm512_setzero_ps();
+    for (int g = 0; g < NG; g++) {
+        __m512i acc[4][3];
+#pragma GCC unroll 4
+        for (int tt = 0; tt < NT; tt++)
+#pragma GCC unroll 3
+            for (int l = 0; l < L; l++) acc[tt][l] = _mm512_setzero_si512();
+        for (int kc = g * G / 8; kc < (g + 1) * G / 8; kc++) {
+            __m512i v = _mm512_loadu_si512((const void *)(blk + (size_t)kc * 64));
+            __m512i lo = _mm512_and_si512(v, m4), hi = _mm512_and_si512(_mm512_srli_epi16(v, 4), m4);
+#pragma GCC unroll 4
+            for (int tt = 0; tt < NT; tt++)
+#pragma GCC unroll 3
+                for (int l = 0; l < L; l++) {
+                    __m512i al = _mm512_set1_epi32(load_i32(a[tt][l] + 8 * kc));
+                    __m512i ah = _mm512_set1_epi32(load_i32(a[tt][l] + 8 * kc + 4));
+                    acc[tt][l] = _mm512_dpbusd_epi32(_mm512_dpbusd_epi32(acc[tt][l], lo, al), hi, ah);
+                }
+        }
+        __m512i z = _mm512_loadu_si512((const void *)(w->corr + ((size_t)rb * NG + g) * INF_ROWS));
+        __m512 s = _mm512_loadu_ps(w->scales + ((size_t)rb * NG + g) * INF_ROWS);
+#pragma GCC unroll 4
+        for (int tt = 0; tt < NT; tt++) {
+            __m512i I[3];
+            for (int l = 0; l < L; l++)
+                I[l] = _mm512_sub_epi32(acc[tt][l],
+                                        _mm512_mullo_epi32(z, _mm512_set1_epi32(inf_limb_sum(k, NG, t0 + tt, l)[g])));
+            for (int l = L; l < 3; l++) I[l] = I[0];
+            y[tt] = _mm512_add_ps(y[tt], _mm512_mul_ps(s, combine16(L, I[0], I[1], I[2])));
+        }
+    }
+    for (int tt = 0; tt < NT; tt++)
+        store_rows16(out + (size_t)(t0 + tt) * N, rb * INF_ROWS, N, _mm512_mul_ps(y[tt], _mm512_set1_ps(k->sx[t0 + tt])));
+}
+
+#define TILE_SWITCH(fn)                                                                                       \
+    for (int rb = rb0; rb < rb1; rb++)                                                                        \
+        for (int t0 = 0; t0 < T; t0 += 4) {                                                                   \
+            int nt = T - t0 < 4 ? T - t0 : 4;                                                                 \
+            switch (nt * 4 + k->limbs) {                                                                      \
+            case 5: fn(k, w, out, rb, t0, 1, 1); break;                                                       \
+            case 6: fn(k, w, out, rb, t0, 1, 2); break;                                                       \
+            case 7: fn(k, w, out, rb, t0, 1, 3); break;                                                       \
+            case 9: fn(k, w, out, rb, t0, 2, 1); break;                                                       \
+            case 10: fn(k, w, out, rb, t0, 2, 2); break;                                                      \
+            case 11: fn(k, w, out, rb, t0, 2, 3); break;                                                      \
+            case 13: fn(k, w, out, rb, t0, 3, 1); break;                                                      \
+            case 14: fn(k, w, out, rb, t0, 3, 2); break;                                                      \
+            case 15: fn(k, w, out, rb, t0, 3, 3); break;                                                      \
+            case 17: fn(k, w, out, rb, t0, 4, 1); break;                                                      \
+            case 18: fn(k, w, out, rb, t0, 4, 2); break;                                                      \
+            default: fn(k, w, out, rb, t0, 4, 3); break;                                                      \
+            }                                                                                                 \
+        }
+
+T_512 void inf_q8_avx512(const inf_kctx *k, const inf_weight *w, int T, float *out, int rb0, int rb1) {
+    TILE_SWITCH(q8_tile512)
+}
+
+T_512 void inf_q4_avx512(const inf_kctx *k, const inf_weight *w, int T, float *out, int rb0, int rb1) {
+    TILE_SWITCH(q4_tile512)
+}
+
+#endif

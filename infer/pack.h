@@ -1,0 +1,25 @@
+/* pack.h - turning float matrices into a storage type's layout (export side). */
+#ifndef PARE_INF_PACK_H
+#define PARE_INF_PACK_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "format.h"
+
+/* The compress/quant scheme behind a quantized storage type (CP_INT8_SYM for
+ * q8, CP_INT4_SYM for q4, CP_INT4_ASYM for q4a), or -1 for f32. */
+int inf_dtype_scheme(int dtype);
+
+/* Packs w[N, K] (row-major, PyTorch's [out, in]) as storage type dtype with
+ * group size `group` (0 = one group per row, G = K; ignored for f32): codes
+ * from cp_quantize (compress/quant.h), so they are exactly the integers fake
+ * quantization simulates, then laid out in row blocks (format.h). *out
+ * receives a malloc'd buffer (caller frees) of *bytes bytes and *group_out the
+ * effective G (0 for f32). Returns 0, or -1 with err: a group size the type
+ * cannot use (quantized types need G a multiple of 32 dividing K), a
+ * non-finite weight, or out of memory. */
+int inf_pack_matrix(int dtype, const float *w, int N, int K, int group, uint8_t **out, uint64_t *bytes,
+                    uint32_t *group_out, char *err, size_t errlen);
+
+#endif

@@ -1,0 +1,97 @@
+/* runtime.h - running a model file: batched forward for evaluation and
+ * prompts, token-by-token generation with a KV cache, sampling.
+ *
+ * The forward is the training forward (train/gpt.h) written as plain loops
+ * over one sequence:
+ *   x = wte[ids] + wpe[pos ..]                                   [T, C]
+ *   per layer: x += proj(attn(ln1(x)));  x += mproj(gelu(fc(ln2(x))))
+ *   logits = lnf(x) head^T                                       [T, V]
+ * Matrix products go through infer/kernels.h for each weight's storage type;
+ * keys and values of every position are kept in a cache [n_layer, ctx, C], so
+ * a new token costs one row of work. Layer norms accumulate in double, GELU is
+ * the tanh form, attention is the exact causal softmax; the result equals
+ * the training forward with the file's (dequantized) weights within float
+ * rounding (tests/test_runtime.c).
+ */
+#ifndef PARE_INF_RUNTIME_H
+#define PARE_INF_RUNTIME_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "autograd/rng.h"
+#include "format.h"
+#include "kernels.h"
+
+typedef struct inf_layer {
+    const float *ln1_w, *ln1_b, *qkv_b, *proj_b; /* [C], [C], [3C], [C]; biases NULL without bias */
+    const float *ln2_w, *ln2_b, *fc_b, *mproj_b; /* [C], [C], [M], [C] */
+    inf_weight qkv, proj, fc, mproj;             /* [3C, C], [C, C], [M, C], [C, M] */
+} inf_layer;
+
+typedef struct inf_model {
+    inf_file file;           /* the validated file (owns the bytes when opened from a path) */
+    int n_layer, n_head, C, D, M, ctx, V;
+    float eps;
+    const inf_tensor *wte, *wpe; /* [V, C], [ctx, C]: rows dequantized on lookup */
+    const float *lnf_w, *lnf_b;
+    inf_weight head;         /* [V, C]: lm_head.w, or wte when tied */
+    inf_layer *layer;        /* [n_layer] */
+} inf_model;
+
+/* Opens and validates a model file (inf_file_open) and prepares its weights.
+ * Returns 0, or -1 with err; the caller closes m with inf_model_close either
+ * way (it accepts a half-built model). */
+int inf_model_open(inf_model *m, const char *path, char *err, size_t errlen);
+
+/* Same from bytes already in memory (buf must outlive m). */
+int inf_model_parse(inf_model *m, const uint8_t *buf, size_t len, const char *name, char *err, size_t errlen);
+
+void inf_model_close(inf_model *m); /* m may be NULL */
+
+/* One generation or evaluation stream: the KV cache, the scratch buffers and
+ * the kernels' settings. */
+typedef struct inf_session {
+    const inf_model *m;
+    inf_kctx k;
+    int pos;                 /* positions in the cache */
+    float *kc, *vc;          /* [n_layer, ctx, C] */
+    float *x, *a, *qkv, *y, *h, *att, *row; /* scratch for up to cap tokens */
+    int cap;
+    double *probs;           /* [V] sampling scratch */
+} inf_session;
+
+/* Makes a session for m (which must outlive it) with the kernels' instruction
+ * set (clamped to what the CPU has) and activation limbs (1..3; 3 keeps
+ * parity with float, see kernels.h). Returns 0, or -1 (out of memory). */
+int inf_session_init(inf_session *s, const inf_model *m, inf_isa isa, int limbs, char *err, size_t errlen);
+void inf_session_free(inf_session *s); /* s may be NULL */
+
+/* Empties the KV cache. */
+void inf_session_reset(inf_session *s);
+
+/* Runs ids[0, T) at positions pos .. pos+T-1 (appending to the cache) and
+ * writes logits: all T rows into logits[T, V] when all_rows, else only the
+ * last row into logits[V]. Returns 0, or -1 with err: an id outside [0, V)
+ * (named with its index), pos + T > ctx, T < 1, out of memory. */
+int inf_forward(inf_session *s, const int *ids, int T, float *logits, bool all_rows, char *err, size_t errlen);
+
+/* Chooses a token from logits[V]: argmax (first on ties) when temperature <=
+ * 0; otherwise softmax(logits / temperature) over the top_k largest (0 = all;
+ * ties at the k-th value stay), drawn with one ag_rng_uniform from rng. The
+ * same rule as train's sampler, so equal logits and seeds give equal tokens.
+ * probs[V] is scratch. */
+int inf_pick(const float *logits, int V, double temperature, int top_k, ag_rng *rng, double *probs);
+
+/* Generates up to n_new tokens after ids[0, n_prompt) into out[0, n_prompt +
+ * n_new) (prompt copied first). Uses the KV cache while the sequence fits in
+ * ctx; beyond that the window of the last ctx tokens slides, as train's
+ * tr_generate does (each step then recomputes the window). Stops after
+ * stop_id when stop_id >= 0. If on_token is not NULL it is called with every
+ * new token (for streaming output). Returns the total length, or -1 with err. */
+int inf_generate(inf_session *s, const int *ids, int n_prompt, int n_new, double temperature, int top_k,
+                 int stop_id, ag_rng *rng, int *out, void (*on_token)(void *user, int id), void *user, char *err,
+                 size_t errlen);
+
+#endif

@@ -1,0 +1,175 @@
+/* test_kernels.c - the runtime's matrix kernels: every SIMD kernel this CPU
+ * can run gives exactly the bits of its scalar reference (integer parts and
+ * the float combination), the results equal the product with the dequantized
+ * weights (within 1e-5 with three activation limbs), and the activation limbs
+ * reconstruct x within their bound. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <cmocka.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "autograd/rng.h"
+#include "infer/kernels.h"
+#include "infer/pack.h"
+
+/* A tensor view over packed data, as the reader would make it. */
+static inf_tensor make_tensor(int dtype, int N, int K, uint32_t G, const uint8_t *data, uint64_t bytes) {
+    inf_tensor t;
+    memset(&t, 0, sizeof t);
+    snprintf(t.name, sizeof t.name, "w");
+    t.dtype = dtype;
+    t.ndim = 2;
+    t.shape[0] = (uint32_t)N, t.shape[1] = (uint32_t)K, t.shape[2] = t.shape[3] = 1;
+    t.group = G;
+    t.bytes = bytes;
+    t.data = data;
+    return t;
+}
+
+static void fill(float *x, size_t n, uint64_t seed, float scale) {
+    ag_rng r;
+    ag_rng_seed(&r, seed);
+    for (size_t i = 0; i < n; i++) x[i] = ag_rng_normal(&r) * scale;
+}
+
+/* For each quantized type, shape, group, token count and limb count: SIMD ==
+ * scalar bit for bit; and close to the dequantized float product. */
+static void test_quantized_simd_equals_scalar_and_dequantized(void **state) {
+    (void)state;
+    const int dtypes[3] = {INF_Q8, INF_Q4, INF_Q4A};
+    const int shapes[4][3] = {{37, 64, 32}, {16, 96, 0}, {50, 128, 64}, {5, 32, 32}}; /* N, K, group */
+    const int Ts[4] = {1, 2, 5, 8};
+    char err[256];
+    int checked_simd = 0;
+    for (int di = 0; di < 3; di++)
+        for (int si = 0; si < 4; si++) {
+            int N = shapes[si][0], K = shapes[si][1], group = shapes[si][2];
+            float *w = malloc(sizeof(float) * N * K), *deq = malloc(sizeof(float) * N * K);
+            fill(w, (size_t)N * K, 100 + si, 0.1f);
+            for (int i = 0; i < N * K; i += 13) w[i] += 0.05f; /* asymmetric groups */
+            uint8_t *packed;
+            uint64_t bytes;
+            uint32_t G;
+            assert_int_equal(inf_pack_matrix(dtypes[di], w, N, K, group, &packed, &bytes, &G, err, sizeof err), 0);
+            inf_tensor t = make_tensor(dtypes[di], N, K, G, packed, bytes);
+            for (int r = 0; r < N; r++) inf_type(dtypes[di])->row(&t, (size_t)r, deq + (size_t)r * K);
+            inf_weight wt;
+            assert_int_equal(inf_weight_init(&wt, &t, err, sizeof err), 0);
+            for (int ti = 0; ti < 4; ti++) {
+                int T = Ts[ti];
+                float *x = malloc(sizeof(float) * T * K);
+                fill(x, (size_t)T * K, 7 + ti, 1.0f);
+                x[3] = 6.0f; /* an outlier sets the activation scale */
+                for (int L = 1; L <= 3; L++) {
+                    float *ref = malloc(sizeof(float) * T * N), *got = malloc(sizeof(float) * T * N);
+                    inf_kctx k;
+                    inf_kctx_init(&k, INF_ISA_SCALAR, L);
+                    assert_int_equal(inf_matmul(&k, &wt, x, T, ref), 0);
+                    inf_kctx_free(&k);
+                    for (int isa = INF_ISA_AVX2; isa < INF_ISA_COUNT; isa++) {
+                        if (!inf_isa_supported((inf_isa)isa)) continue;
+                        inf_kctx_init(&k, (inf_isa)isa, L);
+                        assert_int_equal(k.isa, isa);
+                        memset(got, 0xff, sizeof(float) * T * N);
+                        assert_int_equal(inf_matmul(&k, &wt, x, T, got), 0);
+                        inf_kctx_free(&k);
+                        if (memcmp(got, ref, sizeof(float) * T * N) != 0) {
+                            for (int i = 0; i < T * N; i++)
+                                if (memcmp(&got[i], &ref[i], 4))
+                                    fail_msg("%s %s N=%d K=%d T=%d L=%d: out[%d] = %.9g, scalar %.9g",
+                                             inf_isa_name((inf_isa)isa), inf_type(dtypes[di])->name, N, K, T, L, i,
+                                             (double)got[i], (double)ref[i]);
+                        }
+                        checked_simd++;
+                    }
+                    /* against the dequantized weights, in double */
+                    double maxerr = 0, maxref = 0;
+                    for (int tt = 0; tt < T; tt++)
+                        for (int r = 0; r < N; r++) {
+                            double s = 0;
+                            for (int kk = 0; kk < K; kk++) s += (double)x[tt * K + kk] * deq[r * K + kk];
+                            maxerr = fmax(maxerr, fabs(s - ref[tt * N + r]));
+                            maxref = fmax(maxref, fabs(s));
+                        }
+                    double tol = L == 3 ? 1e-5 : L == 2 ? 1e-3 : 5e-2;
+                    if (maxerr > tol * maxref)
+                        fail_msg("%s L=%d T=%d: error %g of max %g", inf_type(dtypes[di])->name, L, T, maxerr, maxref);
+                    free(ref), free(got);
+                }
+                free(x);
+            }
+            inf_weight_free(&wt);
+            free(packed), free(w), free(deq);
+        }
+    if (inf_isa_supported(INF_ISA_AVX2)) assert_true(checked_simd > 0);
+}
+
+static void test_f32_matvec_simd_equals_scalar(void **state) {
+    (void)state;
+    const int Ks[4] = {16, 37, 128, 385};
+    for (int ki = 0; ki < 4; ki++) {
+        int N = 23, K = Ks[ki];
+        float *w = malloc(sizeof(float) * N * K), *x = malloc(sizeof(float) * K);
+        float ref[23], got[23];
+        fill(w, (size_t)N * K, 3, 1.0f);
+        fill(x, (size_t)K, 4, 1.0f);
+        inf_fkernel_for(INF_ISA_SCALAR)(w, x, K, ref, 0, N);
+        for (int r = 0; r < N; r++) {
+            double s = 0;
+            for (int k = 0; k < K; k++) s += (double)w[r * K + k] * x[k];
+            assert_true(fabs(s - ref[r]) <= 1e-5 * (1 + fabs(s)));
+        }
+        for (int isa = INF_ISA_AVX2; isa < INF_ISA_COUNT; isa++) {
+            if (!inf_isa_supported((inf_isa)isa)) continue;
+            inf_fkernel_for((inf_isa)isa)(w, x, K, got, 0, N);
+            assert_memory_equal(got, ref, sizeof ref);
+        }
+        free(w), free(x);
+    }
+}
+
+/* x ~= sx (a0 + a1/254 + a2/254^2) within sx / (2 * 254^2) (plus float
+
+ * rounding of u = x / sx), and group sums are the sums of the limbs. */
+static void test_activation_limbs(void **state) {
+    (void)state;
+    enum { K = 64, T = 3 };
+    float x[T * K];
+    fill(x, T * K, 11, 2.0f);
+    for (int i = 0; i < K; i++) x[2 * K + i] = 0.0f; /* an all-zero token */
+    inf_kctx k;
+    inf_kctx_init(&k, INF_ISA_SCALAR, 3);
+    assert_int_equal(inf_quantize_act(&k, x, T, K, 32), 0);
+    for (int t = 0; t < T; t++) {
+        const int8_t *a = k.a + (size_t)t * 3 * K;
+        for (int i = 0; i < K; i++) {
+            double rec = k.sx[t] * (a[i] + a[K + i] / 254.0 + a[2 * K + i] / (254.0 * 254.0));
+            /* plus the rounding of u = x / sx itself: half an ulp of 127 */
+            assert_true(fabs(rec - x[t * K + i]) <= k.sx[t] * (0.5 / (254.0 * 254.0) + 127.0 * 0x1p-24));
+            for (int l = 0; l < 3; l++) assert_true(a[l * K + i] >= -127 && a[l * K + i] <= 127);
+        }
+        for (int l = 0; l < 3; l++)
+            for (int g = 0; g < 2; g++) {
+                int s = 0;
+                for (int i = g * 32; i < g * 32 + 32; i++) s += a[l * K + i];
+                assert_int_equal(k.asum[(t * 3 + l) * 2 + g], s);
+            }
+    }
+    assert_true(k.sx[2] == 0.0f);
+    inf_kctx_free(&k);
+}
+
+int main(void) {
+    printf("kernels: best instruction set on this CPU: %s\n", inf_isa_name(inf_isa_best()));
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_quantized_simd_equals_scalar_and_dequantized),
+        cmocka_unit_test(test_f32_matvec_simd_equals_scalar),
+        cmocka_unit_test(test_activation_limbs),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}

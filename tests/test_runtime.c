@@ -1,0 +1,232 @@
+/* test_runtime.c - parity of the runtime with the training forward.
+ *
+ * f32: the runtime's logits on fixed inputs equal tr_gpt_forward of the same
+ * weights within 1e-5 (relative to the row's largest logit), through both the
+ * batched prompt path and the token-by-token KV-cache path, and greedy
+ * generation of 256 tokens (sliding past the context) gives the same tokens as
+ * tr_generate. q8, q4, q4a: the runtime's logits equal the training forward
+ * with every exported weight replaced by its fake-quantized (dequantized)
+ * value, within 1e-5. Plus sampling rules and bad input. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <cmocka.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "autograd/rng.h"
+#include "compress/quant.h"
+#include "infer/export.h"
+#include "infer/pack.h"
+#include "infer/runtime.h"
+#include "train/trainer.h"
+
+enum { CTX = 32 };
+
+typedef struct fixture {
+    tr_gpt m;
+    tr_vocab v;
+    ag_ctx *c;
+    char path[64];
+    int ids[CTX];
+} fixture;
+
+/* A small model whose logits are spread out (weights larger than GPT-2's
+ * init, random gains and biases), so that argmax is never a near tie. */
+static int setup(void **state) {
+    fixture *f = calloc(1, sizeof *f);
+    tr_gpt_config cfg = tr_gpt_config_default();
+    cfg.n_layer = 2, cfg.n_head = 4, cfg.n_embd = 64, cfg.mlp_ratio = 4, cfg.ctx = CTX, cfg.vocab = 65;
+    char err[256];
+    if (tr_gpt_init(&f->m, &cfg, 0, err, sizeof err)) fail_msg("%s", err);
+    tr_gpt_init_weights(&f->m, 3);
+    ag_rng r;
+    ag_rng_seed(&r, 9);
+    ag_params *p = &f->m.params;
+    for (int i = 0; i < p->count; i++) {
+        ag_tensor *t = &p->t[i];
+        for (size_t j = 0; j < t->numel; j++)
+            t->data[j] = t->ndim == 2 ? t->data[j] * 6.0f : t->data[j] + 0.1f * ag_rng_normal(&r);
+    }
+    uint8_t text[65];
+    for (int i = 0; i < 65; i++) text[i] = (uint8_t)(32 + i);
+    if (tr_vocab_chars(&f->v, text, 65, err, sizeof err)) fail_msg("%s", err);
+    f->c = ag_ctx_new();
+    ag_set_grad(f->c, false);
+    snprintf(f->path, sizeof f->path, "test_runtime_%d.pare", (int)getpid());
+    for (int i = 0; i < CTX; i++) f->ids[i] = (i * 7 + 3) % 65;
+    *state = f;
+    return 0;
+}
+
+static int teardown(void **state) {
+    fixture *f = *state;
+    unlink(f->path);
+    tr_gpt_free(&f->m);
+    ag_ctx_free(f->c);
+    free(f);
+    return 0;
+}
+
+/* max over positions of max|a - b| / max|b| of the row */
+static double row_rel_err(const float *a, const float *b, int T, int V) {
+    double worst = 0;
+    for (int t = 0; t < T; t++) {
+        double e = 0, mx = 1e-30;
+        for (int v = 0; v < V; v++) {
+            e = fmax(e, fabs((double)a[t * V + v] - b[t * V + v]));
+            mx = fmax(mx, fabs((double)b[t * V + v]));
+        }
+        worst = fmax(worst, e / mx);
+    }
+    return worst;
+}
+
+/* Exports f's model as dtype/group, runs the runtime on f->ids both ways and
+ * compares with the training forward of `ref_model` (the same weights, or
+ * their fake-quantized values). */
+static void check_parity(fixture *f, int dtype, int group, tr_gpt *ref_model) {
+    char err[512];
+    inf_export_opts o = {dtype, group, false};
+    if (inf_export_gpt(&f->m, &f->v, &o, f->path, err, sizeof err)) fail_msg("%s", err);
+    ag_ctx_reset(f->c);
+    ag_tensor *ref = tr_gpt_forward(f->c, ref_model, f->ids, 1, CTX, NULL); /* [1, T, V] */
+    assert_non_null(ref);
+    int V = 65;
+    inf_model m;
+    if (inf_model_open(&m, f->path, err, sizeof err)) fail_msg("%s", err);
+    inf_session s;
+    assert_int_equal(inf_session_init(&s, &m, inf_isa_best(), 3, err, sizeof err), 0);
+    float *lg = malloc(sizeof(float) * CTX * V), *step = malloc(sizeof(float) * CTX * V);
+    assert_int_equal(inf_forward(&s, f->ids, CTX, lg, true, err, sizeof err), 0);
+    double e1 = row_rel_err(lg, ref->data, CTX, V);
+    inf_session_reset(&s);
+    for (int t = 0; t < CTX; t++) assert_int_equal(inf_forward(&s, &f->ids[t], 1, step + t * V, false, err, sizeof err), 0);
+    double e2 = row_rel_err(step, ref->data, CTX, V);
+    print_message("parity %s group %d: prompt path %.2e, decode path %.2e (relative to the row's max |logit|)\n",
+                  inf_type(dtype)->name, group, e1, e2);
+    assert_true(e1 <= 1e-5);
+    assert_true(e2 <= 1e-5);
+    free(lg), free(step);
+    inf_session_free(&s);
+    inf_model_close(&m);
+}
+
+static void test_f32_logits_match_training_forward(void **state) {
+    fixture *f = *state;
+    check_parity(f, INF_F32, 0, &f->m);
+}
+
+/* A copy of f's model with each exported weight fake-quantized. */
+static void fake_quant_model(fixture *f, const inf_export_opts *o, tr_gpt *q) {
+    char err[256];
+    if (tr_gpt_init(q, &f->m.cfg, 0, err, sizeof err)) fail_msg("%s", err);
+    memcpy(q->params.data, f->m.params.data, f->m.params.n * sizeof(float));
+    for (int i = 0; i < q->params.count; i++) {
+        ag_tensor *t = &q->params.t[i];
+        if (!inf_export_quantizes(o, q->params.names[i], t->ndim)) continue;
+        int rc = cp_fake_quant((cp_qscheme)inf_dtype_scheme(o->dtype), t->data, t->shape[0], t->shape[1], o->group,
+                               t->data, err, sizeof err);
+        assert_int_equal(rc, 0);
+    }
+}
+
+static void check_quantized(fixture *f, int dtype, int group) {
+    inf_export_opts o = {dtype, group, false};
+    tr_gpt q;
+    fake_quant_model(f, &o, &q);
+    check_parity(f, dtype, group, &q);
+    tr_gpt_free(&q);
+}
+
+static void test_q8_per_channel_parity(void **state) { check_quantized(*state, INF_Q8, 0); }
+static void test_q8_group_parity(void **state) { check_quantized(*state, INF_Q8, 32); }
+static void test_q4_parity(void **state) { check_quantized(*state, INF_Q4, 32); }
+static void test_q4a_parity(void **state) { check_quantized(*state, INF_Q4A, 64); }
+
+static void test_greedy_256_tokens_identical(void **state) {
+    fixture *f = *state;
+    char err[512];
+    inf_export_opts o = {INF_F32, 0, false};
+    if (inf_export_gpt(&f->m, &f->v, &o, f->path, err, sizeof err)) fail_msg("%s", err);
+    int want[4 + 256], got[4 + 256];
+    ag_rng r1, r2;
+    ag_rng_seed(&r1, 1);
+    ag_rng_seed(&r2, 1);
+    int n1 = tr_generate(f->c, &f->m, f->ids, 4, 256, 0.0, 0, -1, &r1, want, err, sizeof err);
+    assert_int_equal(n1, 260);
+    inf_model m;
+    if (inf_model_open(&m, f->path, err, sizeof err)) fail_msg("%s", err);
+    inf_session s;
+    assert_int_equal(inf_session_init(&s, &m, inf_isa_best(), 3, err, sizeof err), 0);
+    int n2 = inf_generate(&s, f->ids, 4, 256, 0.0, 0, -1, &r2, got, NULL, NULL, err, sizeof err);
+    assert_int_equal(n2, 260);
+    assert_memory_equal(got, want, sizeof want);
+    /* the same with temperature sampling and a seed: same logits, same draws */
+    ag_rng_seed(&r1, 5);
+    ag_rng_seed(&r2, 5);
+    n1 = tr_generate(f->c, &f->m, f->ids, 4, 40, 0.8, 10, -1, &r1, want, err, sizeof err);
+    n2 = inf_generate(&s, f->ids, 4, 40, 0.8, 10, -1, &r2, got, NULL, NULL, err, sizeof err);
+    assert_int_equal(n1, n2);
+    assert_memory_equal(got, want, sizeof(int) * (size_t)n1);
+    inf_session_free(&s);
+    inf_model_close(&m);
+}
+
+static void test_pick_rules(void **state) {
+    (void)state;
+    const float lg[5] = {1.0f, 3.0f, 3.0f, -2.0f, 0.5f};
+    double probs[5];
+    ag_rng r;
+    ag_rng_seed(&r, 1);
+    assert_int_equal(inf_pick(lg, 5, 0.0, 0, &r, probs), 1); /* first on ties */
+    int seen[5] = {0};
+    for (int i = 0; i < 2000; i++) seen[inf_pick(lg, 5, 1.0, 2, &r, probs)]++;
+    assert_true(seen[1] > 0 && seen[2] > 0); /* both tied top values stay */
+    assert_int_equal(seen[0] + seen[3] + seen[4], 0);
+    memset(seen, 0, sizeof seen);
+    for (int i = 0; i < 4000; i++) seen[inf_pick(lg, 5, 1.0, 0, &r, probs)]++;
+    assert_true(seen[0] > 0 && seen[4] > 0 && seen[3] > 0);
+}
+
+static void test_bad_input(void **state) {
+    fixture *f = *state;
+    char err[512];
+    inf_export_opts o = {INF_Q4, 48, false}; /* 48 is not a multiple of 32 */
+    assert_int_equal(inf_export_gpt(&f->m, &f->v, &o, f->path, err, sizeof err), -1);
+    assert_non_null(strstr(err, "group size 48"));
+    o.group = 0;
+    o.dtype = INF_F32;
+    if (inf_export_gpt(&f->m, &f->v, &o, f->path, err, sizeof err)) fail_msg("%s", err);
+    inf_model m;
+    if (inf_model_open(&m, f->path, err, sizeof err)) fail_msg("%s", err);
+    inf_session s;
+    assert_int_equal(inf_session_init(&s, &m, INF_ISA_SCALAR, 3, err, sizeof err), 0);
+    float lg[65];
+    int bad = 65;
+    assert_int_equal(inf_forward(&s, &bad, 1, lg, false, err, sizeof err), -1);
+    assert_non_null(strstr(err, "token 65 at index 0"));
+    int many[CTX + 1] = {0};
+    assert_int_equal(inf_forward(&s, many, CTX + 1, NULL, false, err, sizeof err), -1);
+    assert_non_null(strstr(err, "context holds 32"));
+    inf_session_free(&s);
+    inf_model_close(&m);
+}
+
+int main(void) {
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test_setup_teardown(test_f32_logits_match_training_forward, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_q8_per_channel_parity, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_q8_group_parity, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_q4_parity, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_q4a_parity, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_greedy_256_tokens_identical, setup, teardown),
+        cmocka_unit_test(test_pick_rules),
+        cmocka_unit_test_setup_teardown(test_bad_input, setup, teardown),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
