@@ -25,5 +25,26 @@ typedef struct pare_cmd {
 } pare_cmd;
 
 int cmd_version(int argc, char **argv);
+int cmd_train(int argc, char **argv);
+int cmd_sample(int argc, char **argv);
+int cmd_eval(int argc, char **argv);
+
+/* Helpers shared by train, sample and eval (cmd_train.c). */
+#include <stdio.h>
+#include "train/gpt.h"
+#include "train/data.h"
+/* Writes s as a JSON string literal (quoted, escaped). */
+void pare_json_string(FILE *f, const char *s);
+/* Writes v, or null when it is not finite. */
+void pare_json_number(FILE *f, double v);
+/* Opens a trained model for eval and sample: builds m (no gradients) with
+ * its weights, its vocabulary and (if conf != NULL) its configuration text
+ * (malloc'd, may be NULL). Returns 0, or -1 with err naming the file and
+ * what is wrong; m is then freed. */
+int pare_model_open(const char *path, tr_gpt *m, tr_vocab *vocab, char **conf, char *err, size_t errlen);
+/* The value of key in "key=value" lines, copied into buf (n bytes), or NULL. */
+const char *pare_conf_get(const char *conf, const char *key, char *buf, size_t n);
+/* requested if > 0, else the number of online CPUs. */
+int pare_threads(int requested);
 
 #endif

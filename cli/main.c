@@ -7,6 +7,9 @@
 
 static const pare_cmd commands[] = {
     {"version", cmd_version, "print pare's version and the BLAS it uses"},
+    {"train", cmd_train, "train a GPT on a text file or a built-in dataset"},
+    {"sample", cmd_sample, "generate text from a trained model"},
+    {"eval", cmd_eval, "loss (and accuracy for built-in tasks) of a trained model"},
 };
 static const int n_commands = (int)(sizeof commands / sizeof commands[0]);
 
