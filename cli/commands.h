@@ -25,6 +25,9 @@ typedef struct pare_cmd {
 } pare_cmd;
 
 int cmd_version(int argc, char **argv);
+int cmd_runs(int argc, char **argv);
+int cmd_plot(int argc, char **argv);
+int cmd_report(int argc, char **argv);
 int cmd_train(int argc, char **argv);
 int cmd_sample(int argc, char **argv);
 int cmd_eval(int argc, char **argv);

@@ -7,6 +7,9 @@
 
 static const pare_cmd commands[] = {
     {"version", cmd_version, "print pare's version and the BLAS it uses"},
+    {"runs", cmd_runs, "list, show and compare recorded runs (the run log)"},
+    {"plot", cmd_plot, "draw a figure from the run log with gnuplot: loss, pareto, sweep"},
+    {"report", cmd_report, "write an HTML and Markdown report of a set of runs"},
     {"train", cmd_train, "train a GPT on a text file or a built-in dataset"},
     {"sample", cmd_sample, "generate text from a trained model"},
     {"eval", cmd_eval, "loss (and accuracy for built-in tasks) of a trained model"},

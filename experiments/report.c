@@ -1,0 +1,280 @@
+/* report.c - HTML and Markdown reports built from the run log. */
+#include "report.h"
+
+#include <errno.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+
+#include "plot.h"
+#include "runs.h"
+#include "table.h"
+
+static void set_err(char *err, size_t errlen, const char *fmt, ...) {
+    if (!err || !errlen) return;
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(err, errlen, fmt, ap);
+    va_end(ap);
+}
+
+void ex_base64(FILE *f, const unsigned char *p, size_t n) {
+    static const char a[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    for (size_t i = 0; i < n; i += 3) {
+        unsigned v = (unsigned)p[i] << 16 | (i + 1 < n ? (unsigned)p[i + 1] << 8 : 0) | (i + 2 < n ? p[i + 2] : 0);
+        fputc(a[v >> 18 & 63], f);
+        fputc(a[v >> 12 & 63], f);
+        fputc(i + 1 < n ? a[v >> 6 & 63] : '=', f);
+        fputc(i + 2 < n ? a[v & 63] : '=', f);
+    }
+}
+
+static int make_dir(const char *path, char *err, size_t errlen) {
+    char buf[1200];
+    snprintf(buf, sizeof buf, "%s", path);
+    for (char *p = buf + 1; *p; p++) {
+        if (*p != '/') continue;
+        *p = '\0';
+        if (mkdir(buf, 0755) != 0 && errno != EEXIST) {
+            set_err(err, errlen, "%s: cannot create directory: %s", buf, strerror(errno));
+            return -1;
+        }
+        *p = '/';
+    }
+    if (mkdir(buf, 0755) != 0 && errno != EEXIST) {
+        set_err(err, errlen, "%s: cannot create directory: %s", buf, strerror(errno));
+        return -1;
+    }
+    return 0;
+}
+
+static unsigned char *slurp(const char *path, size_t *n) {
+    FILE *f = fopen(path, "rb");
+    if (!f) return NULL;
+    size_t cap = 1 << 16, len = 0;
+    unsigned char *buf = malloc(cap);
+    while (buf) {
+        size_t got = fread(buf + len, 1, cap - len, f);
+        len += got;
+        if (len < cap) break;
+        unsigned char *b = realloc(buf, cap *= 2);
+        if (!b) {
+            free(buf);
+            buf = NULL;
+        } else {
+            buf = b;
+        }
+    }
+    if (buf && ferror(f)) {
+        free(buf);
+        buf = NULL;
+    }
+    fclose(f);
+    *n = len;
+    return buf;
+}
+
+typedef struct figure {
+    char title[128];
+    char png[1200];   /* path */
+    char rel[300];    /* path relative to the report */
+    char sql_path[1200];
+    bool ok;
+} figure;
+
+static const char css[] =
+    "body{font-family:system-ui,-apple-system,'Segoe UI',sans-serif;margin:2em auto;max-width:1200px;"
+    "padding:0 1em;color:#222;background:#fff}"
+    "h1{font-size:1.6em;margin-bottom:.2em}h2{margin-top:1.6em;border-bottom:1px solid #ddd;padding-bottom:.2em}"
+    "table{border-collapse:collapse;margin:.6em 0;font-size:.9em}"
+    "th,td{border:1px solid #ccc;padding:.25em .6em;text-align:left;vertical-align:top}"
+    "th{background:#f2f4f7}td.num{text-align:right;font-variant-numeric:tabular-nums}"
+    "tr:nth-child(even) td{background:#fafbfc}"
+    "figure{margin:1em 0}figure img{max-width:100%;border:1px solid #ddd}"
+    "pre{background:#f6f8fa;padding:.6em;overflow:auto;font-size:.85em}.meta{color:#666}";
+
+static void html_table_section(FILE *f, const char *title, const ex_table *t, const char *empty) {
+    fprintf(f, "<h2>");
+    ex_html_escape(f, title);
+    fprintf(f, "</h2>\n");
+    if (t->nrow == 0) {
+        fprintf(f, "<p class=\"meta\">");
+        ex_html_escape(f, empty);
+        fprintf(f, "</p>\n");
+    } else {
+        ex_table_print_html(t, f);
+    }
+}
+
+static void md_table_section(FILE *f, const char *title, const ex_table *t, const char *empty) {
+    fprintf(f, "\n## %s\n\n", title);
+    if (t->nrow == 0) fprintf(f, "%s\n", empty);
+    else ex_table_print_md(t, f);
+}
+
+int ex_report_write(sqlite3 *db, const int64_t *ids, int n, const ex_report_opts *o, ex_report_out *out,
+                    char *err, size_t errlen) {
+    memset(out, 0, sizeof *out);
+    if (n < 1) {
+        set_err(err, errlen, "no runs for the report");
+        return -1;
+    }
+    if (ex_runs_check(db, ids, n, err, errlen) != 0) return -1;
+    const char *dir = o->dir && o->dir[0] ? o->dir : "report";
+    char figdir[1100];
+    snprintf(figdir, sizeof figdir, "%s/figures", dir);
+    if (make_dir(figdir, err, errlen) != 0) return -1;
+
+    ex_table runs = {0}, config = {0}, results = {0}, fps = {0};
+    int rc = -1;
+    FILE *h = NULL, *m = NULL;
+    if (ex_runs_table(db, ids, n, &runs, err, errlen) != 0 ||
+        ex_runs_compare(db, ids, n, &config, &results, err, errlen) != 0 ||
+        ex_runs_fingerprints(db, ids, n, &fps, err, errlen) != 0)
+        goto done;
+
+    /* figures */
+    figure figs[2] = {{.title = "Loss curves"}, {.title = "Size on disk against validation loss"}};
+    for (int i = 0; o->figures && i < 2; i++) {
+        char ferr[600];
+        snprintf(figs[i].png, sizeof figs[i].png, "%s/%s.png", figdir, i == 0 ? "loss" : "pareto");
+        snprintf(figs[i].rel, sizeof figs[i].rel, "figures/%s.png", i == 0 ? "loss" : "pareto");
+        snprintf(figs[i].sql_path, sizeof figs[i].sql_path, "%s/%s.sql", figdir, i == 0 ? "loss" : "pareto");
+        ex_fig fig = {.out = figs[i].png, .format = EX_FIG_PNG};
+        int prc = i == 0 ? ex_plot_loss(db, ids, n, NULL, &fig, ferr, sizeof ferr)
+                         : ex_plot_pareto(db, &fig, ferr, sizeof ferr);
+        figs[i].ok = prc == EX_PLOT_OK;
+        if (figs[i].ok) out->figures++;
+        else if (i == 0 || prc == EX_PLOT_NO_GNUPLOT)
+            snprintf(out->note, sizeof out->note, "%.100s: %.480s", figs[i].title, ferr);
+    }
+
+    char when[64];
+    time_t now = time(NULL);
+    struct tm tm;
+    gmtime_r(&now, &tm);
+    strftime(when, sizeof when, "%Y-%m-%d %H:%M UTC", &tm);
+    const char *title = o->title && o->title[0] ? o->title : "pare report";
+    const char *dbl = o->db_label ? o->db_label : "";
+
+    snprintf(out->html, sizeof out->html, "%s/report.html", dir);
+    snprintf(out->md, sizeof out->md, "%s/report.md", dir);
+    h = fopen(out->html, "w");
+    m = fopen(out->md, "w");
+    if (!h || !m) {
+        set_err(err, errlen, "%s: cannot write: %s", !h ? out->html : out->md, strerror(errno));
+        goto done;
+    }
+
+    /* ---- header */
+    fprintf(h, "<!DOCTYPE html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n<title>");
+    ex_html_escape(h, title);
+    fprintf(h, "</title>\n<style>%s</style>\n</head>\n<body>\n<h1>", css);
+    ex_html_escape(h, title);
+    fprintf(h, "</h1>\n<p class=\"meta\">%d run%s from <code>", n, n == 1 ? "" : "s");
+    ex_html_escape(h, dbl);
+    fprintf(h, "</code>, generated %s by pare. Every table and figure below is a query of that database.</p>\n", when);
+    fprintf(m, "# %s\n\n%d run%s from `%s`, generated %s by pare. Every table and figure below is a query of that "
+               "database.\n",
+            title, n, n == 1 ? "" : "s", dbl, when);
+
+    html_table_section(h, "Runs", &runs, "");
+    md_table_section(m, "Runs", &runs, "");
+    html_table_section(h, "Final results", &results, "No run recorded a final result.");
+    md_table_section(m, "Final results", &results, "No run recorded a final result.");
+
+    /* ---- figures */
+    fprintf(h, "<h2>Figures</h2>\n");
+    fprintf(m, "\n## Figures\n\n");
+    for (int i = 0; i < 2; i++) {
+        if (!figs[i].ok) continue;
+        size_t len = 0;
+        unsigned char *png = slurp(figs[i].png, &len);
+        char *sql = NULL;
+        size_t sql_len = 0;
+        sql = (char *)slurp(figs[i].sql_path, &sql_len);
+        if (!png) {
+            free(sql);
+            continue;
+        }
+        fprintf(h, "<figure>\n<img alt=\"");
+        ex_html_escape(h, figs[i].title);
+        fprintf(h, "\" src=\"data:image/png;base64,");
+        ex_base64(h, png, len);
+        fprintf(h, "\">\n<figcaption>");
+        ex_html_escape(h, figs[i].title);
+        fprintf(h, " (data: <code>");
+        ex_html_escape(h, figs[i].rel);
+        fprintf(h, "</code> and the query beside it)</figcaption>\n</figure>\n");
+        fprintf(m, "### %s\n\n![%s](%s)\n\n", figs[i].title, figs[i].title, figs[i].rel);
+        if (sql) {
+            char *s = realloc(sql, sql_len + 1);
+            if (s) {
+                sql = s;
+                sql[sql_len] = '\0';
+                fprintf(h, "<details><summary>SQL</summary>\n<pre>");
+                ex_html_escape(h, sql);
+                fprintf(h, "</pre>\n</details>\n");
+                fprintf(m, "```sql\n%s```\n\n", sql);
+            }
+        }
+        free(sql);
+        free(png);
+    }
+    if (out->figures == 0) {
+        fprintf(h, "<p class=\"meta\">No figure: ");
+        ex_html_escape(h, out->note[0] ? out->note : "figures were not requested");
+        fprintf(h, "</p>\n");
+        fprintf(m, "No figure: %s\n", out->note[0] ? out->note : "figures were not requested");
+    }
+
+    /* ---- configurations */
+    html_table_section(h, "Configuration: keys that differ", &config,
+                       n == 1 ? "One run: its configuration is below." : "All runs share one configuration.");
+    md_table_section(m, "Configuration: keys that differ", &config,
+                     n == 1 ? "One run: its configuration is below." : "All runs share one configuration.");
+    fprintf(m, "\n### Full configurations\n");
+    fprintf(h, "<h3>Full configurations</h3>\n");
+    for (int i = 0; i < n; i++) {
+        char *q = sqlite3_mprintf("SELECT key, value FROM config WHERE run_id = %lld ORDER BY key", (long long)ids[i]);
+        ex_table t;
+        if (!q || ex_table_from_sql(db, q, &t, err, errlen) != 0) {
+            sqlite3_free(q);
+            goto done;
+        }
+        sqlite3_free(q);
+        fprintf(h, "<details><summary>run #%lld (%d keys)</summary>\n", (long long)ids[i], t.nrow);
+        ex_table_print_html(&t, h);
+        fprintf(h, "</details>\n");
+        fprintf(m, "\n<details><summary>run #%lld (%d keys)</summary>\n\n", (long long)ids[i], t.nrow);
+        ex_table_print_md(&t, m);
+        fprintf(m, "\n</details>\n");
+        ex_table_free(&t);
+    }
+    html_table_section(h, "Fingerprints", &fps, "");
+    md_table_section(m, "Fingerprints", &fps, "");
+    fprintf(h, "</body>\n</html>\n");
+
+    if (ferror(h) || ferror(m)) {
+        set_err(err, errlen, "%s: write failed", ferror(h) ? out->html : out->md);
+        goto done;
+    }
+    rc = 0;
+done:
+    if (h && fclose(h) != 0 && rc == 0) {
+        set_err(err, errlen, "%s: write failed", out->html);
+        rc = -1;
+    }
+    if (m && fclose(m) != 0 && rc == 0) {
+        set_err(err, errlen, "%s: write failed", out->md);
+        rc = -1;
+    }
+    ex_table_free(&runs);
+    ex_table_free(&config);
+    ex_table_free(&results);
+    ex_table_free(&fps);
+    return rc;
+}
