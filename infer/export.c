@@ -72,7 +72,7 @@ int inf_export_gpt(const tr_gpt *m, const tr_vocab *v, const inf_export_opts *o,
     const uint8_t *tok[256];
     uint8_t len[256];
     for (int i = 0; i < v->size; i++) tok[i] = &v->sym[i], len[i] = 1;
-    rc = inf_file_write(path, &cfg, (uint32_t)v->kind, (uint32_t)v->size, tok, len, t, (uint32_t)n, err, errlen);
+    rc = inf_file_write(path, &cfg, (uint32_t)v->kind, (uint32_t)v->size, tok, len, o->meta, t, (uint32_t)n, err, errlen);
 done:
     if (bufs)
         for (int i = 0; i < n; i++) free(bufs[i]);

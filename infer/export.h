@@ -19,6 +19,7 @@ typedef struct inf_export_opts {
     int dtype;                /* INF_F32, INF_Q8, INF_Q4, INF_Q4A */
     int group;                /* G; 0 = per output channel (G = K) */
     bool quantize_embeddings; /* wte and wpe in dtype too */
+    const char *meta;         /* metadata text stored in the file ("key=value" lines), or NULL */
 } inf_export_opts;
 
 /* True when parameter `name` of a model is stored in o->dtype (the rest f32). */

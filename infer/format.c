@@ -351,7 +351,7 @@ int inf_file_parse(inf_file *f, const uint8_t *buf, size_t len, const char *name
                        INF_HEADER_BYTES + INF_CONFIG_BYTES + 8);
     if (memcmp(buf, INF_MAGIC, 8) != 0) return fail_at(c, 0, "magic", "not a pare model file (expected \"%s\")", INF_MAGIC);
     c->pos = 8;
-    uint32_t flags, config_bytes, vocab_bytes, table_bytes;
+    uint32_t flags, config_bytes, vocab_bytes, meta_bytes, table_bytes, hres;
     uint64_t file_size;
     size_t at = c->pos;
     if (get_u32(c, "version", &f->version)) goto fail;
@@ -374,6 +374,7 @@ int inf_file_parse(inf_file *f, const uint8_t *buf, size_t len, const char *name
     }
     if (get_u32_in(c, "config size", INF_CONFIG_BYTES, INF_CONFIG_BYTES, &config_bytes)) goto fail;
     if (get_u32_in(c, "vocabulary size", 8, 8u + INF_MAX_VOCAB * (1u + INF_MAX_TOKEN), &vocab_bytes)) goto fail;
+    if (get_u32_in(c, "metadata size", 0, INF_MAX_META, &meta_bytes)) goto fail;
     if (get_u32_in(c, "tensor count", 1, INF_MAX_TENSORS, &f->n_tensors)) goto fail;
     at = c->pos;
     if (get_u32(c, "table size", &table_bytes)) goto fail;
@@ -382,9 +383,10 @@ int inf_file_parse(inf_file *f, const uint8_t *buf, size_t len, const char *name
                 42u * f->n_tensors);
         goto fail;
     }
+    if (get_u32_in(c, "header reserved", 0, 0, &hres)) goto fail;
     at = c->pos;
     if (get_u64(c, "data offset", &f->data_offset)) goto fail;
-    uint64_t meta_end = (uint64_t)INF_HEADER_BYTES + config_bytes + vocab_bytes + table_bytes;
+    uint64_t meta_end = (uint64_t)INF_HEADER_BYTES + config_bytes + vocab_bytes + meta_bytes + table_bytes;
     if (f->data_offset % INF_ALIGN != 0 || f->data_offset < meta_end || f->data_offset > len - 8) {
         fail_at(c, at, "data offset", "%llu: expected a multiple of %u in [%llu, %zu]",
                 (unsigned long long)f->data_offset, INF_ALIGN, (unsigned long long)meta_end, len - 8);
@@ -463,6 +465,17 @@ int inf_file_parse(inf_file *f, const uint8_t *buf, size_t len, const char *name
         }
     }
     c->pos = voc_start + vocab_bytes;
+
+    /* metadata */
+    if (need(c, meta_bytes, "metadata")) goto fail;
+    const void *nul = memchr(buf + c->pos, 0, meta_bytes);
+    if (nul) {
+        fail_at(c, (size_t)((const uint8_t *)nul - buf), "metadata", "a NUL byte: expected text");
+        goto fail;
+    }
+    f->meta = (const char *)buf + c->pos;
+    f->meta_len = meta_bytes;
+    c->pos += meta_bytes;
 
     /* tensor table */
     size_t table_start = c->pos;
@@ -664,6 +677,23 @@ int inf_file_open(inf_file *f, const char *path, char *err, size_t errlen) {
     return 0;
 }
 
+const char *inf_file_meta(const inf_file *f, const char *key, char *buf, size_t n) {
+    size_t kl = strlen(key), p = 0;
+    while (p < f->meta_len) {
+        const char *line = f->meta + p;
+        const char *end = memchr(line, '\n', f->meta_len - p);
+        size_t ll = end ? (size_t)(end - line) : f->meta_len - p;
+        if (ll > kl && !memcmp(line, key, kl) && line[kl] == '=') {
+            size_t vl = ll - kl - 1 < n - 1 ? ll - kl - 1 : n - 1;
+            memcpy(buf, line + kl + 1, vl);
+            buf[vl] = '\0';
+            return buf;
+        }
+        p += ll + 1;
+    }
+    return NULL;
+}
+
 const inf_tensor *inf_file_find(const inf_file *f, const char *name) {
     for (uint32_t i = 0; i < f->n_tensors; i++)
         if (!strcmp(f->t[i].name, name)) return &f->t[i];
@@ -708,8 +738,13 @@ static int write_all(int fd, const void *p, size_t n) {
 }
 
 int inf_file_write(const char *path, const inf_config *cfg, uint32_t vocab_kind, uint32_t vocab_n,
-                   const uint8_t *const *tok, const uint8_t *len, const inf_tensor_in *t, uint32_t n_tensors,
-                   char *err, size_t errlen) {
+                   const uint8_t *const *tok, const uint8_t *len, const char *meta, const inf_tensor_in *t,
+                   uint32_t n_tensors, char *err, size_t errlen) {
+    size_t meta_len = meta ? strlen(meta) : 0;
+    if (meta_len > INF_MAX_META) {
+        snprintf(err, errlen, "%s: metadata of %zu bytes: at most %u", path, meta_len, INF_MAX_META);
+        return -1;
+    }
     if (n_tensors < 1 || n_tensors > INF_MAX_TENSORS) {
         snprintf(err, errlen, "%s: %u tensors: expected 1..%u", path, n_tensors, INF_MAX_TENSORS);
         return -1;
@@ -748,8 +783,8 @@ int inf_file_write(const char *path, const inf_config *cfg, uint32_t vocab_kind,
         }
         table_bytes += 42 + nl;
     }
-    uint64_t meta = INF_HEADER_BYTES + INF_CONFIG_BYTES + voc.len + table_bytes;
-    uint64_t data_offset = (meta + INF_ALIGN - 1) / INF_ALIGN * INF_ALIGN, pos = data_offset;
+    uint64_t meta_end = INF_HEADER_BYTES + INF_CONFIG_BYTES + voc.len + meta_len + table_bytes;
+    uint64_t data_offset = (meta_end + INF_ALIGN - 1) / INF_ALIGN * INF_ALIGN, pos = data_offset;
     for (uint32_t i = 0; i < n_tensors; i++) {
         offs[i] = pos;
         pos = (pos + t[i].bytes + INF_ALIGN - 1) / INF_ALIGN * INF_ALIGN;
@@ -774,14 +809,17 @@ int inf_file_write(const char *path, const inf_config *cfg, uint32_t vocab_kind,
     put64(&hd, file_size);
     put32(&hd, INF_CONFIG_BYTES);
     put32(&hd, (uint32_t)voc.len);
+    put32(&hd, (uint32_t)meta_len);
     put32(&hd, n_tensors);
     put32(&hd, (uint32_t)tab.len);
+    put32(&hd, 0);
     put64(&hd, data_offset);
     uint32_t cf[10] = {cfg->n_layer, cfg->n_head, cfg->n_embd, cfg->n_hidden, cfg->ctx, cfg->vocab, cfg->bias,
                        cfg->tied, 0, 0};
     memcpy(&cf[8], &cfg->ln_eps, 4);
     put(&hd, cf, sizeof cf);
     put(&hd, voc.p, voc.len);
+    if (meta_len) put(&hd, meta, meta_len);
     put(&hd, tab.p, tab.len);
     free(voc.p);
     free(tab.p);

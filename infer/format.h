@@ -1,7 +1,7 @@
 /* format.h - the model file: one self-describing, versioned, little-endian file
  * that every model pare exports is written to and the runtime reads.
  *
- *   header (48 bytes) | config (40) | vocabulary | tensor table | zero padding |
+ *   header (56 bytes) | config (40) | vocabulary | metadata | tensor table | zero padding |
  *   tensor data (each tensor at a 64-byte aligned offset) | u64 checksum
  *
  * docs/format.md specifies every byte. Storage types are rows of a traits table
@@ -29,7 +29,7 @@
 
 #define INF_MAGIC "PAREMODL"
 #define INF_VERSION 1u
-#define INF_HEADER_BYTES 48u
+#define INF_HEADER_BYTES 56u
 #define INF_CONFIG_BYTES 40u
 #define INF_ALIGN 64u
 #define INF_ROWS 16 /* rows per interleaved row block */
@@ -43,6 +43,7 @@
 #define INF_MAX_LAYERS 1024u
 #define INF_MAX_WIDTH 65536u   /* n_embd and the MLP width */
 #define INF_MAX_CTX (1u << 20)
+#define INF_MAX_META (1u << 20) /* bytes of the metadata text */
 
 /* ---- storage types -------------------------------------------------------- */
 
@@ -128,6 +129,8 @@ typedef struct inf_file {
     uint32_t version;
     inf_config cfg;
     inf_vocab vocab;
+    const char *meta;       /* metadata: "key=value\n" lines (not NUL-terminated), into the buffer */
+    uint32_t meta_len;
     uint32_t n_tensors;
     inf_tensor *t;          /* [n_tensors] (owned) */
     uint64_t data_offset;
@@ -138,7 +141,8 @@ typedef struct inf_file {
  * header and a checksum), every read against the bytes left, the magic, the
  * version, reserved fields, the file size recorded in the header, the config
  * (caps, heads divide width, eps finite and positive), the vocabulary (count =
- * config vocab, entry lengths 1..INF_MAX_TOKEN), the tensor table (count cap,
+ * config vocab, entry lengths 1..INF_MAX_TOKEN), the metadata (at most
+ * INF_MAX_META bytes, no NUL byte), the tensor table (count cap,
  * name length 1..INF_NAME_MAX, printable names, unique names, storage type in
  * range, ndim 1..4 each dimension 1..INF_MAX_DIM and unused ones 1, group size
  * for the type, byte count equal to what the type needs, offsets 64-byte
@@ -161,6 +165,10 @@ void inf_file_close(inf_file *f);
 /* The tensor with this name, or NULL. */
 const inf_tensor *inf_file_find(const inf_file *f, const char *name);
 
+/* The value of `key` in the metadata lines ("key=value"), copied into buf (n
+ * bytes, NUL-terminated, truncated if longer), or NULL when absent. */
+const char *inf_file_meta(const inf_file *f, const char *key, char *buf, size_t n);
+
 /* FNV-1a 64 of p[0, n), continuing from h (start: INF_FNV_INIT). */
 #define INF_FNV_INIT 0xcbf29ce484222325ULL
 uint64_t inf_fnv1a(uint64_t h, const void *p, size_t n);
@@ -181,12 +189,15 @@ typedef struct inf_tensor_in {
 
 /* Writes a model file to path atomically: "<path>.tmp" is written, fsync'd,
  * renamed over path and the directory fsync'd, so path holds the old file or
- * the new one, never a torn one. vocab entries are tok[i][0, len[i]).
+ * the new one, never a torn one. vocab entries are tok[i][0, len[i]). meta is
+ * the metadata text ("key=value" lines; NULL = none; no NUL inside it; at
+ * most INF_MAX_META bytes): where the model came from (checkpoint, data,
+ * export options), so `pare eval FILE` can find its data.
  * Every tensor is checked with inf_tensor_bytes first. Returns 0, or -1 with
  * err naming the path and the failing step or the tensor; path is then
  * unchanged and the temporary file removed. */
 int inf_file_write(const char *path, const inf_config *cfg, uint32_t vocab_kind, uint32_t vocab_n,
-                   const uint8_t *const *tok, const uint8_t *len, const inf_tensor_in *t, uint32_t n_tensors,
-                   char *err, size_t errlen);
+                   const uint8_t *const *tok, const uint8_t *len, const char *meta, const inf_tensor_in *t,
+                   uint32_t n_tensors, char *err, size_t errlen);
 
 #endif

@@ -89,7 +89,8 @@ static inline int fx_write_model(const char *path, const fx_spec *s, char *err, 
         uint8_t sym[256], len[256];
         const uint8_t *tok[256];
         for (int i = 0; i < s->V; i++) sym[i] = (uint8_t)(s->V == 256 ? i : 'a' + i), len[i] = 1, tok[i] = &sym[i];
-        rc = inf_file_write(path, &cfg, s->V == 256 ? 0 : 1, (uint32_t)s->V, tok, len, t, (uint32_t)n, err, errlen);
+        rc = inf_file_write(path, &cfg, s->V == 256 ? 0 : 1, (uint32_t)s->V, tok, len,
+                            "source=fixture\ndata=builtin:copy\n", t, (uint32_t)n, err, errlen);
     }
 out:
     for (int i = 0; i < n; i++) free(bufs[i]);

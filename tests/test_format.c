@@ -61,8 +61,8 @@ static void fix_checksum(uint8_t *b, size_t len) { put64(b + len - 8, inf_fnv1a(
 
 /* Offset of the table entry of tensor `name`. */
 static size_t entry_of(const uint8_t *b, const char *name) {
-    size_t p = INF_HEADER_BYTES + INF_CONFIG_BYTES + get32(b + 28);
-    uint32_t n = get32(b + 32);
+    size_t p = INF_HEADER_BYTES + INF_CONFIG_BYTES + get32(b + 28) + get32(b + 32);
+    uint32_t n = get32(b + 36);
     for (uint32_t i = 0; i < n; i++) {
         uint16_t nl = (uint16_t)(b[p] | b[p + 1] << 8);
         if (nl == strlen(name) && !memcmp(b + p + 2, name, nl)) return p;
@@ -97,6 +97,10 @@ static void test_round_trip(void **state) {
     assert_int_equal(t->group, 32);
     assert_int_equal(t->offset % INF_ALIGN, 0);
     assert_int_equal(inf_file_find(&m, "h.0.ln1.w")->dtype, INF_F32);
+    char val[64];
+    assert_string_equal(inf_file_meta(&m, "data", val, sizeof val), "builtin:copy");
+    assert_string_equal(inf_file_meta(&m, "source", val, sizeof val), "fixture");
+    assert_null(inf_file_meta(&m, "dat", val, sizeof val));
     inf_file_close(&m);
     /* and through the file path, owning its buffer */
     if (inf_file_open(&m, f->path, f->err, sizeof f->err)) fail_msg("%s", f->err);
@@ -125,7 +129,7 @@ static void test_truncation_at_every_offset(void **state) {
 static void test_byte_flips(void **state) {
     fixture *f = *state;
     uint8_t *b = malloc(f->len);
-    size_t meta = (size_t)get64(f->buf + 40); /* data offset: everything before is header and tables */
+    size_t meta = (size_t)get64(f->buf + 48); /* data offset: everything before is header and tables */
     const uint8_t masks[3] = {0x01, 0x80, 0xff};
     int rejected_by_field = 0, accepted = 0;
     for (size_t i = 0; i < meta; i++)
@@ -197,22 +201,25 @@ MUT(m_version, put32(b + 8, 2))
 MUT(m_flags, put32(b + 12, 1))
 MUT(m_filesize, put64(b + 16, get64(b + 16) + 64))
 MUT(m_config_size, put32(b + 24, 44))
-MUT(m_tensor_count0, put32(b + 32, 0))
-MUT(m_tensor_count_cap, put32(b + 32, INF_MAX_TENSORS + 1))
-MUT(m_table_size, put32(b + 36, 10))
-MUT(m_data_offset, put64(b + 40, get64(b + 40) + 8))
-MUT(m_layers0, put32(b + 48, 0))
-MUT(m_layers_cap, put32(b + 48, INF_MAX_LAYERS + 1))
-MUT(m_heads, put32(b + 52, 3))
-MUT(m_bias2, put32(b + 72, 2))
+MUT(m_tensor_count0, put32(b + 36, 0))
+MUT(m_tensor_count_cap, put32(b + 36, INF_MAX_TENSORS + 1))
+MUT(m_table_size, put32(b + 40, 10))
+MUT(m_meta_size, put32(b + 32, INF_MAX_META + 1))
+MUT(m_header_reserved, put32(b + 44, 3))
+MUT(m_meta_nul, b[INF_HEADER_BYTES + INF_CONFIG_BYTES + get32(b + 28) + 3] = 0)
+MUT(m_data_offset, put64(b + 48, get64(b + 48) + 8))
+MUT(m_layers0, put32(b + 56, 0))
+MUT(m_layers_cap, put32(b + 56, INF_MAX_LAYERS + 1))
+MUT(m_heads, put32(b + 60, 3))
+MUT(m_bias2, put32(b + 80, 2))
 MUT(m_eps_nan, {
     float v = NAN;
-    memcpy(b + 80, &v, 4);
+    memcpy(b + 88, &v, 4);
 })
-MUT(m_config_reserved, put32(b + 84, 1))
-MUT(m_vocab_kind, put32(b + 88, 7))
-MUT(m_vocab_count, put32(b + 92, 9))
-MUT(m_vocab_entry_len, b[96] = 0)
+MUT(m_config_reserved, put32(b + 92, 1))
+MUT(m_vocab_kind, put32(b + 96, 7))
+MUT(m_vocab_count, put32(b + 100, 9))
+MUT(m_vocab_entry_len, b[104] = 0)
 MUT(m_name_len0, {
     size_t e = entry_of(b, "wte");
     b[e] = 0, b[e + 1] = 0;
@@ -261,7 +268,7 @@ MUT(m_overflow, {
     b[e + E_NDIM(3)] = 4;
     for (int d = 0; d < 4; d++) put32(b + e + E_SHAPE(3, d), INF_MAX_DIM);
 })
-MUT(m_padding, b[get64(b + 40) - 1] = 1)
+MUT(m_padding, b[get64(b + 48) - 1] = 1)
 MUT(m_scale_nan, {
     size_t e = entry_of(b, "lm_head.w");
     uint64_t off = get64(b + e + E_OFFSET(9));
@@ -289,19 +296,22 @@ static void test_crafted_files(void **state) {
         {m_flags, true, "byte 12: flags"},
         {m_filesize, true, "byte 16: file size: header says"},
         {m_config_size, true, "byte 24: config size: 44"},
-        {m_tensor_count0, true, "byte 32: tensor count: 0"},
+        {m_tensor_count0, true, "byte 36: tensor count: 0"},
         {m_tensor_count_cap, true, "tensor count: 65537"},
-        {m_table_size, true, "byte 36: table size: 10 bytes"},
-        {m_data_offset, true, "byte 40: data offset"},
-        {m_layers0, true, "byte 48: config n_layer: 0"},
+        {m_table_size, true, "byte 40: table size: 10 bytes"},
+        {m_meta_size, true, "byte 32: metadata size: 1048577"},
+        {m_header_reserved, true, "byte 44: header reserved: 3"},
+        {m_meta_nul, true, "metadata: a NUL byte"},
+        {m_data_offset, true, "byte 48: data offset"},
+        {m_layers0, true, "byte 56: config n_layer: 0"},
         {m_layers_cap, true, "config n_layer: 1025"},
         {m_heads, true, "3 heads do not divide the width 32"},
-        {m_bias2, true, "byte 72: config bias: 2"},
-        {m_eps_nan, true, "byte 80: config ln_eps"},
-        {m_config_reserved, true, "byte 84: config reserved"},
-        {m_vocab_kind, true, "byte 88: vocabulary kind: 7"},
+        {m_bias2, true, "byte 80: config bias: 2"},
+        {m_eps_nan, true, "byte 88: config ln_eps"},
+        {m_config_reserved, true, "byte 92: config reserved"},
+        {m_vocab_kind, true, "byte 96: vocabulary kind: 7"},
         {m_vocab_count, true, "vocabulary count: 9 entries: the config says vocab 8"},
-        {m_vocab_entry_len, true, "byte 96: vocabulary entry length: entry 0 has 0 bytes"},
+        {m_vocab_entry_len, true, "byte 104: vocabulary entry length: entry 0 has 0 bytes"},
         {m_name_len0, true, "tensor name length: tensor 0: 0 bytes"},
         {m_name_len_cap, true, "tensor name length: tensor 0: 64 bytes"},
         {m_name_unprintable, true, "tensor name: tensor 0: byte 0x0a"},
@@ -349,7 +359,7 @@ static void test_unexpected_tensor(void **state) {
     for (uint32_t i = 0; i < 8; i++) tok[i] = m.vocab.tok[i];
     char p2[80];
     snprintf(p2, sizeof p2, "%s.extra", f->path);
-    if (inf_file_write(p2, &m.cfg, m.vocab.kind, m.vocab.n, tok, m.vocab.len, t, n + 1, f->err, sizeof f->err))
+    if (inf_file_write(p2, &m.cfg, m.vocab.kind, m.vocab.n, tok, m.vocab.len, NULL, t, n + 1, f->err, sizeof f->err))
         fail_msg("%s", f->err);
     inf_file_close(&m);
     inf_file bad;
@@ -358,7 +368,7 @@ static void test_unexpected_tensor(void **state) {
     unlink(p2);
     /* the writer refuses a tensor whose bytes do not match its type and shape */
     t[n].bytes = 12;
-    assert_int_equal(inf_file_write(p2, &bad.cfg, 1, 0, NULL, NULL, &t[n], 1, f->err, sizeof f->err), -1);
+    assert_int_equal(inf_file_write(p2, &bad.cfg, 1, 0, NULL, NULL, NULL, &t[n], 1, f->err, sizeof f->err), -1);
     assert_non_null(strstr(f->err, "need 16"));
     assert_int_equal(access(p2, F_OK), -1);
     /* a missing file names the path */

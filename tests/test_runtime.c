@@ -91,7 +91,7 @@ static double row_rel_err(const float *a, const float *b, int T, int V) {
  * their fake-quantized values). */
 static void check_parity(fixture *f, int dtype, int group, tr_gpt *ref_model) {
     char err[512];
-    inf_export_opts o = {dtype, group, false};
+    inf_export_opts o = {dtype, group, false, NULL};
     if (inf_export_gpt(&f->m, &f->v, &o, f->path, err, sizeof err)) fail_msg("%s", err);
     ag_ctx_reset(f->c);
     ag_tensor *ref = tr_gpt_forward(f->c, ref_model, f->ids, 1, CTX, NULL); /* [1, T, V] */
@@ -136,7 +136,7 @@ static void fake_quant_model(fixture *f, const inf_export_opts *o, tr_gpt *q) {
 }
 
 static void check_quantized(fixture *f, int dtype, int group) {
-    inf_export_opts o = {dtype, group, false};
+    inf_export_opts o = {dtype, group, false, NULL};
     tr_gpt q;
     fake_quant_model(f, &o, &q);
     check_parity(f, dtype, group, &q);
@@ -151,7 +151,7 @@ static void test_q4a_parity(void **state) { check_quantized(*state, INF_Q4A, 64)
 static void test_greedy_256_tokens_identical(void **state) {
     fixture *f = *state;
     char err[512];
-    inf_export_opts o = {INF_F32, 0, false};
+    inf_export_opts o = {INF_F32, 0, false, "data=x\n"};
     if (inf_export_gpt(&f->m, &f->v, &o, f->path, err, sizeof err)) fail_msg("%s", err);
     int want[4 + 256], got[4 + 256];
     ag_rng r1, r2;
@@ -196,7 +196,7 @@ static void test_pick_rules(void **state) {
 static void test_bad_input(void **state) {
     fixture *f = *state;
     char err[512];
-    inf_export_opts o = {INF_Q4, 48, false}; /* 48 is not a multiple of 32 */
+    inf_export_opts o = {INF_Q4, 48, false, NULL}; /* 48 is not a multiple of 32 */
     assert_int_equal(inf_export_gpt(&f->m, &f->v, &o, f->path, err, sizeof err), -1);
     assert_non_null(strstr(err, "group size 48"));
     o.group = 0;
