@@ -9,10 +9,11 @@
 #include "cli/commands.h"
 #include "cli/options.h"
 #include "train/trainer.h"
+#include "cli/runlog.h"
 
 int cmd_eval(int argc, char **argv) {
     static const char *usage = "pare eval CHECKPOINT [--key value ...]";
-    const char *data;
+    const char *data, *db;
     int batches, batch, data_seed, threads;
     bool json;
     pare_opt opts[] = {
@@ -21,6 +22,7 @@ int cmd_eval(int argc, char **argv) {
         PARE_OPT_INT("batches", &batches, "50", 1, 1000000, "fixed validation batches"),
         PARE_OPT_INT("batch", &batch, "16", 1, 1 << 20, "sequences per batch"),
         PARE_OPT_INT("threads", &threads, "0", 0, 1024, "threads (0 = all cores)"),
+        PARE_OPT_STRING("db", &db, "", "run log database (\"\" = $PARE_DB, else ./pare.db; none = do not record)"),
         PARE_OPT_FLAG("json", &json, "print the result as one JSON object"),
     };
     int n = (int)(sizeof opts / sizeof opts[0]), pos[1], n_pos = 0;
@@ -92,6 +94,22 @@ int cmd_eval(int argc, char **argv) {
         if (!isnan(d->floor)) printf(" (floor %.4f, gap %.4f)", d->floor, ev.loss - d->floor);
         if (!isnan(ev.accuracy)) printf(", exact-match accuracy %.3f (%ld/%ld)", ev.accuracy, ev.correct, ev.total);
         printf(" over %ld scored tokens in %d batches\n", ev.tokens, batches);
+    }
+    {
+        /* the run log: this evaluation of exactly these model bytes */
+        size_t need = pare_opts_format(opts, n, NULL, 0) + strlen(path) + 8;
+        char *cfg = malloc(need);
+        if (cfg) {
+            size_t len = pare_opts_format(opts, n, cfg, need);
+            snprintf(cfg + len, need - len, "model=%s\n", path);
+        }
+        pare_runlog rl;
+        pare_runlog_begin(&rl, db, "eval", "", cfg ? cfg : "", (uint64_t)data_seed, path, d);
+        pare_runlog_result(&rl, "val_loss", ev.loss);
+        if (!isnan(ev.accuracy)) pare_runlog_result(&rl, "accuracy", ev.accuracy);
+        pare_runlog_result(&rl, "tokens", (double)ev.tokens);
+        pare_runlog_end(&rl, EX_FINISHED);
+        free(cfg);
     }
     status = PARE_EXIT_OK;
 done:

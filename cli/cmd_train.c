@@ -13,6 +13,7 @@
 #include "cli/commands.h"
 #include "cli/options.h"
 #include "train/trainer.h"
+#include "cli/runlog.h"
 
 /* ------------------------------------------------------------ shared helpers */
 
@@ -65,6 +66,7 @@ int pare_threads(int requested) {
 
 typedef struct train_opts {
     const char *data, *vocab, *init, *resume, *out;
+    const char *db, *run_name; /* the run log */
     int data_seed, n_layer, n_head, n_embd, mlp_ratio, ctx;
     bool bias, tied, json;
     int batch, steps, warmup, seed, eval_every, eval_batches, ckpt_every, threads, log_every, sample_tokens;
@@ -106,6 +108,8 @@ static int make_opts(train_opts *o, pare_opt *t) {
         PARE_OPT_INT("log-every", &o->log_every, "0", 0, 2000000000, "progress line every N steps (0 = about 20 lines per run)"),
         PARE_OPT_INT("sample-tokens", &o->sample_tokens, "200", 0, 1000000, "length of the final sample (0 = none)"),
         PARE_OPT_FLOAT("temperature", &o->temperature, "0.8", 0, 100, "temperature of the final sample (0 = greedy)"),
+        PARE_OPT_STRING("db", &o->db, "", "run log database (\"\" = $PARE_DB, else ./pare.db; none = do not record)"),
+        PARE_OPT_STRING("name", &o->run_name, "", "a name for this run in the run log"),
         PARE_OPT_FLAG("json", &o->json, "print the result as one JSON object on stdout (progress goes to stderr)"),
     };
     int n = (int)(sizeof opts / sizeof opts[0]);
@@ -267,6 +271,7 @@ int cmd_train(int argc, char **argv) {
     tr_dataset *d = NULL;
     tr_gpt m = {0};
     tr_trainer t = {0};
+    pare_runlog rl = {0};
     tr_vocab ck_vocab;
     bool have_ck = false;
     tr_gpt ck_model = {0};
@@ -373,6 +378,9 @@ int cmd_train(int argc, char **argv) {
     printer pr = {.f = out, .every = o.log_every > 0 ? o.log_every : (o.steps >= 20 ? o.steps / 20 : 1), .d = d};
     tr_policy print_policy = {.name = "progress", .user = &pr, .on_progress = print_progress};
     tr_trainer_add_policy(&t, &print_policy);
+    pare_runlog_begin(&rl, o.db, "train", o.run_name, conf, (uint64_t)o.seed, o.resume[0] ? o.resume : o.init, d);
+    tr_policy log_policy = pare_runlog_policy(&rl);
+    tr_trainer_add_policy(&t, &log_policy);
 
     char desc[512];
     fprintf(out, "data: %s\n", tr_dataset_describe(d, desc, sizeof desc));
@@ -388,6 +396,12 @@ int cmd_train(int argc, char **argv) {
     t.stop = &g_stop;
     double t0 = ag_now();
     tr_status st = tr_train(&t);
+    if (t.evaluated) pare_runlog_result(&rl, "val_loss", t.last_eval.loss);
+    if (t.evaluated && !isnan(t.last_eval.accuracy)) pare_runlog_result(&rl, "accuracy", t.last_eval.accuracy);
+    pare_runlog_result(&rl, "params", (double)ag_params_numel(&m.params));
+    pare_runlog_result(&rl, "train_loss", t.loss);
+    if (st == TR_OK || st == TR_INTERRUPTED) pare_runlog_artifact(&rl, "checkpoint", o.out);
+    pare_runlog_end(&rl, pare_runlog_status(st));
     double seconds = ag_now() - t0;
     signal(SIGINT, SIG_DFL);
     if (st == TR_DIVERGED) {
@@ -453,6 +467,7 @@ int cmd_train(int argc, char **argv) {
     }
     status = PARE_EXIT_OK;
 done:
+    pare_runlog_end(&rl, EX_FAILED); /* no-op when the run already ended */
     tr_trainer_free(&t);
     tr_gpt_free(&m);
     tr_gpt_free(&ck_model);
