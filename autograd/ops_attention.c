@@ -17,9 +17,9 @@
  * Threads: each kernel is one `omp parallel for` over the B*H heads; a head's
  * products go through ag_sgemm on its own thread. The OpenMP build of OpenBLAS
  * runs a call made inside a parallel region on the calling thread only
- * (interface/gemm.c asks omp_in_parallel(); tests/test_attention.c and
- * docs/threading.md check it), which is what we want: the small per-head
- * products are not worth splitting, the heads are.
+ * (bench_block's probe measures it, docs/threading.md has the figures), which
+ * is what we want: the small per-head products are not worth splitting, the
+ * heads are.
  */
 #include <assert.h>
 #include <math.h>
