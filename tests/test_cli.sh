@@ -8,6 +8,7 @@ set -uo pipefail
 PARE=${1:?usage: test_cli.sh path/to/pare}
 dir=$(mktemp -d)
 trap 'rm -rf "$dir"' EXIT
+export PARE_DB="$dir/pare.db" # the runs these checks make are recorded there, not in the build tree
 fails=0
 fail() { echo "FAIL: $*"; fails=$((fails + 1)); }
 
