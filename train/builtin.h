@@ -35,7 +35,7 @@
  * uniform smoothing (keeps the chain irreducible and aperiodic), length of
  * the generated stream, and the context it is meant to be trained with. */
 #define TR_MARKOV_ALPHABET " adeilnrst"
-#define TR_MARKOV_K 3
+#define TR_MARKOV_K 2
 #define TR_MARKOV_SUPPORT 3
 #define TR_MARKOV_EPS 0.01
 #define TR_MARKOV_TOKENS 500000
