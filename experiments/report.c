@@ -89,8 +89,8 @@ static const char css[] =
     "body{font-family:system-ui,-apple-system,'Segoe UI',sans-serif;margin:2em auto;max-width:1200px;"
     "padding:0 1em;color:#222;background:#fff}"
     "h1{font-size:1.6em;margin-bottom:.2em}h2{margin-top:1.6em;border-bottom:1px solid #ddd;padding-bottom:.2em}"
-    "table{border-collapse:collapse;margin:.6em 0;font-size:.9em}"
-    "th,td{border:1px solid #ccc;padding:.25em .6em;text-align:left;vertical-align:top}"
+    "table{border-collapse:collapse;margin:.6em 0;font-size:.9em;display:block;max-width:100%;overflow-x:auto}"
+    "th,td{border:1px solid #ccc;padding:.25em .6em;text-align:left;vertical-align:top;overflow-wrap:anywhere}"
     "th{background:#f2f4f7}td.num{text-align:right;font-variant-numeric:tabular-nums}"
     "tr:nth-child(even) td{background:#fafbfc}"
     "figure{margin:1em 0}figure img{max-width:100%;border:1px solid #ddd}"
@@ -115,6 +115,46 @@ static void md_table_section(FILE *f, const char *title, const ex_table *t, cons
     else ex_table_print_md(t, f);
 }
 
+static const char *cell_or_empty(const ex_table *t, int r, int c) {
+    const char *s = t->cell[(size_t)r * (size_t)t->ncol + (size_t)c];
+    return s ? s : "";
+}
+
+/* Splits the fingerprints (column 0 the run id, one row per run) into what
+ * every run shares, as (field, value) rows, and a table of the run id and
+ * the fields that differ. Long values (compiler flags, BLAS build options)
+ * thus appear once instead of once per run. Returns 0 or -1 (out of memory;
+ * both tables are then safe to free). */
+static int split_fingerprints(const ex_table *fps, ex_table *shared, ex_table *differ) {
+    static const char *const head2[2] = {"field", "value"};
+    memset(differ, 0, sizeof *differ);
+    if (ex_table_init(shared, 2, head2) != 0) return -1;
+    int *col = malloc((size_t)fps->ncol * sizeof *col), nd = 0;
+    const char **vals = malloc((size_t)fps->ncol * sizeof *vals);
+    int rc = col && vals ? 0 : -1;
+    for (int c = 0; rc == 0 && c < fps->ncol; c++) {
+        bool same = c > 0; /* one run: every field is "shared" and listed as a column of values */
+        for (int r = 1; same && r < fps->nrow; r++) same = strcmp(cell_or_empty(fps, r, c), cell_or_empty(fps, 0, c)) == 0;
+        if (!same) {
+            col[nd++] = c;
+            continue;
+        }
+        const char *row[2] = {fps->head[c], cell_or_empty(fps, 0, c)};
+        rc = ex_table_add(shared, row);
+    }
+    if (rc == 0 && nd > 1) { /* the id column and at least one differing field */
+        for (int i = 0; i < nd; i++) vals[i] = fps->head[col[i]];
+        rc = ex_table_init(differ, nd, vals);
+        for (int r = 0; rc == 0 && r < fps->nrow; r++) {
+            for (int i = 0; i < nd; i++) vals[i] = cell_or_empty(fps, r, col[i]);
+            rc = ex_table_add(differ, vals);
+        }
+    }
+    free(col);
+    free(vals);
+    return rc;
+}
+
 int ex_report_write(sqlite3 *db, const int64_t *ids, int n, const ex_report_opts *o, ex_report_out *out,
                     char *err, size_t errlen) {
     memset(out, 0, sizeof *out);
@@ -128,7 +168,7 @@ int ex_report_write(sqlite3 *db, const int64_t *ids, int n, const ex_report_opts
     snprintf(figdir, sizeof figdir, "%s/figures", dir);
     if (make_dir(figdir, err, errlen) != 0) return -1;
 
-    ex_table runs = {0}, config = {0}, results = {0}, fps = {0};
+    ex_table runs = {0}, config = {0}, results = {0}, fps = {0}, fp_shared = {0}, fp_differ = {0};
     int rc = -1;
     FILE *h = NULL, *m = NULL;
     if (ex_runs_table(db, ids, n, &runs, err, errlen) != 0 ||
@@ -254,8 +294,19 @@ int ex_report_write(sqlite3 *db, const int64_t *ids, int n, const ex_report_opts
         fprintf(m, "\n</details>\n");
         ex_table_free(&t);
     }
-    html_table_section(h, "Fingerprints", &fps, "");
-    md_table_section(m, "Fingerprints", &fps, "");
+    /* ---- fingerprints: what all runs share once, then what differs by run */
+    if (split_fingerprints(&fps, &fp_shared, &fp_differ) != 0) {
+        set_err(err, errlen, "out of memory");
+        goto done;
+    }
+    html_table_section(h, "Fingerprints", &fp_shared, "The runs share no fingerprint field.");
+    md_table_section(m, "Fingerprints", &fp_shared, "The runs share no fingerprint field.");
+    if (fp_differ.ncol > 0) {
+        fprintf(h, "<h3>Fingerprint fields that differ by run</h3>\n");
+        ex_table_print_html(&fp_differ, h);
+        fprintf(m, "\n### Fingerprint fields that differ by run\n\n");
+        ex_table_print_md(&fp_differ, m);
+    }
     fprintf(h, "</body>\n</html>\n");
 
     if (ferror(h) || ferror(m)) {
@@ -276,5 +327,7 @@ done:
     ex_table_free(&config);
     ex_table_free(&results);
     ex_table_free(&fps);
+    ex_table_free(&fp_shared);
+    ex_table_free(&fp_differ);
     return rc;
 }

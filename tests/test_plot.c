@@ -377,6 +377,9 @@ static void test_report(void **state) {
     assert_non_null(strstr(html, "<td>teacher</td>"));
     assert_non_null(strstr(html, "<h2>Final results</h2>"));
     assert_non_null(strstr(html, "<h2>Fingerprints</h2>"));
+    /* what every run shares is one (field, value) row, not a column repeated per run */
+    assert_non_null(strstr(html, "<td>compiler</td>"));
+    assert_non_null(strstr(html, "<td>cflags</td>"));
     assert_non_null(strstr(html, "<td>n-layer</td>"));
     assert_null(strstr(html, "src=\"figures/")); /* self-contained: nothing linked */
     if (ex_gnuplot_path()) {
