@@ -34,6 +34,7 @@ int cmd_eval(int argc, char **argv) {
     }
     const char *path = argv[pos[0]];
     ag_set_threads(pare_threads(threads));
+    if (pare_is_model_file(path)) return pare_eval_model_file(path, data, data_seed, pare_opts_find(opts, n, "data-seed")->set, batches, batch, json);
 
     char err[1024], buf[1024], seedbuf[32];
     tr_gpt m;

@@ -32,6 +32,7 @@ int cmd_sample(int argc, char **argv) {
     }
     const char *path = argv[pos[0]];
     ag_set_threads(pare_threads(threads));
+    if (pare_is_model_file(path)) return pare_sample_model_file(path, prompt, tokens, temperature, top_k, seed, json);
 
     char err[1024];
     tr_gpt m;

@@ -31,6 +31,15 @@ int cmd_report(int argc, char **argv);
 int cmd_train(int argc, char **argv);
 int cmd_sample(int argc, char **argv);
 int cmd_eval(int argc, char **argv);
+int cmd_export(int argc, char **argv);
+int cmd_generate(int argc, char **argv);
+int cmd_bench(int argc, char **argv);
+#include <stdbool.h>
+/* Model files (infer/, cmd_generate.c): true when path starts with the model-file magic; and the model-file
+ * branches of `pare sample` and `pare eval` (same options and output as for a checkpoint). */
+bool pare_is_model_file(const char *path);
+int pare_sample_model_file(const char *path, const char *prompt, int tokens, double temperature, int top_k, int seed, bool json);
+int pare_eval_model_file(const char *path, const char *data, int data_seed, bool data_seed_set, int batches, int batch, bool json);
 
 /* Helpers shared by train, sample and eval (cmd_train.c). */
 #include <stdio.h>

@@ -13,6 +13,9 @@ static const pare_cmd commands[] = {
     {"train", cmd_train, "train a GPT on a text file or a built-in dataset"},
     {"sample", cmd_sample, "generate text from a trained model"},
     {"eval", cmd_eval, "loss (and accuracy for built-in tasks) of a trained model"},
+    {"export", cmd_export, "write a checkpoint as a model file: f32, int8 (q8) or int4 (q4, q4a) weights"},
+    {"generate", cmd_generate, "generate text from a model file with the inference runtime (KV cache)"},
+    {"bench", cmd_bench, "decode and prompt speed, memory and size of a model file"},
 };
 static const int n_commands = (int)(sizeof commands / sizeof commands[0]);
 

@@ -64,6 +64,17 @@ inf_qkernel inf_qkernel_for(inf_isa isa, int dtype) {
     return q8 ? inf_q8_scalar : inf_q4_scalar;
 }
 
+inf_dkernel inf_dkernel_for(inf_isa isa, int dtype) {
+    bool q8 = dtype == INF_Q8;
+    if (dtype != INF_Q8 && dtype != INF_Q4 && dtype != INF_Q4A) return NULL;
+#if defined(__x86_64__)
+    if (isa == INF_ISA_AVX512) return q8 ? inf_deq_q8_avx512 : inf_deq_q4_avx512;
+#else
+    (void)isa;
+#endif
+    return q8 ? inf_deq_q8_scalar : inf_deq_q4_scalar;
+}
+
 inf_fkernel inf_fkernel_for(inf_isa isa) {
 #if defined(__x86_64__)
     if (isa == INF_ISA_AVX512) return inf_f32_avx512;
@@ -87,6 +98,7 @@ void inf_kctx_free(inf_kctx *k) {
     free(k->au);
     free(k->sx);
     free(k->asum);
+    free(k->wbuf);
     memset(k, 0, sizeof *k);
 }
 
@@ -279,6 +291,34 @@ void inf_q4_scalar(const inf_kctx *k, const inf_weight *w, int T, float *out, in
     }
 }
 
+void inf_deq_q8_scalar(const inf_weight *w, float *out, int ldo, int rb0, int rb1) {
+    int K = w->K, G = w->G, NG = w->NG;
+    for (int rb = rb0; rb < rb1; rb++) {
+        const inf_blk_q8 *blk = (const inf_blk_q8 *)(const void *)w->codes + (size_t)rb * (K / 4);
+        for (int k = 0; k < K; k++) {
+            const float *s = w->scales + ((size_t)rb * NG + k / G) * INF_ROWS;
+            for (int i = 0; i < INF_ROWS; i++)
+                out[(size_t)k * ldo + rb * INF_ROWS + i] = s[i] * (float)blk[k / 4].q[i][k % 4];
+        }
+    }
+}
+
+void inf_deq_q4_scalar(const inf_weight *w, float *out, int ldo, int rb0, int rb1) {
+    int K = w->K, G = w->G, NG = w->NG;
+    for (int rb = rb0; rb < rb1; rb++) {
+        const inf_blk_q4 *blk = (const inf_blk_q4 *)(const void *)w->codes + (size_t)rb * (K / 8);
+        for (int k = 0; k < K; k++) {
+            size_t gi = ((size_t)rb * NG + k / G) * INF_ROWS;
+            int j = k % 8;
+            for (int i = 0; i < INF_ROWS; i++) {
+                uint8_t b = blk[k / 8].q[i][j % 4];
+                int nib = j < 4 ? (b & 15) : (b >> 4);
+                out[(size_t)k * ldo + rb * INF_ROWS + i] = w->scales[gi + i] * (float)(nib - w->corr[gi + i]);
+            }
+        }
+    }
+}
+
 /* ------------------------------------------------------------------ matmul */
 
 /* Work (multiply-adds) below which a product runs on one thread. */
@@ -297,6 +337,18 @@ int inf_matmul(inf_kctx *k, const inf_weight *w, const float *x, int T, float *o
         } else {
             ag_sgemm(false, true, T, w->N, w->K, 1.0f, x, w->K, w->f32, w->K, 0.0f, out, w->N);
         }
+        return 0;
+    }
+    if (T >= INF_GEMM_MIN_T) { /* dequantize, then one sgemm */
+        int ldo = w->NB * INF_ROWS;
+        size_t cw = k->cap_w;
+        if (grow((void **)&k->wbuf, &cw, (size_t)w->K * ldo, sizeof(float))) return -1;
+        k->cap_w = cw;
+        inf_dkernel d = inf_dkernel_for(k->isa, w->dtype);
+        int nb = w->NB;
+#pragma omp parallel for schedule(static) if ((size_t)w->N * w->K >= 4 * INF_PAR_MIN)
+        for (int b = 0; b < nb; b++) d(w, k->wbuf, ldo, b, b + 1);
+        ag_sgemm(false, false, T, w->N, w->K, 1.0f, x, w->K, k->wbuf, ldo, 0.0f, out, w->N);
         return 0;
     }
     if (inf_quantize_act(k, x, T, w->K, w->G)) return -1;

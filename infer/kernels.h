@@ -28,6 +28,12 @@
  * rounding (the parity tests check 1e-5). With L = 1 this is ordinary dynamic
  * int8 activation quantization: fastest, but no longer float-exact.
  *
+ * Many tokens at once (T >= INF_GEMM_MIN_T: prompts, evaluation): a quantized
+ * weight is dequantized (exactly cp_dequantize_value of each code, SIMD, into
+ * a [K, N] scratch) and multiplied with OpenBLAS sgemm: the flops of T tokens
+ * dwarf the N*K dequantization, and sgemm's blocking beats an integer GEMM
+ * that must run three limbs.
+ *
  * Integer parts are exact on every instruction set (AVX-512 VNNI vpdpbusd,
  * AVX2 vpmaddubsw/vpmaddwd with no saturating case, scalar), and the float
  * combination is the same sequence of operations, so every kernel gives the
@@ -85,8 +91,12 @@ typedef struct inf_kctx {
     uint8_t *au;             /* [T, L, K] limbs + 128 (VNNI int8) */
     float *sx;               /* [T] */
     int32_t *asum;           /* [T, L, NG] group sums of the limbs */
-    size_t cap_a, cap_t, cap_s;
+    float *wbuf;             /* [K, NB*16] dequantized weight for the GEMM path */
+    size_t cap_a, cap_t, cap_s, cap_w;
 } inf_kctx;
+
+/* Token count from which quantized products dequantize and call sgemm. */
+#define INF_GEMM_MIN_T 16
 
 /* Initialises k for isa (clamped to inf_isa_best()) and limbs (1..3). */
 void inf_kctx_init(inf_kctx *k, inf_isa isa, int limbs);
@@ -108,6 +118,11 @@ float inf_dot_f32_ref(const float *x, const float *w, int K);
  * already in k. */
 typedef void (*inf_qkernel)(const inf_kctx *k, const inf_weight *w, int T, float *out, int rb0, int rb1);
 inf_qkernel inf_qkernel_for(inf_isa isa, int dtype);
+
+/* Dequantizes row blocks [rb0, rb1) of a quantized weight into
+ * out[K, ldo] (column r of out is row r of W; ldo >= NB * 16). */
+typedef void (*inf_dkernel)(const inf_weight *w, float *out, int ldo, int rb0, int rb1);
+inf_dkernel inf_dkernel_for(inf_isa isa, int dtype);
 
 /* out[N] = W[N, K] x[K] for rows [r0, r1), f32. */
 typedef void (*inf_fkernel)(const float *w, const float *x, int K, float *out, int r0, int r1);

@@ -307,6 +307,57 @@ INLINE T_512 void q4_tile512(const inf_kctx *k, const inf_weight *w, float *out,
         store_rows16(out + (size_t)(t0 + tt) * N, rb * INF_ROWS, N, _mm512_mul_ps(y[tt], _mm512_set1_ps(k->sx[t0 + tt])));
 }
 
+/* In-lane shuffle: in each 128-bit lane (rows 4L..4L+3, 4 bytes each) put the
+ * bytes column-major (byte j*4 + r = row r, column j); then a dword permute
+ * gathers column j of all 16 rows into lane j. */
+INLINE T_512 __m512i transpose16x4(__m512i v) {
+    const __m512i sh = _mm512_set4_epi32(0x0f0b0703, 0x0e0a0602, 0x0d090501, 0x0c080400);
+    const __m512i perm = _mm512_setr_epi32(0, 4, 8, 12, 1, 5, 9, 13, 2, 6, 10, 14, 3, 7, 11, 15);
+    return _mm512_permutexvar_epi32(perm, _mm512_shuffle_epi8(v, sh));
+}
+
+T_512 void inf_deq_q8_avx512(const inf_weight *w, float *out, int ldo, int rb0, int rb1) {
+    int K = w->K, G = w->G, NG = w->NG;
+    for (int rb = rb0; rb < rb1; rb++) {
+        const uint8_t *blk = w->codes + (size_t)rb * (K / 4) * 64;
+        for (int kc = 0; kc < K / 4; kc++) {
+            __m512 s = _mm512_loadu_ps(w->scales + ((size_t)rb * NG + (4 * kc) / G) * INF_ROWS);
+            __m512i t = transpose16x4(_mm512_loadu_si512((const void *)(blk + (size_t)kc * 64)));
+            __m128i c[4] = {_mm512_extracti32x4_epi32(t, 0), _mm512_extracti32x4_epi32(t, 1),
+                            _mm512_extracti32x4_epi32(t, 2), _mm512_extracti32x4_epi32(t, 3)};
+            for (int j = 0; j < 4; j++)
+                _mm512_storeu_ps(out + (size_t)(4 * kc + j) * ldo + rb * INF_ROWS,
+                                 _mm512_mul_ps(s, _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(c[j]))));
+        }
+    }
+}
+
+T_512 void inf_deq_q4_avx512(const inf_weight *w, float *out, int ldo, int rb0, int rb1) {
+    int K = w->K, G = w->G, NG = w->NG;
+    const __m512i m4 = _mm512_set1_epi8(0x0F);
+    for (int rb = rb0; rb < rb1; rb++) {
+        const uint8_t *blk = w->codes + (size_t)rb * (K / 8) * 64;
+        for (int kc = 0; kc < K / 8; kc++) {
+            size_t gi = ((size_t)rb * NG + (8 * kc) / G) * INF_ROWS;
+            __m512 s = _mm512_loadu_ps(w->scales + gi);
+            __m512i z = _mm512_loadu_si512((const void *)(w->corr + gi));
+            __m512i t = transpose16x4(_mm512_loadu_si512((const void *)(blk + (size_t)kc * 64)));
+            __m512i lo = _mm512_and_si512(t, m4), hi = _mm512_and_si512(_mm512_srli_epi16(t, 4), m4);
+            for (int j = 0; j < 4; j++) {
+                __m128i cl = _mm512_extracti32x4_epi32(lo, 0), ch = _mm512_extracti32x4_epi32(hi, 0);
+                if (j == 1) cl = _mm512_extracti32x4_epi32(lo, 1), ch = _mm512_extracti32x4_epi32(hi, 1);
+                if (j == 2) cl = _mm512_extracti32x4_epi32(lo, 2), ch = _mm512_extracti32x4_epi32(hi, 2);
+                if (j == 3) cl = _mm512_extracti32x4_epi32(lo, 3), ch = _mm512_extracti32x4_epi32(hi, 3);
+                __m512i vl = _mm512_sub_epi32(_mm512_cvtepu8_epi32(cl), z);
+                __m512i vh = _mm512_sub_epi32(_mm512_cvtepu8_epi32(ch), z);
+                _mm512_storeu_ps(out + (size_t)(8 * kc + j) * ldo + rb * INF_ROWS, _mm512_mul_ps(s, _mm512_cvtepi32_ps(vl)));
+                _mm512_storeu_ps(out + (size_t)(8 * kc + 4 + j) * ldo + rb * INF_ROWS,
+                                 _mm512_mul_ps(s, _mm512_cvtepi32_ps(vh)));
+            }
+        }
+    }
+}
+
 #define TILE_SWITCH(fn)                                                                                       \
     for (int rb = rb0; rb < rb1; rb++)                                                                        \
         for (int t0 = 0; t0 < T; t0 += 4) {                                                                   \

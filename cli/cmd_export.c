@@ -1,0 +1,88 @@
+/* cmd_export.c - `pare export CHECKPOINT --out FILE --format f32|q8|q4|q4a`:
+ * a trained model as one validated model file for the inference runtime. */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+
+#include "cli/commands.h"
+#include "cli/options.h"
+#include "infer/export.h"
+#include "infer/format.h"
+
+int cmd_export(int argc, char **argv) {
+    static const char *usage = "pare export CHECKPOINT --out FILE [--key value ...]";
+    const char *out, *format;
+    int group;
+    bool embeddings, json;
+    pare_opt opts[] = {
+        PARE_OPT_STRING("out", &out, "", "model file to write (required)"),
+        PARE_OPT_CHOICE("format", &format, "f32", "f32|q8|q4|q4a",
+                        "storage of the linear weights: f32, int8 (q8), int4 symmetric (q4) or with zero points (q4a)"),
+        PARE_OPT_INT("group-size", &group, "-1", -1, 1 << 24,
+                     "columns per quantization scale (-1 = default: per output channel for q8, 32 for q4/q4a; "
+                     "0 = per output channel; else a multiple of 32 dividing the input size)"),
+        PARE_OPT_FLAG("quantize-embeddings", &embeddings, "store wte and wpe in the chosen format too"),
+        PARE_OPT_FLAG("json", &json, "print the result as one JSON object"),
+    };
+    int n = (int)(sizeof opts / sizeof opts[0]), pos[1], n_pos = 0;
+    int rc = pare_opts_cli("export", usage, opts, n, argc, argv, pos, 1, &n_pos);
+    if (rc >= 0) return rc;
+    if (n_pos != 1) {
+        fprintf(stderr, "pare export: expected one checkpoint path\nsee: pare export --help\n");
+        return PARE_EXIT_USAGE;
+    }
+    if (!out[0]) {
+        fprintf(stderr, "pare export: --out: expected the path of the model file to write\n");
+        return PARE_EXIT_USAGE;
+    }
+    const char *ckpt = argv[pos[0]];
+    int dtype = inf_dtype_from_name(format);
+    if (group < 0) group = dtype == INF_Q4 || dtype == INF_Q4A ? 32 : 0;
+
+    char err[1024], buf[1024];
+    tr_gpt m;
+    tr_vocab v;
+    char *conf = NULL;
+    if (pare_model_open(ckpt, &m, &v, &conf, err, sizeof err) != 0) {
+        fprintf(stderr, "pare export: %s\n", err);
+        return PARE_EXIT_ERROR;
+    }
+    /* metadata: where the model came from, so `pare eval FILE` finds its data */
+    char meta[4096];
+    int ml = snprintf(meta, sizeof meta, "source=%s\nformat=%s\ngroup-size=%d\nquantize-embeddings=%d\n", ckpt, format,
+                      group, embeddings ? 1 : 0);
+    const char *keys[2] = {"data", "data-seed"};
+    for (int i = 0; i < 2 && ml > 0 && (size_t)ml < sizeof meta; i++)
+        if (conf && pare_conf_get(conf, keys[i], buf, sizeof buf) && !strchr(buf, '\n'))
+            ml += snprintf(meta + ml, sizeof meta - (size_t)ml, "%s=%s\n", keys[i], buf);
+    inf_export_opts o = {dtype, group, embeddings, meta};
+    int status = PARE_EXIT_ERROR;
+    if (inf_export_gpt(&m, &v, &o, out, err, sizeof err) != 0) {
+        fprintf(stderr, "pare export: %s\n", err);
+        status = strstr(err, "group size") ? PARE_EXIT_USAGE : PARE_EXIT_ERROR;
+        goto done;
+    }
+    struct stat st;
+    long long bytes = stat(out, &st) == 0 ? (long long)st.st_size : -1;
+    long long f32_bytes = (long long)(tr_gpt_config_numel(&m.cfg) * sizeof(float));
+    if (json) {
+        printf("{\"command\":\"export\",\"checkpoint\":");
+        pare_json_string(stdout, ckpt);
+        printf(",\"out\":");
+        pare_json_string(stdout, out);
+        printf(",\"format\":\"%s\",\"group_size\":%d,\"bytes\":%lld,\"f32_param_bytes\":%lld}\n", format, group, bytes,
+               f32_bytes);
+    } else {
+        printf("wrote %s: %s", out, format);
+        if (dtype != INF_F32) printf(" (%s)", group ? "per-group scales" : "per-output-channel scales");
+        if (dtype != INF_F32 && group) printf(", group size %d", group);
+        printf(", %lld bytes (the parameters in f32: %lld bytes, ratio %.2f)\n", bytes, f32_bytes,
+               bytes > 0 ? (double)f32_bytes / (double)bytes : 0.0);
+    }
+    status = PARE_EXIT_OK;
+done:
+    tr_gpt_free(&m);
+    free(conf);
+    return status;
+}

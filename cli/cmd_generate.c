@@ -1,0 +1,264 @@
+/* cmd_generate.c - `pare generate FILE`: text from a model file with the
+ * inference runtime (KV cache, streaming), and the model-file branches of
+ * `pare sample` and `pare eval`. */
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "autograd/parallel.h"
+#include "cli/commands.h"
+#include "cli/options.h"
+#include "infer/runtime.h"
+#include "train/data.h"
+
+bool pare_is_model_file(const char *path) {
+    FILE *f = fopen(path, "rb");
+    if (!f) return false;
+    char magic[8];
+    bool yes = fread(magic, 1, 8, f) == 8 && memcmp(magic, INF_MAGIC, 8) == 0;
+    fclose(f);
+    return yes;
+}
+
+int pare_model_vocab(const inf_model *m, tr_vocab *v, char *err, size_t errlen) {
+    const inf_vocab *iv = &m->file.vocab;
+    uint8_t packed[TR_VOCAB_PACK_MAX];
+    if (iv->n < 1 || iv->n > 256) {
+        snprintf(err, errlen, "the model's vocabulary has %u entries: this program handles byte-level ones (<= 256)",
+                 iv->n);
+        return -1;
+    }
+    packed[0] = (uint8_t)iv->kind;
+    packed[1] = (uint8_t)(iv->n - 1);
+    for (uint32_t i = 0; i < iv->n; i++) {
+        if (iv->len[i] != 1) {
+            snprintf(err, errlen, "vocabulary entry %u has %u bytes: expected single bytes", i, iv->len[i]);
+            return -1;
+        }
+        packed[2 + i] = iv->tok[i][0];
+    }
+    return tr_vocab_unpack(v, packed, iv->n + 2, err, errlen);
+}
+
+int pare_model_file_open(const char *path, inf_model *m, tr_vocab *v, char *err, size_t errlen) {
+    if (inf_model_open(m, path, err, errlen) != 0 || pare_model_vocab(m, v, err, errlen) != 0) {
+        inf_model_close(m);
+        return -1;
+    }
+    return 0;
+}
+
+typedef struct stream {
+    const tr_vocab *v;
+} stream;
+
+static void put_token(void *user, int id) {
+    const stream *s = user;
+    char c[2];
+    tr_vocab_decode(s->v, &id, 1, c);
+    fputc(c[0], stdout);
+    fflush(stdout);
+}
+
+/* Generation shared by `generate` and `sample FILE`. */
+static int run_generate(const char *cmd, const char *path, const char *prompt, int tokens, double temperature,
+                        int top_k, int seed, int limbs, bool json, bool stream_out) {
+    char err[1024];
+    inf_model m;
+    tr_vocab v;
+    if (pare_model_file_open(path, &m, &v, err, sizeof err) != 0) {
+        fprintf(stderr, "pare %s: %s\n", cmd, err);
+        return PARE_EXIT_ERROR;
+    }
+    int status = PARE_EXIT_ERROR;
+    size_t np = strlen(prompt);
+    int *ids = malloc((np + 1 + (size_t)tokens) * sizeof *ids);
+    char *text = malloc(np + 2 + (size_t)tokens);
+    inf_session s;
+    memset(&s, 0, sizeof s);
+    if (!ids || !text) {
+        fprintf(stderr, "pare %s: out of memory\n", cmd);
+        goto done;
+    }
+    if (np == 0) {
+        ids[0] = v.id['\n'] >= 0 ? v.id['\n'] : 0;
+        np = 1;
+    } else if (tr_vocab_encode(&v, (const uint8_t *)prompt, np, ids, err, sizeof err) != 0) {
+        fprintf(stderr, "pare %s: --prompt: %s\n", cmd, err);
+        status = PARE_EXIT_USAGE;
+        goto done;
+    }
+    if (inf_session_init(&s, &m, inf_isa_best(), limbs, err, sizeof err) != 0) {
+        fprintf(stderr, "pare %s: %s\n", cmd, err);
+        goto done;
+    }
+    ag_rng rng;
+    ag_rng_seed(&rng, (uint64_t)seed);
+    stream st = {&v};
+    bool live = stream_out && !json;
+    if (live && prompt[0]) fputs(prompt, stdout);
+    double t0 = ag_now();
+    int len = inf_generate(&s, ids, (int)np, tokens, temperature, top_k, -1, &rng, ids, live ? put_token : NULL, &st,
+                           err, sizeof err);
+    double secs = ag_now() - t0;
+    if (len < 0) {
+        fprintf(stderr, "\npare %s: %s\n", cmd, err);
+        goto done;
+    }
+    tr_vocab_decode(&v, ids, (size_t)len, text);
+    if (json) {
+        printf("{\"command\":\"%s\",\"prompt\":", cmd);
+        pare_json_string(stdout, prompt);
+        printf(",\"text\":");
+        pare_json_string(stdout, text + (prompt[0] ? strlen(prompt) : 0));
+        printf(",\"tokens\":%d,\"seconds\":", len - (int)np);
+        pare_json_number(stdout, secs);
+        printf("}\n");
+    } else if (live) {
+        printf("\n");
+    } else {
+        printf("%s\n", text);
+    }
+    status = PARE_EXIT_OK;
+done:
+    inf_session_free(&s);
+    inf_model_close(&m);
+    free(ids);
+    free(text);
+    return status;
+}
+
+int pare_sample_model_file(const char *path, const char *prompt, int tokens, double temperature, int top_k, int seed,
+                           bool json) {
+    return run_generate("sample", path, prompt, tokens, temperature, top_k, seed, 3, json, false);
+}
+
+int cmd_generate(int argc, char **argv) {
+    static const char *usage = "pare generate MODEL_FILE [--key value ...]";
+    const char *prompt;
+    int tokens, top_k, seed, threads, limbs;
+    double temperature;
+    bool json;
+    pare_opt opts[] = {
+        PARE_OPT_STRING("prompt", &prompt, "", "text to continue (\"\" = start from a newline, or token 0)"),
+        PARE_OPT_INT("tokens", &tokens, "200", 0, 1000000, "tokens to generate"),
+        PARE_OPT_FLOAT("temperature", &temperature, "0.8", 0, 100, "softmax temperature (0 = greedy argmax)"),
+        PARE_OPT_INT("top-k", &top_k, "0", 0, 1 << 24, "sample only among the k most likely tokens (0 = all)"),
+        PARE_OPT_INT("seed", &seed, "1", 0, 2147483647, "seed of the sampling generator"),
+        PARE_OPT_INT("threads", &threads, "1", 0, 1024, "threads (0 = all cores)"),
+        PARE_OPT_INT("limbs", &limbs, "3", 1, 3,
+                     "int8 limbs per activation for int8/int4 weights (3 = float-exact, 1 = fastest)"),
+        PARE_OPT_FLAG("json", &json, "print {\"prompt\", \"text\", \"tokens\", \"seconds\"} as one JSON object"),
+    };
+    int n = (int)(sizeof opts / sizeof opts[0]), pos[1], n_pos = 0;
+    int rc = pare_opts_cli("generate", usage, opts, n, argc, argv, pos, 1, &n_pos);
+    if (rc >= 0) return rc;
+    if (n_pos != 1) {
+        fprintf(stderr, "pare generate: expected one model file (made by pare export)\nsee: pare generate --help\n");
+        return PARE_EXIT_USAGE;
+    }
+    ag_set_threads(pare_threads(threads));
+    return run_generate("generate", argv[pos[0]], prompt, tokens, temperature, top_k, seed, limbs, json, true);
+}
+
+int pare_eval_model_file(const char *path, const char *data, int data_seed, bool data_seed_set, int batches,
+                         int batch, bool json) {
+    char err[1024], buf[1024], seedbuf[32];
+    inf_model m;
+    tr_vocab v;
+    if (pare_model_file_open(path, &m, &v, err, sizeof err) != 0) {
+        fprintf(stderr, "pare eval: %s\n", err);
+        return PARE_EXIT_ERROR;
+    }
+    int status = PARE_EXIT_ERROR;
+    tr_dataset *d = NULL;
+    tr_batch b = {0};
+    inf_session s;
+    memset(&s, 0, sizeof s);
+    float *logits = NULL;
+    if (!data[0]) {
+        data = inf_file_meta(&m.file, "data", buf, sizeof buf);
+        if (!data || !data[0]) {
+            fprintf(stderr, "pare eval: %s does not record its data; give --data\n", path);
+            status = PARE_EXIT_USAGE;
+            goto done;
+        }
+        if (!data_seed_set && inf_file_meta(&m.file, "data-seed", seedbuf, sizeof seedbuf)) data_seed = atoi(seedbuf);
+    }
+    tr_data_opts dopt = tr_data_opts_default();
+    dopt.vocab_fixed = &v;
+    dopt.ctx = m.ctx;
+    dopt.seed = (uint64_t)data_seed;
+    if (tr_dataset_open(&d, data, &dopt, err, sizeof err) != 0 ||
+        tr_vocab_compare(&v, "model", &d->vocab, "data", err, sizeof err) != 0 ||
+        tr_batch_init(&b, batch, d->ctx, err, sizeof err) != 0 ||
+        inf_session_init(&s, &m, inf_isa_best(), 3, err, sizeof err) != 0) {
+        fprintf(stderr, "pare eval: %s\n", err);
+        goto done;
+    }
+    int T = d->ctx, V = m.V;
+    logits = malloc((size_t)batch * T * V * sizeof(float));
+    if (!logits) {
+        fprintf(stderr, "pare eval: out of memory\n");
+        goto done;
+    }
+    double sum = 0, t0 = ag_now();
+    long tokens = 0, correct = 0, total = 0;
+    for (int i = 0; i < batches; i++) {
+        if (tr_data_val_batch(d, i, &b, err, sizeof err) != 0) {
+            fprintf(stderr, "pare eval: %s\n", err);
+            goto done;
+        }
+        for (int r = 0; r < batch; r++) {
+            inf_session_reset(&s);
+            float *lg = logits + (size_t)r * T * V; /* [T, V] */
+            if (inf_forward(&s, b.x + (size_t)r * T, T, lg, true, err, sizeof err) != 0) {
+                fprintf(stderr, "pare eval: %s\n", err);
+                goto done;
+            }
+            for (int t = 0; t < T; t++) {
+                int y = b.y[(size_t)r * T + t];
+                if (y == TR_IGNORE) continue;
+                const float *row = lg + (size_t)t * V;
+                float mx = row[0];
+                for (int j = 1; j < V; j++) mx = row[j] > mx ? row[j] : mx;
+                double z = 0;
+                for (int j = 0; j < V; j++) z += exp((double)row[j] - mx);
+                sum += log(z) + mx - row[y];
+                tokens++;
+            }
+        }
+        tr_batch_accuracy(&b, logits, V, &correct, &total);
+    }
+    double secs = ag_now() - t0, loss = tokens ? sum / (double)tokens : NAN;
+    double acc = d->has_accuracy && total ? (double)correct / (double)total : NAN;
+    if (json) {
+        printf("{\"command\":\"eval\",\"file\":");
+        pare_json_string(stdout, path);
+        printf(",\"data\":");
+        pare_json_string(stdout, data);
+        printf(",\"val_loss\":");
+        pare_json_number(stdout, loss);
+        printf(",\"floor\":");
+        pare_json_number(stdout, d->floor);
+        printf(",\"accuracy\":");
+        pare_json_number(stdout, acc);
+        printf(",\"tokens\":%ld,\"batches\":%d,\"seconds\":", tokens, batches);
+        pare_json_number(stdout, secs);
+        printf("}\n");
+    } else {
+        printf("%s on %s: loss %.4f", path, data, loss);
+        if (!isnan(d->floor)) printf(" (floor %.4f, gap %.4f)", d->floor, loss - d->floor);
+        if (!isnan(acc)) printf(", exact-match accuracy %.3f (%ld/%ld)", acc, correct, total);
+        printf(" over %ld scored tokens in %d batches (model file, inference runtime)\n", tokens, batches);
+    }
+    status = PARE_EXIT_OK;
+done:
+    free(logits);
+    inf_session_free(&s);
+    tr_batch_free(&b);
+    tr_dataset_free(d);
+    inf_model_close(&m);
+    return status;
+}
