@@ -24,6 +24,7 @@
 #include <assert.h>
 #include <math.h>
 #include <omp.h>
+#include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -38,16 +39,61 @@ static inline int imin(int a, int b) { return a < b ? a : b; }
 
 /* ============================================================ fast kernels */
 
+/* exp(x) for x <= 0 (or NaN), within 1.1e-7 relative of exp (glibc's expf:
+ * 6e-8), written so that an `omp simd` loop vectorises it: glibc's expf does
+ * not vectorise without -ffast-math, and neither does a branch, so the clamp
+ * is a bit blend. Cody-Waite reduction x = n ln2 + r with |r| <= ln2/2,
+ * exp(r) by its Taylor polynomial of degree 7 (remainder < 5e-9), times 2^n
+ * made in the exponent bits. x below -87 is clamped to -87 (exp(-87) =
+ * 1.6e-38, a normal float); a NaN stays NaN (and n is zeroed so the integer
+ * conversion is defined). IEEE operations in a fixed order, no contraction:
+ * the same bits scalar or vectorised, on every x86-64. */
+static inline float exp_nonpos(float x) {
+    union {
+        float f;
+        int32_t i;
+    } ux = {.f = x}, lo = {.f = -87.0f}, un;
+    int32_t below = -(int32_t)(x < -87.0f); /* all ones where x < -87 */
+    ux.i = (ux.i & ~below) | (lo.i & below);
+    x = ux.f;
+    un.f = (x * 1.44269504f + 12582912.0f) - 12582912.0f; /* round(x / ln2), |.| <= 126 */
+    un.i &= -(int32_t)(un.f == un.f);                      /* NaN -> 0 */
+    float n = un.f;
+    float r = x - n * 0.693145751953125f; /* ln2, high part: the product is exact */
+    r = r - n * 1.428606820e-6f;          /* ln2, low part */
+    float p = 1.0f / 5040.0f;
+    p = p * r + 1.0f / 720.0f;
+    p = p * r + 1.0f / 120.0f;
+    p = p * r + 1.0f / 24.0f;
+    p = p * r + 1.0f / 6.0f;
+    p = p * r + 0.5f;
+    p = p * r + 1.0f;
+    p = p * r + 1.0f;
+    union {
+        int32_t i;
+        float f;
+    } two_n = {.i = ((int32_t)n + 127) << 23};
+    return p * two_n.f;
+}
+
 /* row[0..n) <- softmax(row[0..n)), row[n..T) <- 0. */
 static void causal_softmax_row(float *row, int n, int T) {
-    float mx = row[0];
+    float mx = row[0]; /* a max is exact in any order */
+#pragma omp simd reduction(max : mx)
     for (int j = 1; j < n; j++) mx = row[j] > mx ? row[j] : mx;
-    float sum = 0.0f;
-    for (int j = 0; j < n; j++) {
-        row[j] = expf(row[j] - mx);
-        sum += row[j];
-    }
+#pragma omp simd
+    for (int j = 0; j < n; j++) row[j] = exp_nonpos(row[j] - mx);
+    /* sum in 8 lanes (lane l takes j = l mod 8), then the lanes pairwise and
+     * the tail in index order: an order fixed by this code, so it vectorises
+     * without depending on the vector width */
+    float lane[8] = {0};
+    int j = 0;
+    for (; j + 8 <= n; j += 8)
+        for (int l = 0; l < 8; l++) lane[l] += row[j + l];
+    float sum = ((lane[0] + lane[1]) + (lane[2] + lane[3])) + ((lane[4] + lane[5]) + (lane[6] + lane[7]));
+    for (; j < n; j++) sum += row[j];
     float inv = 1.0f / sum;
+#pragma omp simd
     for (int j = 0; j < n; j++) row[j] *= inv;
     for (int j = n; j < T; j++) row[j] = 0.0f;
 }
@@ -67,6 +113,18 @@ void ag_attn_probs_fwd(float *P, const float *q, const float *k, int BH, int T, 
     }
 }
 
+/* sum_j a[j] b[j] for j < n in 8 lanes, in an order fixed by this code (as
+ * in causal_softmax_row), so it vectorises with the same bits everywhere. */
+static float dot_lanes(const float *a, const float *b, int n) {
+    float lane[8] = {0};
+    int j = 0;
+    for (; j + 8 <= n; j += 8)
+        for (int l = 0; l < 8; l++) lane[l] += a[j + l] * b[j + l];
+    float sum = ((lane[0] + lane[1]) + (lane[2] + lane[3])) + ((lane[4] + lane[5]) + (lane[6] + lane[7]));
+    for (; j < n; j++) sum += a[j] * b[j];
+    return sum;
+}
+
 void ag_attn_probs_bwd(float *dq, float *dk, const float *dP, const float *P, const float *q,
                        const float *k, int BH, int T, int D, float scale, float *scratch,
                        int nthreads) {
@@ -81,10 +139,9 @@ void ag_attn_probs_bwd(float *dq, float *dk, const float *dP, const float *P, co
             for (int i = i0; i < i1; i++) {
                 const float *p = Ph + (size_t)i * T, *g = dPh + (size_t)i * T; /* [T] */
                 float *ds = dS + (size_t)(i - i0) * i1;                        /* [i1] */
-                double dot = 0.0; /* sum_k P_ik dP_ik */
-                for (int j = 0; j <= i; j++) dot += (double)p[j] * g[j];
-                float fdot = (float)dot;
-                for (int j = 0; j <= i; j++) ds[j] = scale * p[j] * (g[j] - fdot);
+                float dot = dot_lanes(p, g, i + 1); /* sum_k P_ik dP_ik */
+#pragma omp simd
+                for (int j = 0; j <= i; j++) ds[j] = scale * p[j] * (g[j] - dot);
                 for (int j = i + 1; j < i1; j++) ds[j] = 0.0f;
             }
             if (dq) /* dq[i0:i1] += dS[m, i1] k[0:i1] */

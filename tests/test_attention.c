@@ -470,6 +470,39 @@ static void test_probs_rows(void **state) {
     ag_params_free(&p);
 }
 
+/* Scores far apart (exp underflows, the clamp at -87 in the fast exp) still
+ * give rows summing to 1 that match the reference; a NaN in q is not
+ * swallowed: its row of P is NaN. */
+static void test_probs_extreme_and_nan(void **state) {
+    (void)state;
+    int BH = 2, T = 70, D = 5;
+    size_t nx = (size_t)BH * T * D, np = (size_t)BH * T * T;
+    float *q = malloc(nx * sizeof(float)), *k = malloc(nx * sizeof(float));
+    float *P = malloc(np * sizeof(float)), *R = malloc(np * sizeof(float));
+    ag_fill_uniform(q, nx, -300.0f, 300.0f, 1);
+    ag_fill_uniform(k, nx, -1.0f, 1.0f, 2);
+    float scale = 1.0f / sqrtf((float)D);
+    ag_attn_probs_fwd(P, q, k, BH, T, D, scale);
+    ag_attn_probs_fwd_ref(R, q, k, BH, T, D, scale);
+    for (int r = 0; r < BH * T; r++) {
+        double sum = 0.0;
+        for (int j = 0; j < T; j++) {
+            assert_true(isfinite(P[(size_t)r * T + j]));
+            assert_true(fabsf(P[(size_t)r * T + j] - R[(size_t)r * T + j]) < 1e-5f);
+            sum += P[(size_t)r * T + j];
+        }
+        assert_true(fabs(sum - 1.0) < 1e-5);
+    }
+    q[3 * D + 1] = NAN; /* head 0, row 3 */
+    ag_attn_probs_fwd(P, q, k, BH, T, D, scale);
+    for (int j = 0; j <= 3; j++) assert_true(isnan(P[3 * T + j]));
+    for (int j = 0; j < T; j++) assert_false(isnan(P[4 * T + j])); /* other rows untouched */
+    free(q);
+    free(k);
+    free(P);
+    free(R);
+}
+
 /* Layout: split then merge of a [B, T, C] tensor is the identity, and part p
  * of a fused [B, T, 3C] picks channels [pC, (p+1)C). */
 static void test_split_merge_layout(void **state) {
@@ -568,6 +601,7 @@ int main(void) {
         cmocka_unit_test(test_fast_matches_reference),
         cmocka_unit_test(test_thread_count_independent),
         cmocka_unit_test(test_probs_rows),
+        cmocka_unit_test(test_probs_extreme_and_nan),
         cmocka_unit_test(test_split_merge_layout),
         cmocka_unit_test(test_null_and_inference),
         cmocka_unit_test(test_sgemm_inside_parallel_region),
