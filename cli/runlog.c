@@ -2,6 +2,7 @@
 #include "runlog.h"
 
 #include <math.h>
+#include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
 
@@ -64,4 +65,26 @@ ex_status pare_runlog_status(tr_status st) {
     case TR_INTERRUPTED: return EX_INTERRUPTED;
     default: return EX_FAILED;
     }
+}
+
+char *pare_runlog_config(const pare_opt *opts, int n, const char *extra) {
+    size_t ex = extra ? strlen(extra) : 0;
+    size_t need = pare_opts_format(opts, n, NULL, 0) + ex + 1;
+    char *cfg = malloc(need);
+    if (!cfg) return NULL;
+    size_t len = pare_opts_format(opts, n, cfg, need);
+    if (len > need - 1 - ex) len = need - 1 - ex;
+    memcpy(cfg + len, extra ? extra : "", ex);
+    cfg[len + ex] = '\0';
+    return cfg;
+}
+
+void pare_runlog_once(const char *db, const char *command, const char *config, uint64_t seed, const char *path,
+                      const tr_dataset *d, const char *const *names, const double *values, int nres,
+                      ex_status status) {
+    pare_runlog rl;
+    pare_runlog_begin(&rl, db, command, "", config ? config : "", seed, path, d);
+    for (int i = 0; i < nres; i++)
+        if (!isnan(values[i])) pare_runlog_result(&rl, names[i], values[i]);
+    pare_runlog_end(&rl, status);
 }

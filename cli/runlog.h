@@ -10,6 +10,7 @@
 
 #include <stdint.h>
 
+#include "cli/options.h"
 #include "experiments/db.h"
 #include "train/trainer.h"
 
@@ -38,6 +39,21 @@ void pare_runlog_artifact(pare_runlog *rl, const char *kind, const char *path);
 /* Ends the run with status (once) and closes the log, which reports rows it
  * could not record. Safe to call twice and on a zeroed pare_runlog. */
 void pare_runlog_end(pare_runlog *rl, ex_status status);
+
+/* The configuration text of a command: its resolved options (every key,
+ * defaults included, as pare_opts_format writes them) followed by `extra`
+ * (NULL or more "key=value\n" lines, for example "model=PATH\n"). Returns a
+ * malloc'd string the caller frees, or NULL when out of memory. */
+char *pare_runlog_config(const pare_opt *opts, int n, const char *extra);
+
+/* Records a run of `command` that read the model or checkpoint at path
+ * (parent: the run that recorded the same bytes) and produced only results:
+ * config as above, then results names[0..nres) = values[0..nres) (NaN
+ * values are skipped), status, all in one call; d (may be NULL) is the
+ * dataset it read. For commands that need no per-step metrics (eval, bench). */
+void pare_runlog_once(const char *db, const char *command, const char *config, uint64_t seed, const char *path,
+                      const tr_dataset *d, const char *const *names, const double *values, int nres,
+                      ex_status status);
 
 /* The ex_status of a trainer outcome. */
 ex_status pare_runlog_status(tr_status st);

@@ -773,7 +773,7 @@ int64_t ex_log_run_of_file(ex_log *log, const char *path) {
     char sha[65], why[256];
     if (ex_sha256_file(path, sha, NULL, why, sizeof why) != 0) return 0;
     sqlite3_stmt *st;
-    if (sqlite3_prepare_v2(log->db, "SELECT run_id FROM artifacts WHERE sha256 = ? ORDER BY id DESC LIMIT 1", -1,
+    if (sqlite3_prepare_v2(log->db, "SELECT run_id FROM artifacts WHERE sha256 = ? AND kind <> 'input' ORDER BY id DESC LIMIT 1", -1,
                            &st, NULL) != SQLITE_OK)
         return 0;
     sqlite3_bind_text(st, 1, sha, -1, SQLITE_STATIC);

@@ -124,10 +124,12 @@ void ex_run_end(ex_log *log, int run, ex_status status);
  * -1 when rows are still pending or were lost (see ex_log_problem). */
 int ex_log_flush(ex_log *log);
 
-/* The id of the run that recorded an artifact with the same SHA-256 as the
- * file at path (the newest such run), or 0 when there is none, the file
- * cannot be read or the database cannot be read. This is how a run started
- * from a checkpoint finds its parent without any id stored in the file. */
+/* The id of the run that WROTE a file with the same SHA-256 as the file at
+ * path (the newest run that recorded it as an artifact of any kind but
+ * "input"; runs that only read it, such as evaluations, do not count), or 0
+ * when there is none, the file cannot be read or the database cannot be
+ * read. This is how a run started from a checkpoint or model file finds its
+ * parent without any id stored in the file. */
 int64_t ex_log_run_of_file(ex_log *log, const char *path);
 
 /* Rows that could not be recorded so far (0 for a NULL log). */

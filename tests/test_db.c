@@ -373,6 +373,12 @@ static void test_lineage_chain(void **state) {
         ex_metric(log, run, 1, "train_loss", 3.0 - i);
         ex_artifact(log, run, "checkpoint", path);
         ex_run_end(log, run, EX_FINISHED);
+        /* an evaluation READS the checkpoint: it is a child of the run that
+         * wrote it, and must not become the parent of the next run */
+        int ev = ex_run_begin(log, "eval", "", "", 1, ex_log_run_of_file(log, path), NULL);
+        ex_artifact(log, ev, "input", path);
+        ex_run_end(log, ev, EX_FINISHED);
+        assert_int_equal(ex_log_run_of_file(log, path), ids[i]);
         snprintf(prev, sizeof prev, "%s", path);
     }
     char missing[160];
@@ -389,6 +395,9 @@ static void test_lineage_chain(void **state) {
              " SELECT group_concat(name, '<-') FROM (SELECT name FROM chain JOIN runs USING (id) ORDER BY depth)",
              (long long)ids[2]);
     assert_string_equal(query_text(db, sql), "quantized<-student<-teacher");
+    assert_int_equal(query_int(db, "SELECT count(*) FROM runs r JOIN runs p ON p.id = r.parent_id "
+                                   "WHERE r.command = 'eval' AND p.command = 'train'"),
+                     3);
     sqlite3_close(db);
 }
 
