@@ -118,6 +118,28 @@ static int8_t limb_round(float v) {
     return (int8_t)r;
 }
 
+void inf_act_token_scalar(const float *x, int K, int L, float *sx_out, int8_t *a) {
+    float amax = 0.0f;
+    for (int i = 0; i < K; i++) {
+        float v = fabsf(x[i]);
+        if (v > amax) amax = v;
+    }
+    float sx = amax / 127.0f;
+    *sx_out = sx;
+    for (int i = 0; i < K; i++) {
+        float u = sx > 0.0f ? x[i] / sx : 0.0f;
+        int8_t q = limb_round(u);
+        a[i] = q;
+        float r = u - (float)q;
+        for (int l = 1; l < L; l++) {
+            float v = r * 254.0f;
+            int8_t ql = limb_round(v);
+            a[(size_t)l * K + i] = ql;
+            r = v - (float)ql;
+        }
+    }
+}
+
 int inf_quantize_act(inf_kctx *k, const float *x, int T, int K, int G) {
     int L = k->limbs, NG = K / G;
     size_t na = (size_t)T * L * K, ns = (size_t)T * L * NG;
@@ -128,27 +150,12 @@ int inf_quantize_act(inf_kctx *k, const float *x, int T, int K, int G) {
         return -1;
     k->cap_s = cs;
     for (int t = 0; t < T; t++) {
-        const float *xt = x + (size_t)t * K; /* [K] */
-        float amax = 0.0f;
-        for (int i = 0; i < K; i++) {
-            float v = fabsf(xt[i]);
-            if (v > amax) amax = v;
-        }
-        float sx = amax / 127.0f;
-        k->sx[t] = sx;
         int8_t *a0 = k->a + (size_t)t * L * K; /* [L, K] */
-        for (int i = 0; i < K; i++) {
-            float u = sx > 0.0f ? xt[i] / sx : 0.0f;
-            int8_t q = limb_round(u);
-            a0[i] = q;
-            float r = u - (float)q;
-            for (int l = 1; l < L; l++) {
-                float v = r * 254.0f;
-                int8_t ql = limb_round(v);
-                a0[(size_t)l * K + i] = ql;
-                r = v - (float)ql;
-            }
-        }
+#if defined(__x86_64__)
+        if (k->isa == INF_ISA_AVX512) inf_act_token_avx512(x + (size_t)t * K, K, L, &k->sx[t], a0);
+        else
+#endif
+            inf_act_token_scalar(x + (size_t)t * K, K, L, &k->sx[t], a0);
         for (int l = 0; l < L; l++) {
             const int8_t *al = a0 + (size_t)l * K;
             uint8_t *ul = k->au + ((size_t)t * L + l) * K;

@@ -26,6 +26,12 @@ static inline const int32_t *inf_limb_sum(const inf_kctx *k, int NG, int t, int 
     return k->asum + ((size_t)t * k->limbs + l) * NG;
 }
 
+/* Limbs of one activation row x[K]: *sx and a[L, K] (see kernels.h). The
+ * AVX-512 version rounds half away from zero as roundf does (t = trunc(v),
+ * then t + sign(v) when |v - t| >= 1/2), so both give the same bytes. */
+void inf_act_token_scalar(const float *x, int K, int L, float *sx, int8_t *a);
+void inf_act_token_avx512(const float *x, int K, int L, float *sx, int8_t *a);
+
 void inf_q8_scalar(const inf_kctx *k, const inf_weight *w, int T, float *out, int rb0, int rb1);
 void inf_q4_scalar(const inf_kctx *k, const inf_weight *w, int T, float *out, int rb0, int rb1);
 void inf_f32_scalar(const float *w, const float *x, int K, float *out, int r0, int r1);

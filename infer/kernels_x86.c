@@ -307,6 +307,49 @@ INLINE T_512 void q4_tile512(const inf_kctx *k, const inf_weight *w, float *out,
         store_rows16(out + (size_t)(t0 + tt) * N, rb * INF_ROWS, N, _mm512_mul_ps(y[tt], _mm512_set1_ps(k->sx[t0 + tt])));
 }
 
+/* roundf(v) clamped to [-127, 127] (NaN -> -127), as limb_round in kernels.c. */
+INLINE T_512 __m512 round_clamp127(__m512 v) {
+    __m512 t = _mm512_roundscale_ps(v, _MM_FROUND_TO_ZERO | _MM_FROUND_NO_EXC);
+    __m512 d = _mm512_sub_ps(v, t); /* exact */
+    __mmask16 up = _mm512_cmp_ps_mask(_mm512_abs_ps(d), _mm512_set1_ps(0.5f), _CMP_GE_OQ);
+    __m512i sign = _mm512_and_si512(_mm512_castps_si512(v), _mm512_set1_epi32((int)0x80000000u));
+    __m512 one = _mm512_castsi512_ps(_mm512_or_si512(_mm512_castps_si512(_mm512_set1_ps(1.0f)), sign)); /* copysign(1, v) */
+    __m512 r = _mm512_mask_add_ps(t, up, t, one);
+    __mmask16 ok = _mm512_cmp_ps_mask(r, _mm512_set1_ps(-127.0f), _CMP_GE_OQ);
+    r = _mm512_mask_blend_ps(ok, _mm512_set1_ps(-127.0f), r);
+    return _mm512_min_ps(r, _mm512_set1_ps(127.0f));
+}
+
+T_512 void inf_act_token_avx512(const float *x, int K, int L, float *sx_out, int8_t *a) {
+    int K16 = K & ~15;
+    __m512 m = _mm512_setzero_ps();
+    for (int i = 0; i < K16; i += 16) m = _mm512_max_ps(_mm512_abs_ps(_mm512_loadu_ps(x + i)), m);
+    float amax = _mm512_reduce_max_ps(m);
+    for (int i = K16; i < K; i++) {
+        float v = fabsf(x[i]);
+        if (v > amax) amax = v;
+    }
+    if (!(amax / 127.0f > 0.0f) || K16 != K) { /* all zero (or a tail): the scalar reference */
+        inf_act_token_scalar(x, K, L, sx_out, a);
+        return;
+    }
+    float sx = amax / 127.0f;
+    *sx_out = sx;
+    __m512 vs = _mm512_set1_ps(sx), k254 = _mm512_set1_ps(254.0f);
+    for (int i = 0; i < K; i += 16) {
+        __m512 u = _mm512_div_ps(_mm512_loadu_ps(x + i), vs);
+        __m512 q = round_clamp127(u);
+        _mm_storeu_si128((__m128i *)(void *)(a + i), _mm512_cvtepi32_epi8(_mm512_cvttps_epi32(q)));
+        __m512 r = _mm512_sub_ps(u, q);
+        for (int l = 1; l < L; l++) {
+            __m512 v = _mm512_mul_ps(r, k254);
+            __m512 ql = round_clamp127(v);
+            _mm_storeu_si128((__m128i *)(void *)(a + (size_t)l * K + i), _mm512_cvtepi32_epi8(_mm512_cvttps_epi32(ql)));
+            r = _mm512_sub_ps(v, ql);
+        }
+    }
+}
+
 /* In-lane shuffle: in each 128-bit lane (rows 4L..4L+3, 4 bytes each) put the
  * bytes column-major (byte j*4 + r = row r, column j); then a dword permute
  * gathers column j of all 16 rows into lane j. */

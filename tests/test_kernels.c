@@ -15,6 +15,7 @@
 
 #include "autograd/rng.h"
 #include "infer/kernels.h"
+#include "infer/kernels_internal.h"
 #include "infer/pack.h"
 
 /* A tensor view over packed data, as the reader would make it. */
@@ -179,12 +180,40 @@ static void test_activation_limbs(void **state) {
     inf_kctx_free(&k);
 }
 
+/* The AVX-512 limb splitter gives the scalar reference's bytes, on halves
+ * (where round-half-away-from-zero matters), random values, NaN and zeros. */
+static void test_activation_limbs_simd_equals_scalar(void **state) {
+    (void)state;
+    if (!inf_isa_supported(INF_ISA_AVX512)) {
+        print_message("no AVX-512 on this CPU: nothing to compare\n");
+        return;
+    }
+    enum { K = 96 };
+    float x[4][K];
+    fill(x[0], K, 21, 1.0f);
+    for (int i = 0; i < K; i++) x[1][i] = (float)(i - 48) * 0.5f + (i % 3 == 0 ? 0.25f : 0.0f); /* amax 23.75 */
+    x[1][0] = 127.0f * 0.5f; /* u on exact halves: sx = 0.5 */
+    for (int i = 0; i < K; i++) x[2][i] = (float)(i % 7) - 3.0f;
+    x[2][5] = NAN;
+    for (int i = 0; i < K; i++) x[3][i] = i == 7 ? -1e-30f : 0.0f;
+    for (int r = 0; r < 4; r++)
+        for (int L = 1; L <= 3; L++) {
+            int8_t a1[3 * K], a2[3 * K];
+            float s1, s2;
+            inf_act_token_scalar(x[r], K, L, &s1, a1);
+            inf_act_token_avx512(x[r], K, L, &s2, a2);
+            assert_memory_equal(&s1, &s2, sizeof s1);
+            assert_memory_equal(a1, a2, (size_t)L * K);
+        }
+}
+
 int main(void) {
     printf("kernels: best instruction set on this CPU: %s\n", inf_isa_name(inf_isa_best()));
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_quantized_simd_equals_scalar_and_dequantized),
         cmocka_unit_test(test_f32_matvec_simd_equals_scalar),
         cmocka_unit_test(test_activation_limbs),
+        cmocka_unit_test(test_activation_limbs_simd_equals_scalar),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
