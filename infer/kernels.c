@@ -75,6 +75,19 @@ inf_dkernel inf_dkernel_for(inf_isa isa, int dtype) {
     return q8 ? inf_deq_q8_scalar : inf_deq_q4_scalar;
 }
 
+void inf_axpy_scalar(float *y, float a, const float *x, int n) {
+    for (int i = 0; i < n; i++) y[i] = y[i] + a * x[i];
+}
+
+inf_axpy_fn inf_axpy_for(inf_isa isa) {
+#if defined(__x86_64__)
+    if (isa == INF_ISA_AVX512) return inf_axpy_avx512;
+#else
+    (void)isa;
+#endif
+    return inf_axpy_scalar;
+}
+
 inf_fkernel inf_fkernel_for(inf_isa isa) {
 #if defined(__x86_64__)
     if (isa == INF_ISA_AVX512) return inf_f32_avx512;

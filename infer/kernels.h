@@ -124,6 +124,11 @@ inf_qkernel inf_qkernel_for(inf_isa isa, int dtype);
 typedef void (*inf_dkernel)(const inf_weight *w, float *out, int ldo, int rb0, int rb1);
 inf_dkernel inf_dkernel_for(inf_isa isa, int dtype);
 
+/* y[n] += a * x[n] (each element one multiply and one add: the same bits on
+ * every instruction set). */
+typedef void (*inf_axpy_fn)(float *y, float a, const float *x, int n);
+inf_axpy_fn inf_axpy_for(inf_isa isa);
+
 /* out[N] = W[N, K] x[K] for rows [r0, r1), f32. */
 typedef void (*inf_fkernel)(const float *w, const float *x, int K, float *out, int r0, int r1);
 inf_fkernel inf_fkernel_for(inf_isa isa);

@@ -41,6 +41,9 @@ void inf_deq_q4_scalar(const inf_weight *w, float *out, int ldo, int rb0, int rb
 void inf_deq_q8_avx512(const inf_weight *w, float *out, int ldo, int rb0, int rb1);
 void inf_deq_q4_avx512(const inf_weight *w, float *out, int ldo, int rb0, int rb1);
 
+void inf_axpy_scalar(float *y, float a, const float *x, int n);
+void inf_axpy_avx512(float *y, float a, const float *x, int n);
+
 void inf_q8_avx2(const inf_kctx *k, const inf_weight *w, int T, float *out, int rb0, int rb1);
 void inf_q4_avx2(const inf_kctx *k, const inf_weight *w, int T, float *out, int rb0, int rb1);
 void inf_f32_avx2(const float *w, const float *x, int K, float *out, int r0, int r1);

@@ -211,6 +211,14 @@ T_512 void inf_f32_avx512(const float *w, const float *x, int K, float *out, int
     }
 }
 
+T_512 void inf_axpy_avx512(float *y, float a, const float *x, int n) {
+    __m512 va = _mm512_set1_ps(a);
+    int i = 0;
+    for (; i + 16 <= n; i += 16)
+        _mm512_storeu_ps(y + i, _mm512_add_ps(_mm512_loadu_ps(y + i), _mm512_mul_ps(va, _mm512_loadu_ps(x + i))));
+    for (; i < n; i++) y[i] = y[i] + a * x[i];
+}
+
 INLINE T_512 __m512 combine16(int L, __m512i i0, __m512i i1, __m512i i2) {
     __m512 inv = _mm512_set1_ps(INF_LIMB_INV);
     if (L == 1) return _mm512_cvtepi32_ps(i0);

@@ -168,23 +168,28 @@ static int forward_chunk(inf_session *s, const int *ids, int T, float *logits, b
         layernorm(s->a, s->x, L->ln1_w, L->ln1_b, T, C, m->eps);
         if (inf_matmul(&s->k, &L->qkv, s->a, T, s->qkv)) return -1;
         add_bias(s->qkv, L->qkv_b, T, 3 * C);
-        float *kc = s->kc + (size_t)l * ctx * C, *vc = s->vc + (size_t)l * ctx * C; /* [ctx, C] */
-        for (int t = 0; t < T; t++) {
-            memcpy(kc + (size_t)(pos + t) * C, s->qkv + (size_t)t * 3 * C + C, (size_t)C * sizeof(float));
-            memcpy(vc + (size_t)(pos + t) * C, s->qkv + (size_t)t * 3 * C + 2 * C, (size_t)C * sizeof(float));
-        }
+        /* cache [H, ctx, D] per layer: a head's keys are contiguous rows */
+        float *kc = s->kc + (size_t)l * ctx * C, *vc = s->vc + (size_t)l * ctx * C;
+        for (int t = 0; t < T; t++)
+            for (int h = 0; h < H; h++) {
+                const float *src = s->qkv + (size_t)t * 3 * C + (size_t)h * D; /* q of head h */
+                size_t dst = ((size_t)h * ctx + (size_t)(pos + t)) * D;
+                memcpy(kc + dst, src + C, (size_t)D * sizeof(float));
+                memcpy(vc + dst, src + 2 * C, (size_t)D * sizeof(float));
+            }
         long nth = (long)T * H;
+        inf_fkernel dot = inf_fkernel_for(s->k.isa);
+        inf_axpy_fn axpy = inf_axpy_for(s->k.isa);
 #pragma omp parallel for schedule(static) if (nth * (pos + T) * D >= 32768)
         for (long th = 0; th < nth; th++) {
             int t = (int)(th / H), h = (int)(th % H), p = pos + t;
             const float *q = s->qkv + (size_t)t * 3 * C + (size_t)h * D; /* [D] */
+            const float *kh = kc + (size_t)h * ctx * D, *vh = vc + (size_t)h * ctx * D; /* [ctx, D] */
             float *sc = s->att + (size_t)th * ctx;                        /* [p + 1] */
+            dot(kh, q, D, sc, 0, p + 1); /* q . k_j, fixed order (kernels.h) */
             float mx = -INFINITY;
             for (int j = 0; j <= p; j++) {
-                const float *kj = kc + (size_t)j * C + (size_t)h * D;
-                float d = 0.0f;
-                for (int e = 0; e < D; e++) d += q[e] * kj[e];
-                sc[j] = d * scale;
+                sc[j] *= scale;
                 if (sc[j] > mx) mx = sc[j];
             }
             double sum = 0.0;
@@ -194,12 +199,8 @@ static int forward_chunk(inf_session *s, const int *ids, int T, float *logits, b
             }
             float inv = (float)(1.0 / sum);
             float *yo = s->y + (size_t)t * C + (size_t)h * D; /* [D] */
-            for (int e = 0; e < D; e++) yo[e] = 0.0f;
-            for (int j = 0; j <= p; j++) {
-                const float *vj = vc + (size_t)j * C + (size_t)h * D;
-                float pj = sc[j] * inv;
-                for (int e = 0; e < D; e++) yo[e] += pj * vj[e];
-            }
+            memset(yo, 0, (size_t)D * sizeof(float));
+            for (int j = 0; j <= p; j++) axpy(yo, sc[j] * inv, vh + (size_t)j * D, D);
         }
         if (inf_matmul(&s->k, &L->proj, s->y, T, s->a)) return -1;
         add_bias(s->a, L->proj_b, T, C);

@@ -7,7 +7,7 @@
  *   per layer: x += proj(attn(ln1(x)));  x += mproj(gelu(fc(ln2(x))))
  *   logits = lnf(x) head^T                                       [T, V]
  * Matrix products go through infer/kernels.h for each weight's storage type;
- * keys and values of every position are kept in a cache [n_layer, ctx, C], so
+ * keys and values of every position are kept in a cache [n_layer, H, ctx, D], so
  * a new token costs one row of work. Layer norms accumulate in double, GELU is
  * the tanh form, attention is the exact causal softmax; the result equals
  * the training forward with the file's (dequantized) weights within float
@@ -56,7 +56,7 @@ typedef struct inf_session {
     const inf_model *m;
     inf_kctx k;
     int pos;                 /* positions in the cache */
-    float *kc, *vc;          /* [n_layer, ctx, C] */
+    float *kc, *vc;          /* [n_layer, n_head, ctx, D] */
     float *x, *a, *qkv, *y, *h, *att, *row; /* scratch for up to cap tokens */
     int cap;
     double *probs;           /* [V] sampling scratch */
