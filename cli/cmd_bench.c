@@ -12,6 +12,7 @@
 #include "cli/commands.h"
 #include "cli/options.h"
 #include "infer/runtime.h"
+#include "cli/runlog.h"
 
 /* Decodes n tokens one at a time (greedy; when the context is full the cache
  * restarts from the last token, so any n can be timed). Returns seconds spent
@@ -35,6 +36,7 @@ int cmd_bench(int argc, char **argv) {
     static const char *usage = "pare bench MODEL_FILE [--key value ...]";
     int tokens, prompt_tokens, threads, limbs, repeat;
     bool json;
+    const char *db;
     pare_opt opts[] = {
         PARE_OPT_INT("tokens", &tokens, "128", 1, 1000000, "tokens to decode one at a time (batch 1)"),
         PARE_OPT_INT("prompt-tokens", &prompt_tokens, "0", 0, 1 << 20,
@@ -43,6 +45,7 @@ int cmd_bench(int argc, char **argv) {
         PARE_OPT_INT("limbs", &limbs, "3", 1, 3,
                      "int8 limbs per activation for int8/int4 weights (3 = float-exact, 1 = fastest)"),
         PARE_OPT_INT("repeat", &repeat, "3", 1, 1000, "runs of each measurement; the best is reported"),
+        PARE_OPT_STRING("db", &db, "", "run log database (\"\" = $PARE_DB, else ./pare.db; none = do not record)"),
         PARE_OPT_FLAG("json", &json, "print the result as one JSON object"),
     };
     int n = (int)(sizeof opts / sizeof opts[0]), pos[1], n_pos = 0;
@@ -121,6 +124,17 @@ int cmd_bench(int argc, char **argv) {
                1e3 * best_dec / tokens);
         printf("  prompt (batched forward):   %d tokens, %.1f tokens/s\n", T, pre_tps);
         printf("  bytes on disk: %lld, peak RSS: %.1f MiB\n", bytes, rss / 1048576.0);
+    }
+    {   /* the run log: figures of exactly these model bytes (parent: the export that wrote them) */
+        char extra[1400];
+        snprintf(extra, sizeof extra, "model=%.1000s\nformat=%s\nisa=%s\nthreads-used=%d\nlimbs-used=%d\n", path, fmt,
+                 inf_isa_name(s.k.isa), nthreads, s.k.limbs);
+        char *cfg = pare_runlog_config(opts, n, extra);
+        static const char *const names[6] = {"decode_tokens_per_s", "prompt_tokens_per_s", "ms_per_token",
+                                             "peak_rss_bytes", "bytes", "prompt_tokens"};
+        double vals[6] = {dec_tps, pre_tps, 1e3 * best_dec / tokens, (double)rss, (double)bytes, (double)T};
+        pare_runlog_once(db, "bench", cfg, 0, path, NULL, names, vals, 6, EX_FINISHED);
+        free(cfg);
     }
     status = PARE_EXIT_OK;
 done:

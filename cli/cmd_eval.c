@@ -34,7 +34,16 @@ int cmd_eval(int argc, char **argv) {
     }
     const char *path = argv[pos[0]];
     ag_set_threads(pare_threads(threads));
-    if (pare_is_model_file(path)) return pare_eval_model_file(path, data, data_seed, pare_opts_find(opts, n, "data-seed")->set, batches, batch, json);
+    if (pare_is_model_file(path)) {
+        char *extra = malloc(strlen(path) + 8), *cfg = NULL;
+        if (extra) snprintf(extra, strlen(path) + 8, "model=%s\n", path);
+        cfg = pare_runlog_config(opts, n, extra);
+        int frc = pare_eval_model_file(path, data, data_seed, pare_opts_find(opts, n, "data-seed")->set, batches, batch,
+                                       json, db, cfg);
+        free(extra);
+        free(cfg);
+        return frc;
+    }
 
     char err[1024], buf[1024], seedbuf[32];
     tr_gpt m;

@@ -9,10 +9,11 @@
 #include "cli/options.h"
 #include "infer/export.h"
 #include "infer/format.h"
+#include "cli/runlog.h"
 
 int cmd_export(int argc, char **argv) {
     static const char *usage = "pare export CHECKPOINT --out FILE [--key value ...]";
-    const char *out, *format;
+    const char *out, *format, *db, *run_name;
     int group;
     bool embeddings, json;
     pare_opt opts[] = {
@@ -23,6 +24,8 @@ int cmd_export(int argc, char **argv) {
                      "columns per quantization scale (-1 = default: per output channel for q8, 32 for q4/q4a; "
                      "0 = per output channel; else a multiple of 32 dividing the input size)"),
         PARE_OPT_FLAG("quantize-embeddings", &embeddings, "store wte and wpe in the chosen format too"),
+        PARE_OPT_STRING("db", &db, "", "run log database (\"\" = $PARE_DB, else ./pare.db; none = do not record)"),
+        PARE_OPT_STRING("name", &run_name, "", "a label for this run in the run log"),
         PARE_OPT_FLAG("json", &json, "print the result as one JSON object"),
     };
     int n = (int)(sizeof opts / sizeof opts[0]), pos[1], n_pos = 0;
@@ -58,6 +61,20 @@ int cmd_export(int argc, char **argv) {
             ml += snprintf(meta + ml, sizeof meta - (size_t)ml, "%s=%s\n", keys[i], buf);
     inf_export_opts o = {dtype, group, embeddings, meta};
     int status = PARE_EXIT_ERROR;
+    /* the run log: its parent is the run that wrote the checkpoint; `method`
+     * (f32, q8, q8/g64, q4/g32, ..., +emb) labels the point in `pare plot pareto` */
+    char *cfg = NULL, method[64];
+    if (dtype == INF_F32) snprintf(method, sizeof method, "f32");
+    else if (group) snprintf(method, sizeof method, "%s/g%d%s", format, group, embeddings ? "+emb" : "");
+    else snprintf(method, sizeof method, "%s%s", format, embeddings ? "+emb" : "");
+    {
+        char *extra = malloc(strlen(ckpt) + 100);
+        if (extra) snprintf(extra, strlen(ckpt) + 100, "checkpoint=%s\nmethod=%s\n", ckpt, method);
+        cfg = pare_runlog_config(opts, n, extra);
+        free(extra);
+    }
+    pare_runlog rl;
+    pare_runlog_begin(&rl, db, "export", run_name, cfg ? cfg : "", 0, ckpt, NULL);
     if (inf_export_gpt(&m, &v, &o, out, err, sizeof err) != 0) {
         fprintf(stderr, "pare export: %s\n", err);
         status = strstr(err, "group size") ? PARE_EXIT_USAGE : PARE_EXIT_ERROR;
@@ -66,6 +83,11 @@ int cmd_export(int argc, char **argv) {
     struct stat st;
     long long bytes = stat(out, &st) == 0 ? (long long)st.st_size : -1;
     long long f32_bytes = (long long)(tr_gpt_config_numel(&m.cfg) * sizeof(float));
+    pare_runlog_artifact(&rl, "model", out);
+    pare_runlog_result(&rl, "bytes", (double)bytes);
+    pare_runlog_result(&rl, "params", (double)tr_gpt_config_numel(&m.cfg));
+    pare_runlog_result(&rl, "f32_param_bytes", (double)f32_bytes);
+    if (bytes > 0) pare_runlog_result(&rl, "compression", (double)f32_bytes / (double)bytes);
     if (json) {
         printf("{\"command\":\"export\",\"checkpoint\":");
         pare_json_string(stdout, ckpt);
@@ -82,6 +104,8 @@ int cmd_export(int argc, char **argv) {
     }
     status = PARE_EXIT_OK;
 done:
+    pare_runlog_end(&rl, status == PARE_EXIT_OK ? EX_FINISHED : EX_FAILED);
+    free(cfg);
     tr_gpt_free(&m);
     free(conf);
     return status;

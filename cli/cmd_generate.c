@@ -11,6 +11,7 @@
 #include "cli/options.h"
 #include "infer/runtime.h"
 #include "train/data.h"
+#include "cli/runlog.h"
 
 bool pare_is_model_file(const char *path) {
     FILE *f = fopen(path, "rb");
@@ -163,7 +164,7 @@ int cmd_generate(int argc, char **argv) {
 }
 
 int pare_eval_model_file(const char *path, const char *data, int data_seed, bool data_seed_set, int batches,
-                         int batch, bool json) {
+                         int batch, bool json, const char *db, const char *config) {
     char err[1024], buf[1024], seedbuf[32];
     inf_model m;
     tr_vocab v;
@@ -252,6 +253,11 @@ int pare_eval_model_file(const char *path, const char *data, int data_seed, bool
         if (!isnan(d->floor)) printf(" (floor %.4f, gap %.4f)", d->floor, loss - d->floor);
         if (!isnan(acc)) printf(", exact-match accuracy %.3f (%ld/%ld)", acc, correct, total);
         printf(" over %ld scored tokens in %d batches (model file, inference runtime)\n", tokens, batches);
+    }
+    {   /* the run log: this evaluation of exactly these model bytes (parent: the export that wrote them) */
+        static const char *const names[3] = {"val_loss", "accuracy", "tokens"};
+        double vals[3] = {loss, acc, (double)tokens};
+        pare_runlog_once(db, "eval", config, (uint64_t)data_seed, path, d, names, vals, 3, EX_FINISHED);
     }
     status = PARE_EXIT_OK;
 done:

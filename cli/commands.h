@@ -39,7 +39,8 @@ int cmd_bench(int argc, char **argv);
  * branches of `pare sample` and `pare eval` (same options and output as for a checkpoint). */
 bool pare_is_model_file(const char *path);
 int pare_sample_model_file(const char *path, const char *prompt, int tokens, double temperature, int top_k, int seed, bool json);
-int pare_eval_model_file(const char *path, const char *data, int data_seed, bool data_seed_set, int batches, int batch, bool json);
+int pare_eval_model_file(const char *path, const char *data, int data_seed, bool data_seed_set, int batches, int batch, bool json,
+                         const char *db, const char *config); /* db, config: the run log (cli/runlog.h) */
 
 /* Helpers shared by train, sample and eval (cmd_train.c). */
 #include <stdio.h>

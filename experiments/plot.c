@@ -414,7 +414,7 @@ int ex_plot_pareto(sqlite3 *db, ex_fig *fig, char *err, size_t errlen) {
     FILE *f = open_gp(&fp, fig, "size on disk against validation loss", err, errlen);
     if (!f) goto done;
     fprintf(f, "set xlabel \"bytes on disk\"\nset ylabel \"validation loss (nats/token)\"\n"
-               "set logscale x 2\nset format x \"%%.1s%%cB\"\nset key top right\nset offsets graph 0.05, graph 0.2, "
+               "set logscale x 2\nset format x \"%%.0b %%BB\"\nset key top right\nset offsets graph 0.05, graph 0.2, "
                "graph 0.05, graph 0.05\n");
     fprintf(f, "plot \"%s.dat\" skip 1 using 1:6 with steps lc rgb \"#999999\" dt 2 title \"best so far\", \\\n"
                "  \"%s.dat\" skip 1 using 1:2 with points pt 7 ps 1.2 lc rgb \"#1f77b4\" title \"exported model\", \\\n"

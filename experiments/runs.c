@@ -151,7 +151,7 @@ int ex_runs_table(sqlite3 *db, const int64_t *ids, int n, ex_table *t, char *err
     static const char fmt[] =
         "SELECT r.id, r.name, r.command, r.status, r.parent_id AS parent,"
         " replace(substr(r.started_at, 1, 16), 'T', ' ') AS started,"
-        " printf('%%.1f', r.wall_seconds) AS wall_s,"
+        " printf('%%.2f', r.wall_seconds) AS wall_s,"
         " (SELECT max(step) FROM metrics m WHERE m.run_id = r.id) AS steps,"
         " (SELECT printf('%%.4f', value) FROM metrics m WHERE m.run_id = r.id AND m.name = 'train_loss'"
         "   AND value IS NOT NULL ORDER BY step DESC LIMIT 1) AS train_loss,"
@@ -161,8 +161,15 @@ int ex_runs_table(sqlite3 *db, const int64_t *ids, int n, ex_table *t, char *err
         "    ORDER BY step DESC LIMIT 1)) AS v) WHERE v IS NOT NULL) AS val_loss,"
         " (SELECT printf('%%.3f', value) FROM results WHERE run_id = r.id AND name = 'accuracy') AS accuracy,"
         " (SELECT CAST(value AS INTEGER) FROM results WHERE run_id = r.id AND name = 'params') AS params,"
-        " (SELECT bytes FROM artifacts a WHERE a.run_id = r.id AND a.kind IN ('model', 'checkpoint')"
-        "   ORDER BY a.id DESC LIMIT 1) AS bytes"
+        " coalesce((SELECT bytes FROM artifacts a WHERE a.run_id = r.id AND a.kind IN ('model', 'checkpoint')"
+        "   ORDER BY a.id DESC LIMIT 1),"
+        "  (SELECT bytes FROM artifacts a WHERE a.run_id = r.id AND a.kind = 'input' ORDER BY a.id DESC LIMIT 1))"
+        "   AS bytes,"
+        " (SELECT printf('%%.0f', v) FROM (SELECT coalesce("
+        "   (SELECT value FROM results WHERE run_id = r.id AND name = 'decode_tokens_per_s'),"
+        "   (SELECT value FROM results WHERE run_id = r.id AND name = 'tokens_per_s'),"
+        "   (SELECT value FROM metrics m WHERE m.run_id = r.id AND m.name = 'tokens_per_s' AND value IS NOT NULL"
+        "    ORDER BY step DESC LIMIT 1)) AS v) WHERE v IS NOT NULL) AS tokens_per_s"
         " FROM runs r WHERE r.id IN %s ORDER BY r.id";
     return table_for_ids(db, fmt, ids, n, t, err, errlen);
 }

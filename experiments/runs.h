@@ -35,7 +35,9 @@ int ex_table_from_sql(sqlite3 *db, const char *sql, ex_table *t, char *err, size
 
 /* One row per run: id, name, command, status, parent, started, wall_s, steps,
  * train_loss (last), val_loss (result, else last metric), accuracy, params,
- * bytes (latest model or checkpoint artifact). */
+ * bytes (latest model or checkpoint artifact the run wrote, else the file it
+ * read), tokens_per_s (bench: decode speed; else the tokens_per_s result,
+ * else the last tokens_per_s metric). */
 int ex_runs_table(sqlite3 *db, const int64_t *ids, int n, ex_table *t, char *err, size_t errlen);
 
 /* One row per run: the fingerprint (git revision and dirty flag, compiler,

@@ -23,7 +23,7 @@
 typedef struct fixture {
     char dir[64];
     char db[128];
-    int64_t teacher, student, quant, sweep[3];
+    int64_t teacher, student, quant, eval, bench, sweep[3];
     sqlite3 *conn;
 } fixture;
 
@@ -58,6 +58,7 @@ static int setup(void **state) {
     for (int s = 1; s <= 50; s++) {
         ex_metric(log, t, s, "train_loss", 3.0 * exp(-s / 20.0) + 1.0);
         if (s % 10 == 0) ex_metric(log, t, s, "val_loss", 3.1 * exp(-s / 20.0) + 1.05);
+        ex_metric(log, t, s, "tokens_per_s", 1000.0 + s);
     }
     ex_result(log, t, "val_loss", 1.30);
     ex_result(log, t, "params", 800000);
@@ -88,6 +89,12 @@ static int setup(void **state) {
     ex_artifact(log, e, "input", path);
     ex_result(log, e, "val_loss", 1.48);
     ex_run_end(log, e, EX_FINISHED);
+    f->eval = ex_run_id(log, e);
+    int b = ex_run_begin(log, "bench", "", "model=student-int8.pare\n", 0, f->quant, NULL);
+    ex_artifact(log, b, "input", path);
+    ex_result(log, b, "decode_tokens_per_s", 4321.4);
+    ex_run_end(log, b, EX_FINISHED);
+    f->bench = ex_run_id(log, b);
 
     const double lrs[3] = {0.0005, 0.001, 0.002}, losses[3] = {1.6, 1.4, 1.5};
     for (int i = 0; i < 3; i++) {
@@ -197,7 +204,7 @@ static void test_loss_figure(void **state) {
     snprintf(want, sizeof want, "%lld|10|val_loss|", (long long)f->teacher);
     assert_non_null(strstr(got, want));
     char q[256];
-    snprintf(q, sizeof q, "SELECT count(*) FROM metrics WHERE run_id IN (%lld, %lld)", (long long)f->teacher,
+    snprintf(q, sizeof q, "SELECT count(*) FROM metrics WHERE run_id IN (%lld, %lld) AND name IN ('train_loss', 'val_loss')", (long long)f->teacher,
              (long long)f->student);
     assert_string_equal(rows_of(f->conn, q), "86\n");
     /* The data file holds the same rows plus a header. */
@@ -311,7 +318,7 @@ static void test_runs_tables(void **state) {
     free(ids);
     ex_filter all = {0};
     assert_int_equal(ex_runs_select(f->conn, &all, &ids, &n, err, sizeof err), 0);
-    assert_int_equal(n, 8);
+    assert_int_equal(n, 9);
     free(ids);
     ex_filter bad = {.status = "exploded"};
     assert_int_equal(ex_runs_select(f->conn, &bad, &ids, &n, err, sizeof err), -1);
@@ -327,6 +334,14 @@ static void test_runs_tables(void **state) {
     char parent[32];
     snprintf(parent, sizeof parent, "%lld", (long long)f->teacher);
     assert_string_equal(t.cell[t.ncol + 4], parent);
+    assert_string_equal(t.head[13], "tokens_per_s");
+    assert_string_equal(t.cell[13], "1050"); /* the teacher's last tokens_per_s metric */
+    ex_table_free(&t);
+    int64_t readers[2] = {f->eval, f->bench};
+    assert_int_equal(ex_runs_table(f->conn, readers, 2, &t, err, sizeof err), 0);
+    assert_string_equal(t.head[12], "bytes");
+    assert_string_equal(t.cell[12], "10"); /* the model file the eval read */
+    assert_string_equal(t.cell[t.ncol + 13], "4321"); /* bench: decode tokens/s */
     ex_table_free(&t);
 
     ex_table config, results;
