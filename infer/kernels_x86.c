@@ -243,27 +243,42 @@ INLINE T_512 void q8_tile512(const inf_kctx *k, const inf_weight *w, float *out,
         for (int l = 0; l < L; l++) au[tt][l] = inf_limb_u(k, K, t0 + tt, l);
     __m512 y[4];
     for (int tt = 0; tt < NT; tt++) y[tt] = _mm512_setzero_ps();
+    /* PA partial accumulators per (token, limb) over consecutive blocks hide
+     * vpdpbusd's latency; integer sums, so the split changes nothing */
+    const int PA = NT == 1 ? 4 : NT == 2 ? 2 : 1;
     for (int g = 0; g < NG; g++) {
-        __m512i acc[4][3];
+        __m512i acc[4][3][4];
 #pragma GCC unroll 4
         for (int tt = 0; tt < NT; tt++)
 #pragma GCC unroll 3
-            for (int l = 0; l < L; l++) acc[tt][l] = _mm512_setzero_si512();
-        for (int kc = g * G / 4; kc < (g + 1) * G / 4; kc++) {
-            __m512i wv = _mm512_loadu_si512((const void *)(blk + (size_t)kc * 64));
+            for (int l = 0; l < L; l++)
 #pragma GCC unroll 4
-            for (int tt = 0; tt < NT; tt++)
+                for (int pa = 0; pa < PA; pa++) acc[tt][l][pa] = _mm512_setzero_si512();
+        for (int kc = g * G / 4; kc < (g + 1) * G / 4; kc += PA) {
+#pragma GCC unroll 4
+            for (int pa = 0; pa < PA; pa++) {
+                __m512i wv = _mm512_loadu_si512((const void *)(blk + (size_t)(kc + pa) * 64));
+#pragma GCC unroll 4
+                for (int tt = 0; tt < NT; tt++)
 #pragma GCC unroll 3
-                for (int l = 0; l < L; l++)
-                    acc[tt][l] = _mm512_dpbusd_epi32(acc[tt][l], _mm512_set1_epi32(load_i32(au[tt][l] + 4 * kc)), wv);
+                    for (int l = 0; l < L; l++)
+                        acc[tt][l][pa] = _mm512_dpbusd_epi32(
+                            acc[tt][l][pa], _mm512_set1_epi32(load_i32(au[tt][l] + 4 * (kc + pa))), wv);
+            }
         }
+#pragma GCC unroll 4
+        for (int tt = 0; tt < NT; tt++)
+#pragma GCC unroll 3
+            for (int l = 0; l < L; l++)
+#pragma GCC unroll 4
+                for (int pa = 1; pa < PA; pa++) acc[tt][l][0] = _mm512_add_epi32(acc[tt][l][0], acc[tt][l][pa]);
         __m512i corr = _mm512_loadu_si512((const void *)(w->corr + ((size_t)rb * NG + g) * INF_ROWS));
         __m512 s = _mm512_loadu_ps(w->scales + ((size_t)rb * NG + g) * INF_ROWS);
 #pragma GCC unroll 4
         for (int tt = 0; tt < NT; tt++) {
-            __m512i i0 = _mm512_sub_epi32(acc[tt][0], corr);
-            __m512i i1 = L > 1 ? _mm512_sub_epi32(acc[tt][1], corr) : i0;
-            __m512i i2 = L > 2 ? _mm512_sub_epi32(acc[tt][2], corr) : i0;
+            __m512i i0 = _mm512_sub_epi32(acc[tt][0][0], corr);
+            __m512i i1 = L > 1 ? _mm512_sub_epi32(acc[tt][1][0], corr) : i0;
+            __m512i i2 = L > 2 ? _mm512_sub_epi32(acc[tt][2][0], corr) : i0;
             y[tt] = _mm512_add_ps(y[tt], _mm512_mul_ps(s, combine16(L, i0, i1, i2)));
         }
     }
@@ -281,31 +296,43 @@ INLINE T_512 void q4_tile512(const inf_kctx *k, const inf_weight *w, float *out,
         for (int l = 0; l < L; l++) a[tt][l] = inf_limb(k, K, t0 + tt, l);
     __m512 y[4];
     for (int tt = 0; tt < NT; tt++) y[tt] = _mm512_setzero_ps();
+    const int PA = NT == 1 ? 4 : NT == 2 ? 2 : 1; /* partial accumulators, as in q8_tile512 */
     for (int g = 0; g < NG; g++) {
-        __m512i acc[4][3];
+        __m512i acc[4][3][4];
 #pragma GCC unroll 4
         for (int tt = 0; tt < NT; tt++)
 #pragma GCC unroll 3
-            for (int l = 0; l < L; l++) acc[tt][l] = _mm512_setzero_si512();
-        for (int kc = g * G / 8; kc < (g + 1) * G / 8; kc++) {
-            __m512i v = _mm512_loadu_si512((const void *)(blk + (size_t)kc * 64));
-            __m512i lo = _mm512_and_si512(v, m4), hi = _mm512_and_si512(_mm512_srli_epi16(v, 4), m4);
+            for (int l = 0; l < L; l++)
 #pragma GCC unroll 4
-            for (int tt = 0; tt < NT; tt++)
+                for (int pa = 0; pa < PA; pa++) acc[tt][l][pa] = _mm512_setzero_si512();
+        for (int kc = g * G / 8; kc < (g + 1) * G / 8; kc += PA) {
+#pragma GCC unroll 4
+            for (int pa = 0; pa < PA; pa++) {
+                __m512i v = _mm512_loadu_si512((const void *)(blk + (size_t)(kc + pa) * 64));
+                __m512i lo = _mm512_and_si512(v, m4), hi = _mm512_and_si512(_mm512_srli_epi16(v, 4), m4);
+#pragma GCC unroll 4
+                for (int tt = 0; tt < NT; tt++)
 #pragma GCC unroll 3
-                for (int l = 0; l < L; l++) {
-                    __m512i al = _mm512_set1_epi32(load_i32(a[tt][l] + 8 * kc));
-                    __m512i ah = _mm512_set1_epi32(load_i32(a[tt][l] + 8 * kc + 4));
-                    acc[tt][l] = _mm512_dpbusd_epi32(_mm512_dpbusd_epi32(acc[tt][l], lo, al), hi, ah);
-                }
+                    for (int l = 0; l < L; l++) {
+                        __m512i al = _mm512_set1_epi32(load_i32(a[tt][l] + 8 * (kc + pa)));
+                        __m512i ah = _mm512_set1_epi32(load_i32(a[tt][l] + 8 * (kc + pa) + 4));
+                        acc[tt][l][pa] = _mm512_dpbusd_epi32(_mm512_dpbusd_epi32(acc[tt][l][pa], lo, al), hi, ah);
+                    }
+            }
         }
+#pragma GCC unroll 4
+        for (int tt = 0; tt < NT; tt++)
+#pragma GCC unroll 3
+            for (int l = 0; l < L; l++)
+#pragma GCC unroll 4
+                for (int pa = 1; pa < PA; pa++) acc[tt][l][0] = _mm512_add_epi32(acc[tt][l][0], acc[tt][l][pa]);
         __m512i z = _mm512_loadu_si512((const void *)(w->corr + ((size_t)rb * NG + g) * INF_ROWS));
         __m512 s = _mm512_loadu_ps(w->scales + ((size_t)rb * NG + g) * INF_ROWS);
 #pragma GCC unroll 4
         for (int tt = 0; tt < NT; tt++) {
             __m512i I[3];
             for (int l = 0; l < L; l++)
-                I[l] = _mm512_sub_epi32(acc[tt][l],
+                I[l] = _mm512_sub_epi32(acc[tt][l][0],
                                         _mm512_mullo_epi32(z, _mm512_set1_epi32(inf_limb_sum(k, NG, t0 + tt, l)[g])));
             for (int l = L; l < 3; l++) I[l] = I[0];
             y[tt] = _mm512_add_ps(y[tt], _mm512_mul_ps(s, combine16(L, I[0], I[1], I[2])));
