@@ -14,6 +14,7 @@
 #include "autograd/gradcheck.h"
 #include "autograd/ops.h"
 #include "autograd/params.h"
+#include "autograd/vecmath.h"
 
 typedef struct fixture {
     ag_ctx *c;
@@ -369,6 +370,65 @@ static void test_reshape_shares_memory_and_gradient(void **state) {
     for (size_t i = 0; i < x->numel; i++) assert_float_equal(x->grad[i], 3.0, 0);
 }
 
+/* The vectorised GELU (vecmath.h, compiled for SSE2/AVX2/AVX-512 and picked
+ * at load time) gives exactly the bits of the same formula evaluated one
+ * element at a time by a call the compiler cannot vectorise: results do not
+ * depend on the vector unit. Also: ag_inv_1p_exp against 1 / (1 + exp(z)) in
+ * double, and its exact tails. */
+__attribute__((noinline)) static float gelu_scalar(float x) {
+    return x * ag_inv_1p_exp(-2.0f * 0.7978845608028654f * (x + 0.044715f * x * x * x));
+}
+
+static void test_vectorised_gelu_is_bit_exact(void **state) {
+    fixture *f = *state;
+    const int n = 50021; /* > one parallel block, and a ragged tail */
+    ag_tensor *x = ag_new(f->c, 1, &n, "x");
+    assert_non_null(x);
+    for (int i = 0; i < n; i++) x->data[i] = -14.0f + 28.0f * (float)i / (float)(n - 1);
+    x->data[7] = 0.0f, x->data[8] = -0.0f, x->data[9] = 1e-30f, x->data[10] = -1e-30f;
+    x->data[11] = 200.0f, x->data[12] = -200.0f, x->data[13] = NAN;
+    x->grad = calloc((size_t)n, sizeof(float));
+    x->requires_grad = true;
+    ag_tensor *y = ag_gelu(f->c, x);
+    assert_non_null(y);
+    for (int i = 0; i < n; i++) {
+        float r = gelu_scalar(x->data[i]);
+        if (isnan(r)) {
+            assert_true(isnan(y->data[i]));
+            continue;
+        }
+        if (memcmp(&r, &y->data[i], sizeof r) != 0)
+            fail_msg("gelu(%.9g): vector %.9g, scalar %.9g", (double)x->data[i], (double)y->data[i], (double)r);
+    }
+    assert_float_equal(y->data[11], 200.0, 0);
+    assert_float_equal(y->data[12], 0.0, 0);
+    float *seed = malloc((size_t)n * sizeof(float));
+    for (int i = 0; i < n; i++) seed[i] = 1.0f;
+    assert_int_equal(ag_backward_seed(f->c, y, seed), 0);
+    assert_float_equal(x->grad[11], 1.0, 0);
+    assert_float_equal(x->grad[12], 0.0, 0);
+    assert_true(isnan(x->grad[13]));
+    free(seed);
+    free(x->grad);
+    /* accuracy of the logistic helper over its whole range */
+    double worst = 0.0;
+    for (int i = 0; i <= 400000; i++) {
+        float z = -100.0f + 200.0f * (float)i / 400000.0f;
+        double ref = 1.0 / (1.0 + exp((double)z));
+        float got = ag_inv_1p_exp(z);
+        if (ref > 1e-37) {
+            double e = fabs(got - ref) / ref;
+            worst = e > worst ? e : worst;
+        } else {
+            assert_true(got >= 0.0f && got <= 1.1e-37f); /* absolute error below 1.1e-37 */
+        }
+    }
+    assert_true(worst < 5e-7);
+    assert_float_equal(ag_inv_1p_exp(-INFINITY), 1.0, 0);
+    assert_float_equal(ag_inv_1p_exp(INFINITY), 0.0, 0);
+    assert_true(isnan(ag_inv_1p_exp(NAN)));
+}
+
 int main(void) {
 #define T(fn) cmocka_unit_test_setup_teardown(fn, setup, teardown)
     const struct CMUnitTest tests[] = {
@@ -386,6 +446,7 @@ int main(void) {
         T(test_mse_l1_sum_mean),
         T(test_sum_is_accumulated_in_double),
         T(test_reshape_shares_memory_and_gradient),
+        T(test_vectorised_gelu_is_bit_exact),
     };
     return cmocka_run_group_tests_name("ops", tests, NULL, NULL);
 }
