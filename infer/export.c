@@ -24,11 +24,11 @@ int inf_export_gpt(const tr_gpt *m, const tr_vocab *v, const inf_export_opts *o,
                    size_t errlen) {
     const tr_gpt_config *c = &m->cfg;
     if (v->size != c->vocab) {
-        snprintf(err, errlen, "export: the vocabulary has %d symbols, the model's vocab is %d", v->size, c->vocab);
+        snprintf(err, errlen, "the vocabulary has %d symbols, the model's vocab is %d", v->size, c->vocab);
         return -1;
     }
     if (!inf_type(o->dtype)) {
-        snprintf(err, errlen, "export: storage type %d: expected 0..%d", o->dtype, INF_DTYPE_COUNT - 1);
+        snprintf(err, errlen, "storage type %d: expected 0..%d", o->dtype, INF_DTYPE_COUNT - 1);
         return -1;
     }
     const ag_params *p = &m->params;
@@ -37,7 +37,7 @@ int inf_export_gpt(const tr_gpt *m, const tr_vocab *v, const inf_export_opts *o,
     uint8_t **bufs = calloc((size_t)n, sizeof *bufs);
     int rc = -1;
     if (!t || !bufs) {
-        snprintf(err, errlen, "export: out of memory");
+        snprintf(err, errlen, "out of memory");
         goto done;
     }
     for (int i = 0; i < n; i++) {
@@ -51,7 +51,7 @@ int inf_export_gpt(const tr_gpt *m, const tr_vocab *v, const inf_export_opts *o,
             char why[256];
             if (inf_pack_matrix(o->dtype, x->data, x->shape[0], x->shape[1], o->group, &bufs[i], &bytes, &G, why,
                                 sizeof why)) {
-                snprintf(err, errlen, "export: tensor '%s' [%d, %d] as %s: %s", p->names[i], x->shape[0], x->shape[1],
+                snprintf(err, errlen, "tensor '%s' [%d, %d] as %s: %s", p->names[i], x->shape[0], x->shape[1],
                          inf_type(o->dtype)->name, why);
                 goto done;
             }
