@@ -23,6 +23,23 @@ static size_t broadcast_reps(const ag_tensor *a, const ag_tensor *b) {
     return a->numel / b->numel;
 }
 
+/* Columns [j0, j1) of the column sums, rows in order; vectorised across
+ * columns (each column is its own sum, so the bits do not change). */
+AG_SIMD_CLONES static void colsum_block(double *acc, const float *g, const float *x, size_t rows, size_t cols,
+                                        size_t j0, size_t j1) {
+    for (size_t r = 0; r < rows; r++) {
+        const float *gr = g + r * cols; /* [cols] */
+        if (x) {
+            const float *xr = x + r * cols; /* [cols] */
+#pragma omp simd
+            for (size_t j = j0; j < j1; j++) acc[j - j0] += (double)gr[j] * xr[j];
+        } else {
+#pragma omp simd
+            for (size_t j = j0; j < j1; j++) acc[j - j0] += gr[j];
+        }
+    }
+}
+
 void ag_colsum_add(float *db, const float *g, const float *x, size_t rows, size_t cols) {
     /* db[j] += sum_r g[r,j] (* x[r,j]), each column summed in row order in
      * double by the one thread that owns its block of AG_COL_BLOCK columns. */
@@ -32,15 +49,7 @@ void ag_colsum_add(float *db, const float *g, const float *x, size_t rows, size_
         size_t j0 = (size_t)blk * AG_COL_BLOCK;
         size_t j1 = j0 + AG_COL_BLOCK < cols ? j0 + AG_COL_BLOCK : cols;
         double acc[AG_COL_BLOCK] = {0};
-        for (size_t r = 0; r < rows; r++) {
-            const float *gr = g + r * cols; /* [cols] */
-            if (x) {
-                const float *xr = x + r * cols; /* [cols] */
-                for (size_t j = j0; j < j1; j++) acc[j - j0] += (double)gr[j] * xr[j];
-            } else {
-                for (size_t j = j0; j < j1; j++) acc[j - j0] += gr[j];
-            }
-        }
+        colsum_block(acc, g, x, rows, cols, j0, j1);
         for (size_t j = j0; j < j1; j++) db[j] += (float)acc[j - j0];
     }
 }

@@ -3,6 +3,7 @@
 #include <string.h>
 
 #include "ops.h"
+#include "ops_internal.h"
 #include "parallel.h"
 
 /* ------------------------------------------------------------------ matmul
@@ -100,13 +101,8 @@ static void linear_backward(ag_node *n) {
     int N = (int)ag_rows(x), Ci = ag_cols(x), Co = w->shape[0];
     if (x->grad) ag_sgemm(false, false, N, Ci, Co, 1.0f, out->grad, Co, w->data, Ci, 1.0f, x->grad, Ci);
     if (w->grad) ag_sgemm(true, false, Co, Ci, N, 1.0f, out->grad, Co, x->data, Ci, 1.0f, w->grad, Ci);
-    if (bias && bias->grad) {
-        /* column sums in a fixed row order, each column's sum in one place */
-        for (int r = 0; r < N; r++) {
-            const float *g = out->grad + (size_t)r * Co; /* [Co] */
-            for (int j = 0; j < Co; j++) bias->grad[j] += g[j];
-        }
-    }
+    if (bias && bias->grad) /* column sums in row order, in double (deterministic) */
+        ag_colsum_add(bias->grad, out->grad, NULL, (size_t)N, (size_t)Co);
 }
 
 ag_tensor *ag_linear(ag_ctx *c, ag_tensor *x, ag_tensor *w, ag_tensor *bias) {

@@ -14,6 +14,7 @@
 
 #include "ops.h"
 #include "ops_internal.h"
+#include "vecmath.h"
 
 /* --------------------------------------------------------------- embedding
  * out[i, :] = table[ids[i], :]          (i over the N = prod(shape) positions)
@@ -88,18 +89,85 @@ typedef struct {
     float *mean, *rstd; /* [N], [N] */
 } ln_saved;
 
-/* Sum of x[0..n) in double with four partial sums (a fixed order). */
-static double row_sum(const float *x, int n) {
-    double s0 = 0, s1 = 0, s2 = 0, s3 = 0;
+/* Sums over a row in double, in 8 lanes (lane l takes j = l mod 8), the lanes
+ * added pairwise, then the tail in index order: an order fixed by this code,
+ * so the clones of the kernels below vectorise it with the same bits. */
+#define LN_LANES 8
+
+static inline double lanes_total(const double *lane) {
+    return ((lane[0] + lane[1]) + (lane[2] + lane[3])) + ((lane[4] + lane[5]) + (lane[6] + lane[7]));
+}
+
+/* One row forward: y[C] = (x - mu) r w + b (b may be NULL); returns mu and r. */
+AG_SIMD_CLONES static void ln_row_fwd(float *y, const float *x, const float *w, const float *b, int C, float eps,
+                                      float *mean, float *rstd) {
+    double lane[LN_LANES] = {0};
     int j = 0;
-    for (; j + 4 <= n; j += 4) {
-        s0 += x[j];
-        s1 += x[j + 1];
-        s2 += x[j + 2];
-        s3 += x[j + 3];
+    for (; j + LN_LANES <= C; j += LN_LANES)
+        for (int l = 0; l < LN_LANES; l++) lane[l] += x[j + l];
+    double sum = lanes_total(lane);
+    for (; j < C; j++) sum += x[j];
+    double mu = sum / C;
+    double vl[LN_LANES] = {0};
+    for (j = 0; j + LN_LANES <= C; j += LN_LANES)
+        for (int l = 0; l < LN_LANES; l++) {
+            double d = x[j + l] - mu;
+            vl[l] += d * d;
+        }
+    double var = lanes_total(vl);
+    for (; j < C; j++) var += (x[j] - mu) * (x[j] - mu);
+    float m = (float)mu;
+    float rs = (float)(1.0 / sqrt(var / C + (double)eps));
+    *mean = m;
+    *rstd = rs;
+    if (b) {
+#pragma omp simd
+        for (int i = 0; i < C; i++) y[i] = (x[i] - m) * rs * w[i] + b[i];
+    } else {
+#pragma omp simd
+        for (int i = 0; i < C; i++) y[i] = (x[i] - m) * rs * w[i];
     }
-    for (; j < n; j++) s0 += x[j];
-    return (s0 + s1) + (s2 + s3);
+}
+
+/* One row backward: dx[C] += r (g w - mean(g w) - xh mean(g w xh)). */
+AG_SIMD_CLONES static void ln_row_bwd(float *dx, const float *x, const float *g, const float *w, int C, float mu,
+                                      float rs) {
+    double sl[LN_LANES] = {0}, xl[LN_LANES] = {0};
+    int j = 0;
+    for (; j + LN_LANES <= C; j += LN_LANES)
+        for (int l = 0; l < LN_LANES; l++) {
+            float gw = g[j + l] * w[j + l];
+            sl[l] += gw;
+            xl[l] += (double)gw * ((x[j + l] - mu) * rs);
+        }
+    double sg = lanes_total(sl), sgx = lanes_total(xl);
+    for (; j < C; j++) {
+        float gw = g[j] * w[j];
+        sg += gw;
+        sgx += (double)gw * ((x[j] - mu) * rs);
+    }
+    float mg = (float)(sg / C), mgx = (float)(sgx / C);
+#pragma omp simd
+    for (int i = 0; i < C; i++) {
+        float xh = (x[i] - mu) * rs;
+        dx[i] += rs * (g[i] * w[i] - mg - xh * mgx);
+    }
+}
+
+/* Columns [j0, j1) of dw and db over all N rows, rows in order: aw[j - j0] +=
+ * g xh, ab[j - j0] += g. Each column is its own sum, so vectorising across
+ * columns changes nothing. */
+AG_SIMD_CLONES static void ln_cols_bwd(double *aw, double *ab, const float *X, const float *G, const float *mean,
+                                       const float *rstd, size_t N, int C, int j0, int j1) {
+    for (size_t r = 0; r < N; r++) {
+        const float *xr = X + r * C, *gr = G + r * C;
+        float mu = mean[r], rs = rstd[r];
+#pragma omp simd
+        for (int j = j0; j < j1; j++) {
+            aw[j - j0] += (double)gr[j] * ((xr[j] - mu) * rs);
+            ab[j - j0] += gr[j];
+        }
+    }
 }
 
 static void layernorm_backward(ag_node *n) {
@@ -112,22 +180,8 @@ static void layernorm_backward(ag_node *n) {
         float *dX = x->grad; /* [N, C] */
         long nn = (long)N;
 #pragma omp parallel for schedule(static) if (N * (size_t)C >= AG_PAR_MIN)
-        for (long r = 0; r < nn; r++) {
-            const float *xr = X + (size_t)r * C, *gr = G + (size_t)r * C;
-            float *dxr = dX + (size_t)r * C;
-            float mu = s->mean[r], rs = s->rstd[r];
-            double sg = 0.0, sgx = 0.0;
-            for (int j = 0; j < C; j++) {
-                float g = gr[j] * W[j];
-                sg += g;
-                sgx += (double)g * ((xr[j] - mu) * rs);
-            }
-            float mg = (float)(sg / C), mgx = (float)(sgx / C);
-            for (int j = 0; j < C; j++) {
-                float xh = (xr[j] - mu) * rs;
-                dxr[j] += rs * (gr[j] * W[j] - mg - xh * mgx);
-            }
-        }
+        for (long r = 0; r < nn; r++)
+            ln_row_bwd(dX + (size_t)r * C, X + (size_t)r * C, G + (size_t)r * C, W, C, s->mean[r], s->rstd[r]);
     }
     if (w->grad || (b && b->grad)) {
         /* column blocks in parallel, rows in order: deterministic */
@@ -136,14 +190,7 @@ static void layernorm_backward(ag_node *n) {
         for (long blk = 0; blk < nblk; blk++) {
             int j0 = (int)blk * AG_COL_BLOCK, j1 = j0 + AG_COL_BLOCK < C ? j0 + AG_COL_BLOCK : C;
             double aw[AG_COL_BLOCK] = {0}, ab[AG_COL_BLOCK] = {0};
-            for (size_t r = 0; r < N; r++) {
-                const float *xr = X + r * C, *gr = G + r * C;
-                float mu = s->mean[r], rs = s->rstd[r];
-                for (int j = j0; j < j1; j++) {
-                    aw[j - j0] += (double)gr[j] * ((xr[j] - mu) * rs);
-                    ab[j - j0] += gr[j];
-                }
-            }
+            ln_cols_bwd(aw, ab, X, G, s->mean, s->rstd, N, C, j0, j1);
             for (int j = j0; j < j1; j++) {
                 if (w->grad) w->grad[j] += (float)aw[j - j0];
                 if (b && b->grad) b->grad[j] += (float)ab[j - j0];
@@ -176,27 +223,12 @@ ag_tensor *ag_layernorm(ag_ctx *c, ag_tensor *x, ag_tensor *w, ag_tensor *b, flo
     long nn = (long)N;
 #pragma omp parallel for schedule(static) if (N * (size_t)C >= AG_PAR_MIN)
     for (long r = 0; r < nn; r++) {
-        const float *xr = X + (size_t)r * C;
-        float *yr = Y + (size_t)r * C;
-        double mu = row_sum(xr, C) / C;
-        double v0 = 0, v1 = 0;
-        int j = 0;
-        for (; j + 2 <= C; j += 2) {
-            double d0 = xr[j] - mu, d1 = xr[j + 1] - mu;
-            v0 += d0 * d0;
-            v1 += d1 * d1;
-        }
-        for (; j < C; j++) v0 += (xr[j] - mu) * (xr[j] - mu);
-        float m = (float)mu;
-        float rs = (float)(1.0 / sqrt((v0 + v1) / C + (double)eps));
+        float m, rs;
+        ln_row_fwd(Y + (size_t)r * C, X + (size_t)r * C, W, Bv, C, eps, &m, &rs);
         if (s) {
             s->mean[r] = m;
             s->rstd[r] = rs;
         }
-        if (Bv)
-            for (j = 0; j < C; j++) yr[j] = (xr[j] - m) * rs * W[j] + Bv[j];
-        else
-            for (j = 0; j < C; j++) yr[j] = (xr[j] - m) * rs * W[j];
     }
     return out;
 }
