@@ -65,14 +65,14 @@ static void add_backward(ag_node *n) {
     if (a->grad) {
         float *da = a->grad; /* [reps, nb] */
         long nn = (long)N;
-#pragma omp parallel for schedule(static) if (N >= AG_PAR_MIN)
+#pragma omp parallel for simd schedule(static) if (N >= AG_PAR_MIN)
         for (long i = 0; i < nn; i++) da[i] += g[i];
     }
     if (b->grad) {
         if (reps == 1) {
             float *db = b->grad; /* [nb] */
             long nn = (long)N;
-#pragma omp parallel for schedule(static) if (N >= AG_PAR_MIN)
+#pragma omp parallel for simd schedule(static) if (N >= AG_PAR_MIN)
             for (long i = 0; i < nn; i++) db[i] += g[i];
         } else {
             ag_colsum_add(b->grad, g, NULL, reps, nb);
@@ -92,6 +92,7 @@ ag_tensor *ag_add(ag_ctx *c, ag_tensor *a, ag_tensor *b) {
     for (long r = 0; r < nr; r++) {
         const float *ar = A + (size_t)r * nb;
         float *orow = O + (size_t)r * nb;
+#pragma omp simd
         for (size_t j = 0; j < nb; j++) orow[j] = ar[j] + Bv[j];
     }
     if (!ag_record(c, "add", add_backward, out, a, b, NULL) && ag_error(c)) return NULL;
@@ -114,6 +115,7 @@ static void mul_backward(ag_node *n) {
         for (long r = 0; r < nr; r++) {
             const float *gr = g + (size_t)r * nb;
             float *dar = da + (size_t)r * nb;
+#pragma omp simd
             for (size_t j = 0; j < nb; j++) dar[j] += gr[j] * Bv[j];
         }
     }
@@ -122,7 +124,7 @@ static void mul_backward(ag_node *n) {
             float *db = b->grad; /* [nb] */
             const float *A = a->data; /* [nb] */
             long nn = (long)N;
-#pragma omp parallel for schedule(static) if (N >= AG_PAR_MIN)
+#pragma omp parallel for simd schedule(static) if (N >= AG_PAR_MIN)
             for (long i = 0; i < nn; i++) db[i] += g[i] * A[i];
         } else {
             ag_colsum_add(b->grad, g, a->data, reps, nb);
@@ -142,6 +144,7 @@ ag_tensor *ag_mul(ag_ctx *c, ag_tensor *a, ag_tensor *b) {
     for (long r = 0; r < nr; r++) {
         const float *ar = A + (size_t)r * nb;
         float *orow = O + (size_t)r * nb;
+#pragma omp simd
         for (size_t j = 0; j < nb; j++) orow[j] = ar[j] * Bv[j];
     }
     if (!ag_record(c, "mul", mul_backward, out, a, b, NULL) && ag_error(c)) return NULL;
@@ -157,7 +160,7 @@ static void scale_backward(ag_node *n) {
     long nn = (long)a->numel;
     const float *g = out->grad; /* [N] */
     float *da = a->grad;        /* [N] */
-#pragma omp parallel for schedule(static) if (a->numel >= AG_PAR_MIN)
+#pragma omp parallel for simd schedule(static) if (a->numel >= AG_PAR_MIN)
     for (long i = 0; i < nn; i++) da[i] += s * g[i];
 }
 
@@ -168,7 +171,7 @@ ag_tensor *ag_scale(ag_ctx *c, ag_tensor *a, float s) {
     long nn = (long)a->numel;
     const float *A = a->data; /* [N] */
     float *O = out->data;     /* [N] */
-#pragma omp parallel for schedule(static) if (a->numel >= AG_PAR_MIN)
+#pragma omp parallel for simd schedule(static) if (a->numel >= AG_PAR_MIN)
     for (long i = 0; i < nn; i++) O[i] = s * A[i];
     ag_node *n = ag_record(c, "scale", scale_backward, out, a, NULL, NULL);
     if (n)

@@ -10,6 +10,7 @@
 
 #include "ops.h"
 #include "ops_internal.h"
+#include "vecmath.h"
 
 #define SUM_MAX_BLOCKS 4096
 
@@ -56,7 +57,7 @@ static ag_tensor *new_scalar(ag_ctx *c, const char *name) {
  * Fused log-softmax + negative log-likelihood over rows r with t_r != ignore:
  *   loss = (1/n) sum_r (logsumexp(x_r) - x_r[t_r]),  n = number of such rows
  *   dx_r[v] += dloss/n (softmax(x_r)[v] - [v == t_r]);  ignored rows get 0
- * The forward keeps softmax(x_r) (only when a gradient is recorded), so the
+ * The forward writes softmax(x_r) (kept when a gradient is recorded), so the
  * backward is one pass without exp. */
 
 typedef struct {
@@ -81,9 +82,33 @@ static void cross_entropy_backward(ag_node *n) {
         if (t == ignore) continue;
         const float *pr = P + (size_t)r * V;
         float *dr = dX + (size_t)r * V;
+#pragma omp simd
         for (int v = 0; v < V; v++) dr[v] += g * pr[v];
         dr[t] -= g;
     }
+}
+
+/* One row of the cross-entropy forward: *mx = max(x), p[V] = softmax(x), and
+ * returns sum_v exp(x_v - mx): exp by ag_exp_nonpos, the sum in double in 8
+ * lanes (an order fixed by this code). The clones give identical bits (see
+ * vecmath.h). */
+AG_SIMD_CLONES static double ce_row_exp(float *p, const float *x, int V, float *mx_out) {
+    float mx = x[0]; /* a max is exact in any order */
+#pragma omp simd reduction(max : mx)
+    for (int v = 1; v < V; v++) mx = x[v] > mx ? x[v] : mx;
+    *mx_out = mx;
+#pragma omp simd
+    for (int v = 0; v < V; v++) p[v] = ag_exp_nonpos(x[v] - mx);
+    double lane[8] = {0};
+    int v = 0;
+    for (; v + 8 <= V; v += 8)
+        for (int l = 0; l < 8; l++) lane[l] += p[v + l];
+    double sum = ((lane[0] + lane[1]) + (lane[2] + lane[3])) + ((lane[4] + lane[5]) + (lane[6] + lane[7]));
+    for (; v < V; v++) sum += p[v];
+    float inv = (float)(1.0 / sum);
+#pragma omp simd
+    for (int i = 0; i < V; i++) p[i] *= inv;
+    return sum;
 }
 
 ag_tensor *ag_cross_entropy(ag_ctx *c, ag_tensor *logits, const int *targets, int ignore_index) {
@@ -104,13 +129,15 @@ ag_tensor *ag_cross_entropy(ag_ctx *c, ag_tensor *logits, const int *targets, in
     ag_tensor *out = new_scalar(c, "cross_entropy");
     double *rowloss = ag_alloc(c, N * sizeof(double)); /* [N] */
     if (!out || !rowloss) return NULL;
+    /* softmax rows: kept for the backward, scratch without one */
+    float *probs = ag_alloc(c, N * (size_t)V * sizeof(float)); /* [N, V] */
+    if (!probs) return NULL;
     ag_node *n = ag_record(c, "cross_entropy", cross_entropy_backward, out, logits, NULL, NULL);
     ce_saved *s = NULL;
     if (n) {
         s = ag_alloc(c, sizeof *s);
         int *tg = ag_alloc(c, N * sizeof(int));
-        float *probs = ag_alloc(c, N * (size_t)V * sizeof(float));
-        if (!s || !tg || !probs) return NULL;
+        if (!s || !tg) return NULL;
         memcpy(tg, targets, N * sizeof(int));
         s->targets = tg;
         s->probs = probs;
@@ -130,20 +157,8 @@ ag_tensor *ag_cross_entropy(ag_ctx *c, ag_tensor *logits, const int *targets, in
             continue;
         }
         const float *xr = X + (size_t)r * V;
-        float mx = xr[0];
-        for (int v = 1; v < V; v++) mx = xr[v] > mx ? xr[v] : mx;
-        double sum = 0.0;
-        if (s) {
-            float *pr = s->probs + (size_t)r * V;
-            for (int v = 0; v < V; v++) {
-                pr[v] = expf(xr[v] - mx);
-                sum += pr[v];
-            }
-            float inv = (float)(1.0 / sum);
-            for (int v = 0; v < V; v++) pr[v] *= inv;
-        } else {
-            for (int v = 0; v < V; v++) sum += expf(xr[v] - mx);
-        }
+        float mx;
+        double sum = ce_row_exp(probs + (size_t)r * V, xr, V, &mx);
         rowloss[r] = (double)mx + log(sum) - (double)xr[t];
     }
     double total = 0.0;

@@ -7,6 +7,7 @@
 #include <string.h>
 
 #include "ops_internal.h"
+#include "vecmath.h"
 
 static void set_err(char *err, size_t errlen, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
 static void set_err(char *err, size_t errlen, const char *fmt, ...) {
@@ -109,6 +110,24 @@ static int check(const ag_optim *o, const ag_params *p, char *err, size_t errlen
  * decay as an L2 term in the gradient:
  *   g' = g + lambda theta,  b_t = mu b_{t-1} + g',  theta_t = theta_{t-1} - lr b_t
  * (b lives in the m buffer; with mu = 0 it is plain SGD and m is not used). */
+#define OPT_BLOCK 16384 /* elements per parallel work item */
+
+/* The AdamW update of n elements (the formula above). Elementwise IEEE
+ * operations only (sqrtf is exactly rounded, and -std=c11 forbids FMA
+ * contraction), so the SSE2, AVX2 and AVX-512 clones give the same bits. */
+AG_SIMD_CLONES static void adamw_kernel(float *w, float *m, float *v, const float *g, long n, float lr, float wd,
+                                        float b1, float b2, float eps, float ib1, float ib2) {
+#pragma omp simd
+    for (long j = 0; j < n; j++) {
+        float gj = g[j];
+        float mj = b1 * m[j] + (1.0f - b1) * gj;
+        float vj = b2 * v[j] + (1.0f - b2) * gj * gj;
+        m[j] = mj;
+        v[j] = vj;
+        w[j] -= lr * ((mj * ib1) / (sqrtf(vj * ib2) + eps) + wd * w[j]);
+    }
+}
+
 int ag_optim_step(ag_optim *o, ag_params *p, char *err, size_t errlen) {
     if (check(o, p, err, errlen) != 0) return -1;
     int64_t t = o->step + 1;
@@ -127,14 +146,11 @@ int ag_optim_step(ag_optim *o, ag_params *p, char *err, size_t errlen) {
         float *v = p->v ? p->v + off : NULL;          /* [n] */
         long nn = (long)n;
         if (o->kind == AG_OPTIM_ADAMW) {
+            long nblk = (nn + OPT_BLOCK - 1) / OPT_BLOCK;
 #pragma omp parallel for schedule(static) if (n >= AG_PAR_MIN)
-            for (long j = 0; j < nn; j++) {
-                float gj = g[j];
-                float mj = b1 * m[j] + (1.0f - b1) * gj;
-                float vj = b2 * v[j] + (1.0f - b2) * gj * gj;
-                m[j] = mj;
-                v[j] = vj;
-                w[j] -= lr * ((mj * ib1) / (sqrtf(vj * ib2) + eps) + wd * w[j]);
+            for (long bk = 0; bk < nblk; bk++) {
+                long j0 = bk * OPT_BLOCK, len = nn - j0 < OPT_BLOCK ? nn - j0 : OPT_BLOCK;
+                adamw_kernel(w + j0, m + j0, v + j0, g + j0, len, lr, wd, b1, b2, eps, ib1, ib2);
             }
         } else if (mu != 0.0f) {
 #pragma omp parallel for schedule(static) if (n >= AG_PAR_MIN)
