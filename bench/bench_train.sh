@@ -2,8 +2,8 @@
 # bench_train.sh [BUILD_DIR] - training tokens/s and peak RSS of pare's GPT
 # against the same model in PyTorch (bench/torch_gpt.py), configs "small" and
 # "tiny" at 1 and 2 threads, each run in its own process. Prints a table with
-# the ratios pare / torch. PyTorch at 2 threads runs with OMP_WAIT_POLICY=PASSIVE
-# (otherwise its spinning threads slow it down on 2 cores).
+# the ratios pare / torch. Both run with OMP_WAIT_POLICY=PASSIVE at 2 threads and
+# ACTIVE at 1 (spinning threads slow either down on 2 cores; docs/performance.md).
 # Environment: STEPS_SMALL, STEPS_TINY (timed steps; default 10 and 30),
 # WARMUP (default 2), CONFIGS (default "small tiny"), THREADS (default "1 2").
 # Timings on a shared machine are noisy: run it on a quiet one.
@@ -23,12 +23,16 @@ for cfg in ${CONFIGS:-small tiny}; do
   steps=${STEPS_SMALL:-10}
   [[ $cfg == tiny ]] && steps=${STEPS_TINY:-30}
   for th in ${THREADS:-1 2}; do
-    p=$(OMP_NUM_THREADS=$th "$exe" --config "$cfg" --threads "$th" --steps "$steps" --warmup "${WARMUP:-2}" | tail -1)
+    # Both run with the same wait policy: PASSIVE at 2 threads (PyTorch needs
+    # it; for pare, docs/performance.md measures 8x slower at 2 threads with
+    # libgomp's default spinning as soon as another process wants a core).
+    wait_policy=ACTIVE
+    (( th > 1 )) && wait_policy=PASSIVE
+    p=$(OMP_NUM_THREADS=$th OMP_WAIT_POLICY=$wait_policy "$exe" --config "$cfg" --threads "$th" --steps "$steps" \
+          --warmup "${WARMUP:-2}" | tail -1)
     pt=$(field tokens_per_s "$p"); pm=$(field rss_mib "$p")
     tt="-"; tm="-"; ratio="-"
     if (( have_torch )); then
-      wait_policy=ACTIVE
-      (( th > 1 )) && wait_policy=PASSIVE
       t=$(OMP_NUM_THREADS=$th OMP_WAIT_POLICY=$wait_policy $py "$here/torch_gpt.py" --config "$cfg" --threads "$th" \
             --steps "$steps" --warmup "${WARMUP:-2}" | tail -1)
       tt=$(field tokens_per_s "$t"); tm=$(field rss_mib "$t")
