@@ -31,6 +31,7 @@
 #include "attention_kernels.h"
 #include "ops.h"
 #include "parallel.h"
+#include "vecmath.h"
 
 /* Below this many floats a layout copy is not worth waking the threads. */
 #define PAR_COPY_MIN (1 << 15)
@@ -39,50 +40,16 @@ static inline int imin(int a, int b) { return a < b ? a : b; }
 
 /* ============================================================ fast kernels */
 
-/* exp(x) for x <= 0 (or NaN), within 1.1e-7 relative of exp (glibc's expf:
- * 6e-8), written so that an `omp simd` loop vectorises it: glibc's expf does
- * not vectorise without -ffast-math, and neither does a branch, so the clamp
- * is a bit blend. Cody-Waite reduction x = n ln2 + r with |r| <= ln2/2,
- * exp(r) by its Taylor polynomial of degree 7 (remainder < 5e-9), times 2^n
- * made in the exponent bits. x below -87 is clamped to -87 (exp(-87) =
- * 1.6e-38, a normal float); a NaN stays NaN (and n is zeroed so the integer
- * conversion is defined). IEEE operations in a fixed order, no contraction:
- * the same bits scalar or vectorised, on every x86-64. */
-static inline float exp_nonpos(float x) {
-    union {
-        float f;
-        int32_t i;
-    } ux = {.f = x}, lo = {.f = -87.0f}, un;
-    int32_t below = -(int32_t)(x < -87.0f); /* all ones where x < -87 */
-    ux.i = (ux.i & ~below) | (lo.i & below);
-    x = ux.f;
-    un.f = (x * 1.44269504f + 12582912.0f) - 12582912.0f; /* round(x / ln2), |.| <= 126 */
-    un.i &= -(int32_t)(un.f == un.f);                      /* NaN -> 0 */
-    float n = un.f;
-    float r = x - n * 0.693145751953125f; /* ln2, high part: the product is exact */
-    r = r - n * 1.428606820e-6f;          /* ln2, low part */
-    float p = 1.0f / 5040.0f;
-    p = p * r + 1.0f / 720.0f;
-    p = p * r + 1.0f / 120.0f;
-    p = p * r + 1.0f / 24.0f;
-    p = p * r + 1.0f / 6.0f;
-    p = p * r + 0.5f;
-    p = p * r + 1.0f;
-    p = p * r + 1.0f;
-    union {
-        int32_t i;
-        float f;
-    } two_n = {.i = ((int32_t)n + 127) << 23};
-    return p * two_n.f;
-}
+/* The exponential is ag_exp_nonpos (vecmath.h): branch-free, so the `omp
+ * simd` loops below vectorise it, with the same bits scalar or vectorised. */
 
 /* row[0..n) <- softmax(row[0..n)), row[n..T) <- 0. */
-static void causal_softmax_row(float *row, int n, int T) {
+AG_SIMD_CLONES static void causal_softmax_row(float *row, int n, int T) {
     float mx = row[0]; /* a max is exact in any order */
 #pragma omp simd reduction(max : mx)
     for (int j = 1; j < n; j++) mx = row[j] > mx ? row[j] : mx;
 #pragma omp simd
-    for (int j = 0; j < n; j++) row[j] = exp_nonpos(row[j] - mx);
+    for (int j = 0; j < n; j++) row[j] = ag_exp_nonpos(row[j] - mx);
     /* sum in 8 lanes (lane l takes j = l mod 8), then the lanes pairwise and
      * the tail in index order: an order fixed by this code, so it vectorises
      * without depending on the vector width */
@@ -115,7 +82,7 @@ void ag_attn_probs_fwd(float *P, const float *q, const float *k, int BH, int T, 
 
 /* sum_j a[j] b[j] for j < n in 8 lanes, in an order fixed by this code (as
  * in causal_softmax_row), so it vectorises with the same bits everywhere. */
-static float dot_lanes(const float *a, const float *b, int n) {
+AG_SIMD_CLONES static float dot_lanes(const float *a, const float *b, int n) {
     float lane[8] = {0};
     int j = 0;
     for (; j + 8 <= n; j += 8)
@@ -319,6 +286,7 @@ static void split_heads_backward(ag_node *n) {
         for (int t = 0; t < T; t++) {
             float *dx = x->grad + ((size_t)b * T + t) * W + (size_t)part * C + (size_t)h * D; /* [D] */
             const float *g = out->grad + ((size_t)bh * T + t) * D;                           /* [D] */
+#pragma omp simd
             for (int d = 0; d < D; d++) dx[d] += g[d];
         }
     }
@@ -365,6 +333,7 @@ static void merge_heads_backward(ag_node *n) {
         for (int t = 0; t < T; t++) {
             float *dy = y->grad + ((size_t)bh * T + t) * D;                               /* [D] */
             const float *g = out->grad + ((size_t)b * T + t) * C + (size_t)h * D;         /* [D] */
+#pragma omp simd
             for (int d = 0; d < D; d++) dy[d] += g[d];
         }
     }
