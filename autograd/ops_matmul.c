@@ -115,8 +115,10 @@ ag_tensor *ag_linear(ag_ctx *c, ag_tensor *x, ag_tensor *w, ag_tensor *bias) {
     shape[x->ndim - 1] = Co;
     ag_tensor *out = ag_new(c, x->ndim, shape, "linear");
     if (!out) return NULL;
-    if (bias)
+    if (bias) { /* out = bias in every row, then out += x w^T (beta = 1) */
+#pragma omp parallel for schedule(static) if ((size_t)N * Co >= AG_PAR_MIN)
         for (int r = 0; r < N; r++) memcpy(out->data + (size_t)r * Co, bias->data, (size_t)Co * sizeof(float));
+    }
     ag_sgemm(false, true, N, Co, Ci, 1.0f, x->data, Ci, w->data, Ci, bias ? 1.0f : 0.0f, out->data, Co);
     if (!ag_record(c, "linear", linear_backward, out, x, w, bias) && ag_error(c)) return NULL;
     return out;
