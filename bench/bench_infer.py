@@ -6,7 +6,8 @@ vocabulary) and the nanoGPT CPU baseline model (4 layers, 4 heads, width 128,
 context 64, tinyshakespeare's 65 characters):
   1. make a checkpoint with `pare train` (--steps; 1 step is enough for speed,
      2000 steps is the nanoGPT baseline run and gives meaningful losses);
-  2. export it as f32, q8 (int8, per output channel), q4 and q4a (int4, group 32);
+  2. export it as f32, q8 (int8, per output channel), q4 and q4a (int4, group 32) and
+     q4g128 (int4, group 128: fewer scales, faster, a little less accurate);
   3. at 1 and 2 threads: `pare bench` (batch-1 decode of --tokens tokens with
      the KV cache, prompt = one batched forward over the context) for every
      file, and bench/torch_decode.py (PyTorch, same model, KV-cached);
@@ -31,7 +32,8 @@ import tempfile
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PY = "/usr/bin/python3"  # Debian's python3 with python3-torch
-FORMATS = ["f32", "q8", "q4", "q4a"]
+# label: (storage type, group size; -1 = the type's default)
+FORMATS = {"f32": ("f32", -1), "q8": ("q8", -1), "q4": ("q4", -1), "q4a": ("q4a", -1), "q4g128": ("q4", 128)}
 
 
 def run(cmd, env=None):
@@ -57,8 +59,9 @@ def main():
         sys.exit(f"bench_infer: {pare} not found (build first: cmake -S . -B {a.build} && cmake --build {a.build})")
     data = os.environ.get("PARE_SHARED_DATA", os.path.join(ROOT, "..", "shared", "data"))
     shakespeare = os.path.join(data, "tinyshakespeare.txt")
-    env = dict(os.environ, OMP_WAIT_POLICY="PASSIVE")
     work = tempfile.mkdtemp(prefix="pare-bench-infer-")
+    # the run log of these throwaway runs goes to a database that is deleted with them
+    env = dict(os.environ, OMP_WAIT_POLICY="PASSIVE", PARE_DB=os.path.join(work, "bench.db"))
     threads = [int(t) for t in a.threads.split(",")]
     try:
         for name in a.models.split(","):
@@ -74,15 +77,15 @@ def main():
                 sys.exit(f"bench_infer: unknown model {name} (small, baseline)")
             ckpt = os.path.join(work, name + ".ckpt")
             print(f"== {name}: training {a.steps} step(s) ...", flush=True)
-            run([pare, "train", *train, "--steps", str(a.steps), "--out", ckpt, "--db", "none", "--sample-tokens",
+            run([pare, "train", *train, "--steps", str(a.steps), "--out", ckpt, "--sample-tokens",
                  "0", "--eval-batches", "1", "--threads", "2", "--json"], env)
             files = {}
-            for f in FORMATS:
+            for f, (fmt, group) in FORMATS.items():
                 files[f] = os.path.join(work, f"{name}_{f}.pare")
-                run([pare, "export", ckpt, "--out", files[f], "--format", f], env)
+                run([pare, "export", ckpt, "--out", files[f], "--format", fmt, "--group-size", str(group)], env)
             loss = {}
             if a.eval_batches > 0:
-                for f in ["ckpt"] + FORMATS:
+                for f in ["ckpt"] + list(FORMATS):
                     r = json.loads(run([pare, "eval", ckpt if f == "ckpt" else files[f], "--batches",
                                         str(a.eval_batches), "--threads", "2", "--json"], env).strip().splitlines()[-1])
                     loss[f] = r["val_loss"]
@@ -104,7 +107,7 @@ def main():
                   f"{'x f32':>7} {'bytes':>10} {'/ f32':>6} {'RSS MiB':>8} {'val loss':>9}")
             for t in threads:
                 base = rows[("f32", t)]
-                for f in FORMATS + ["torch"]:
+                for f in list(FORMATS) + ["torch"]:
                     r = rows[(f, t)]
                     dec, pre = r["decode_tokens_per_s"], r["prompt_tokens_per_s"]
                     b = r["bytes"]

@@ -260,7 +260,7 @@ void inf_q8_scalar(const inf_kctx *k, const inf_weight *w, int T, float *out, in
     for (int rb = rb0; rb < rb1; rb++) {
         const inf_blk_q8 *blk = (const inf_blk_q8 *)(const void *)w->codes + (size_t)rb * (K / 4);
         for (int t = 0; t < T; t++) {
-            float y[INF_ROWS] = {0};
+            float y[3][INF_ROWS] = {{0}};
             for (int g = 0; g < NG; g++) {
                 int32_t I[3][INF_ROWS] = {{0}};
                 for (int l = 0; l < L; l++) {
@@ -270,11 +270,12 @@ void inf_q8_scalar(const inf_kctx *k, const inf_weight *w, int T, float *out, in
                             for (int j = 0; j < 4; j++) I[l][i] += blk[kc].q[i][j] * a[4 * kc + j];
                 }
                 const float *s = w->scales + ((size_t)rb * NG + g) * INF_ROWS;
-                for (int i = 0; i < INF_ROWS; i++) y[i] = y[i] + s[i] * inf_combine(L, I[0][i], I[1][i], I[2][i]);
+                for (int l = 0; l < L; l++)
+                    for (int i = 0; i < INF_ROWS; i++) y[l][i] = fmaf(s[i], (float)I[l][i], y[l][i]);
             }
             for (int i = 0; i < INF_ROWS; i++) {
                 int r = rb * INF_ROWS + i;
-                if (r < w->N) out[(size_t)t * w->N + r] = y[i] * k->sx[t];
+                if (r < w->N) out[(size_t)t * w->N + r] = inf_finish(L, y[0][i], y[1][i], y[2][i]) * k->sx[t];
             }
         }
     }
@@ -285,7 +286,7 @@ void inf_q4_scalar(const inf_kctx *k, const inf_weight *w, int T, float *out, in
     for (int rb = rb0; rb < rb1; rb++) {
         const inf_blk_q4 *blk = (const inf_blk_q4 *)(const void *)w->codes + (size_t)rb * (K / 8);
         for (int t = 0; t < T; t++) {
-            float y[INF_ROWS] = {0};
+            float y[3][INF_ROWS] = {{0}};
             for (int g = 0; g < NG; g++) {
                 int32_t I[3][INF_ROWS] = {{0}};
                 const int32_t *z = w->corr + ((size_t)rb * NG + g) * INF_ROWS;
@@ -301,11 +302,12 @@ void inf_q4_scalar(const inf_kctx *k, const inf_weight *w, int T, float *out, in
                     for (int i = 0; i < INF_ROWS; i++) I[l][i] -= z[i] * as;
                 }
                 const float *s = w->scales + ((size_t)rb * NG + g) * INF_ROWS;
-                for (int i = 0; i < INF_ROWS; i++) y[i] = y[i] + s[i] * inf_combine(L, I[0][i], I[1][i], I[2][i]);
+                for (int l = 0; l < L; l++)
+                    for (int i = 0; i < INF_ROWS; i++) y[l][i] = fmaf(s[i], (float)I[l][i], y[l][i]);
             }
             for (int i = 0; i < INF_ROWS; i++) {
                 int r = rb * INF_ROWS + i;
-                if (r < w->N) out[(size_t)t * w->N + r] = y[i] * k->sx[t];
+                if (r < w->N) out[(size_t)t * w->N + r] = inf_finish(L, y[0][i], y[1][i], y[2][i]) * k->sx[t];
             }
         }
     }
@@ -341,8 +343,10 @@ void inf_deq_q4_scalar(const inf_weight *w, float *out, int ldo, int rb0, int rb
 
 /* ------------------------------------------------------------------ matmul */
 
-/* Work (multiply-adds) below which a product runs on one thread. */
-#define INF_PAR_MIN (1 << 16)
+/* Work (multiply-adds) below which a product runs on one thread: waking a
+ * sleeping OpenMP thread (OMP_WAIT_POLICY=PASSIVE) costs tens of
+ * microseconds, more than a small layer's whole product. */
+#define INF_PAR_MIN (1 << 18)
 
 int inf_matmul(inf_kctx *k, const inf_weight *w, const float *x, int T, float *out) {
     if (w->dtype == INF_F32) {
@@ -366,7 +370,7 @@ int inf_matmul(inf_kctx *k, const inf_weight *w, const float *x, int T, float *o
         k->cap_w = cw;
         inf_dkernel d = inf_dkernel_for(k->isa, w->dtype);
         int nb = w->NB;
-#pragma omp parallel for schedule(static) if ((size_t)w->N * w->K >= 4 * INF_PAR_MIN)
+#pragma omp parallel for schedule(static) if ((size_t)w->N * w->K >= INF_PAR_MIN)
         for (int b = 0; b < nb; b++) d(w, k->wbuf, ldo, b, b + 1);
         ag_sgemm(false, false, T, w->N, w->K, 1.0f, x, w->K, k->wbuf, ldo, 0.0f, out, w->N);
         return 0;

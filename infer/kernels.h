@@ -21,18 +21,14 @@
  * With three limbs the representation error is at most sx / (2 * 254^2), about
  * 2^-24 of max|x|: float precision. Then, per group g of G columns and per row,
  * exact integer dot products I_l = sum_k q_k a_l,k (zero points subtracted as
- * z * sum_k a_l,k) are combined as
- *   t = I0 + (I1 + I2 / 254) / 254          (float, in this order)
- *   y += s_g * t,                    out = sx * y
+ * z * sum_k a_l,k) are accumulated per limb in float, one fused multiply-add
+ * per group, and the limbs joined once per row:
+ *   y_l = fma(s_g, I_l,g, y_l) over the groups,
+ *   out = sx * (y0 + (y1 + y2 / 254) / 254)
  * so the result equals the float product with the dequantized weights up to
- * rounding (the parity tests check 1e-5). With L = 1 this is ordinary dynamic
- * int8 activation quantization: fastest, but no longer float-exact.
- *
- * Many tokens at once (T >= INF_GEMM_MIN_T: prompts, evaluation): a quantized
- * weight is dequantized (exactly cp_dequantize_value of each code, SIMD, into
- * a [K, N] scratch) and multiplied with OpenBLAS sgemm: the flops of T tokens
- * dwarf the N*K dequantization, and sgemm's blocking beats an integer GEMM
- * that must run three limbs.
+ * rounding (the parity tests measure about 1e-6; two limbs give about 1e-4,
+ * one about 2e-2). With L = 1 this is ordinary dynamic int8 activation
+ * quantization: fastest, but no longer float-exact.
  *
  * Integer parts are exact on every instruction set (AVX-512 VNNI vpdpbusd,
  * AVX2 vpmaddubsw/vpmaddwd with no saturating case, scalar), and the float

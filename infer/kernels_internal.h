@@ -7,12 +7,14 @@
 /* 1/254, the weight of one limb relative to the one above it. */
 #define INF_LIMB_INV (1.0f / 254.0f)
 
-/* The float value of a group's integer sums (see kernels.h). SIMD kernels do
- * the same operations in the same order. */
-static inline float inf_combine(int L, int32_t i0, int32_t i1, int32_t i2) {
-    if (L == 1) return (float)i0;
-    if (L == 2) return (float)i0 + (float)i1 * INF_LIMB_INV;
-    return (float)i0 + ((float)i1 + (float)i2 * INF_LIMB_INV) * INF_LIMB_INV;
+/* Per limb l, a row accumulates y_l += s_g * I_l,g over its groups (one
+ * fused multiply-add per group); the limbs are joined once per row:
+ * y = y0 + (y1 + y2 / 254) / 254. SIMD kernels do the same operations in the
+ * same order. */
+static inline float inf_finish(int L, float y0, float y1, float y2) {
+    if (L == 1) return y0;
+    if (L == 2) return y0 + y1 * INF_LIMB_INV;
+    return y0 + (y1 + y2 * INF_LIMB_INV) * INF_LIMB_INV;
 }
 
 /* Limb l of token t (int8 and +128 forms) and its group sums. */

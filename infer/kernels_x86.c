@@ -69,13 +69,12 @@ T_AVX2 void inf_f32_avx2(const float *w, const float *x, int K, float *out, int 
     }
 }
 
-/* t = I0 + (I1 + I2 / 254) / 254 on 8 lanes, as inf_combine. */
-INLINE T_AVX2 __m256 combine8(int L, __m256i i0, __m256i i1, __m256i i2) {
+/* inf_finish on 8 lanes. */
+INLINE T_AVX2 __m256 finish8(int L, const __m256 *y) {
     __m256 inv = _mm256_set1_ps(INF_LIMB_INV);
-    if (L == 1) return _mm256_cvtepi32_ps(i0);
-    if (L == 2) return _mm256_add_ps(_mm256_cvtepi32_ps(i0), _mm256_mul_ps(_mm256_cvtepi32_ps(i1), inv));
-    __m256 t = _mm256_add_ps(_mm256_cvtepi32_ps(i1), _mm256_mul_ps(_mm256_cvtepi32_ps(i2), inv));
-    return _mm256_add_ps(_mm256_cvtepi32_ps(i0), _mm256_mul_ps(t, inv));
+    if (L == 1) return y[0];
+    if (L == 2) return _mm256_add_ps(y[0], _mm256_mul_ps(y[1], inv));
+    return _mm256_add_ps(y[0], _mm256_mul_ps(_mm256_add_ps(y[1], _mm256_mul_ps(y[2], inv)), inv));
 }
 
 /* Stores lanes of v for rows r .. r+7 that are < N. */
@@ -97,7 +96,8 @@ T_AVX2 void inf_q8_avx2(const inf_kctx *k, const inf_weight *w, int T, float *ou
         for (int t = 0; t < T; t++) {
             const int8_t *a[3] = {inf_limb(k, K, t, 0), L > 1 ? inf_limb(k, K, t, 1) : NULL,
                                   L > 2 ? inf_limb(k, K, t, 2) : NULL};
-            __m256 ylo = _mm256_setzero_ps(), yhi = ylo;
+            __m256 ylo[3], yhi[3];
+            for (int l = 0; l < 3; l++) ylo[l] = yhi[l] = _mm256_setzero_ps();
             for (int g = 0; g < NG; g++) {
                 __m256i lo[3] = {_mm256_setzero_si256(), _mm256_setzero_si256(), _mm256_setzero_si256()};
                 __m256i hi[3] = {lo[0], lo[0], lo[0]};
@@ -114,12 +114,15 @@ T_AVX2 void inf_q8_avx2(const inf_kctx *k, const inf_weight *w, int T, float *ou
                     }
                 }
                 const float *s = w->scales + ((size_t)rb * NG + g) * INF_ROWS;
-                ylo = _mm256_add_ps(ylo, _mm256_mul_ps(_mm256_loadu_ps(s), combine8(L, lo[0], lo[1], lo[2])));
-                yhi = _mm256_add_ps(yhi, _mm256_mul_ps(_mm256_loadu_ps(s + 8), combine8(L, hi[0], hi[1], hi[2])));
+                __m256 sl = _mm256_loadu_ps(s), sh = _mm256_loadu_ps(s + 8);
+                for (int l = 0; l < L; l++) {
+                    ylo[l] = _mm256_fmadd_ps(sl, _mm256_cvtepi32_ps(lo[l]), ylo[l]);
+                    yhi[l] = _mm256_fmadd_ps(sh, _mm256_cvtepi32_ps(hi[l]), yhi[l]);
+                }
             }
             __m256 sx = _mm256_set1_ps(k->sx[t]);
-            store_rows8(out + (size_t)t * N, rb * INF_ROWS, N, _mm256_mul_ps(ylo, sx));
-            store_rows8(out + (size_t)t * N, rb * INF_ROWS + 8, N, _mm256_mul_ps(yhi, sx));
+            store_rows8(out + (size_t)t * N, rb * INF_ROWS, N, _mm256_mul_ps(finish8(L, ylo), sx));
+            store_rows8(out + (size_t)t * N, rb * INF_ROWS + 8, N, _mm256_mul_ps(finish8(L, yhi), sx));
         }
     }
 }
@@ -132,7 +135,8 @@ T_AVX2 void inf_q4_avx2(const inf_kctx *k, const inf_weight *w, int T, float *ou
         for (int t = 0; t < T; t++) {
             const int8_t *a[3] = {inf_limb(k, K, t, 0), L > 1 ? inf_limb(k, K, t, 1) : NULL,
                                   L > 2 ? inf_limb(k, K, t, 2) : NULL};
-            __m256 ylo = _mm256_setzero_ps(), yhi = ylo;
+            __m256 ylo[3], yhi[3];
+            for (int l = 0; l < 3; l++) ylo[l] = yhi[l] = _mm256_setzero_ps();
             for (int g = 0; g < NG; g++) {
                 __m256i lo[3] = {_mm256_setzero_si256(), _mm256_setzero_si256(), _mm256_setzero_si256()};
                 __m256i hi[3] = {lo[0], lo[0], lo[0]};
@@ -159,12 +163,15 @@ T_AVX2 void inf_q4_avx2(const inf_kctx *k, const inf_weight *w, int T, float *ou
                     hi[l] = _mm256_sub_epi32(hi[l], _mm256_mullo_epi32(zh, as));
                 }
                 const float *s = w->scales + ((size_t)rb * NG + g) * INF_ROWS;
-                ylo = _mm256_add_ps(ylo, _mm256_mul_ps(_mm256_loadu_ps(s), combine8(L, lo[0], lo[1], lo[2])));
-                yhi = _mm256_add_ps(yhi, _mm256_mul_ps(_mm256_loadu_ps(s + 8), combine8(L, hi[0], hi[1], hi[2])));
+                __m256 sl = _mm256_loadu_ps(s), sh = _mm256_loadu_ps(s + 8);
+                for (int l = 0; l < L; l++) {
+                    ylo[l] = _mm256_fmadd_ps(sl, _mm256_cvtepi32_ps(lo[l]), ylo[l]);
+                    yhi[l] = _mm256_fmadd_ps(sh, _mm256_cvtepi32_ps(hi[l]), yhi[l]);
+                }
             }
             __m256 sx = _mm256_set1_ps(k->sx[t]);
-            store_rows8(out + (size_t)t * N, rb * INF_ROWS, N, _mm256_mul_ps(ylo, sx));
-            store_rows8(out + (size_t)t * N, rb * INF_ROWS + 8, N, _mm256_mul_ps(yhi, sx));
+            store_rows8(out + (size_t)t * N, rb * INF_ROWS, N, _mm256_mul_ps(finish8(L, ylo), sx));
+            store_rows8(out + (size_t)t * N, rb * INF_ROWS + 8, N, _mm256_mul_ps(finish8(L, yhi), sx));
         }
     }
 }
@@ -219,12 +226,11 @@ T_512 void inf_axpy_avx512(float *y, float a, const float *x, int n) {
     for (; i < n; i++) y[i] = y[i] + a * x[i];
 }
 
-INLINE T_512 __m512 combine16(int L, __m512i i0, __m512i i1, __m512i i2) {
+INLINE T_512 __m512 finish16(int L, const __m512 *y) {
     __m512 inv = _mm512_set1_ps(INF_LIMB_INV);
-    if (L == 1) return _mm512_cvtepi32_ps(i0);
-    if (L == 2) return _mm512_add_ps(_mm512_cvtepi32_ps(i0), _mm512_mul_ps(_mm512_cvtepi32_ps(i1), inv));
-    __m512 t = _mm512_add_ps(_mm512_cvtepi32_ps(i1), _mm512_mul_ps(_mm512_cvtepi32_ps(i2), inv));
-    return _mm512_add_ps(_mm512_cvtepi32_ps(i0), _mm512_mul_ps(t, inv));
+    if (L == 1) return y[0];
+    if (L == 2) return _mm512_add_ps(y[0], _mm512_mul_ps(y[1], inv));
+    return _mm512_add_ps(y[0], _mm512_mul_ps(_mm512_add_ps(y[1], _mm512_mul_ps(y[2], inv)), inv));
 }
 
 INLINE T_512 void store_rows16(float *out, int r, int N, __m512 v) {
@@ -241,8 +247,9 @@ INLINE T_512 void q8_tile512(const inf_kctx *k, const inf_weight *w, float *out,
     const uint8_t *au[4][3];
     for (int tt = 0; tt < NT; tt++)
         for (int l = 0; l < L; l++) au[tt][l] = inf_limb_u(k, K, t0 + tt, l);
-    __m512 y[4];
-    for (int tt = 0; tt < NT; tt++) y[tt] = _mm512_setzero_ps();
+    __m512 y[4][3];
+    for (int tt = 0; tt < NT; tt++)
+        for (int l = 0; l < 3; l++) y[tt][l] = _mm512_setzero_ps();
     /* PA partial accumulators per (token, limb) over consecutive blocks hide
      * vpdpbusd's latency; integer sums, so the split changes nothing */
     const int PA = NT == 1 ? 4 : NT == 2 ? 2 : 1;
@@ -276,14 +283,13 @@ INLINE T_512 void q8_tile512(const inf_kctx *k, const inf_weight *w, float *out,
         __m512 s = _mm512_loadu_ps(w->scales + ((size_t)rb * NG + g) * INF_ROWS);
 #pragma GCC unroll 4
         for (int tt = 0; tt < NT; tt++) {
-            __m512i i0 = _mm512_sub_epi32(acc[tt][0][0], corr);
-            __m512i i1 = L > 1 ? _mm512_sub_epi32(acc[tt][1][0], corr) : i0;
-            __m512i i2 = L > 2 ? _mm512_sub_epi32(acc[tt][2][0], corr) : i0;
-            y[tt] = _mm512_add_ps(y[tt], _mm512_mul_ps(s, combine16(L, i0, i1, i2)));
+#pragma GCC unroll 3
+            for (int l = 0; l < L; l++)
+                y[tt][l] = _mm512_fmadd_ps(s, _mm512_cvtepi32_ps(_mm512_sub_epi32(acc[tt][l][0], corr)), y[tt][l]);
         }
     }
     for (int tt = 0; tt < NT; tt++)
-        store_rows16(out + (size_t)(t0 + tt) * N, rb * INF_ROWS, N, _mm512_mul_ps(y[tt], _mm512_set1_ps(k->sx[t0 + tt])));
+        store_rows16(out + (size_t)(t0 + tt) * N, rb * INF_ROWS, N, _mm512_mul_ps(finish16(L, y[tt]), _mm512_set1_ps(k->sx[t0 + tt])));
 }
 
 INLINE T_512 void q4_tile512(const inf_kctx *k, const inf_weight *w, float *out, int rb, int t0, const int NT,
@@ -294,9 +300,13 @@ INLINE T_512 void q4_tile512(const inf_kctx *k, const inf_weight *w, float *out,
     const int8_t *a[4][3];
     for (int tt = 0; tt < NT; tt++)
         for (int l = 0; l < L; l++) a[tt][l] = inf_limb(k, K, t0 + tt, l);
-    __m512 y[4];
-    for (int tt = 0; tt < NT; tt++) y[tt] = _mm512_setzero_ps();
-    const int PA = NT == 1 ? 4 : NT == 2 ? 2 : 1; /* partial accumulators, as in q8_tile512 */
+    __m512 y[4][3];
+    for (int tt = 0; tt < NT; tt++)
+        for (int l = 0; l < 3; l++) y[tt][l] = _mm512_setzero_ps();
+    /* partial accumulators, as in q8_tile512; a group of G >= 32 columns is a
+     * multiple of 4 blocks here, so at most 2 */
+    const int PA = NT == 1 ? 2 : 1;
+    const bool sym = w->dtype == INF_Q4;          /* zero point 8 everywhere: no multiply */
     for (int g = 0; g < NG; g++) {
         __m512i acc[4][3][4];
 #pragma GCC unroll 4
@@ -331,15 +341,17 @@ INLINE T_512 void q4_tile512(const inf_kctx *k, const inf_weight *w, float *out,
 #pragma GCC unroll 4
         for (int tt = 0; tt < NT; tt++) {
             __m512i I[3];
-            for (int l = 0; l < L; l++)
-                I[l] = _mm512_sub_epi32(acc[tt][l][0],
-                                        _mm512_mullo_epi32(z, _mm512_set1_epi32(inf_limb_sum(k, NG, t0 + tt, l)[g])));
-            for (int l = L; l < 3; l++) I[l] = I[0];
-            y[tt] = _mm512_add_ps(y[tt], _mm512_mul_ps(s, combine16(L, I[0], I[1], I[2])));
+            for (int l = 0; l < L; l++) {
+                int32_t as = inf_limb_sum(k, NG, t0 + tt, l)[g];
+                I[l] = _mm512_sub_epi32(acc[tt][l][0], sym ? _mm512_set1_epi32(8 * as)
+                                                           : _mm512_mullo_epi32(z, _mm512_set1_epi32(as)));
+            }
+#pragma GCC unroll 3
+            for (int l = 0; l < L; l++) y[tt][l] = _mm512_fmadd_ps(s, _mm512_cvtepi32_ps(I[l]), y[tt][l]);
         }
     }
     for (int tt = 0; tt < NT; tt++)
-        store_rows16(out + (size_t)(t0 + tt) * N, rb * INF_ROWS, N, _mm512_mul_ps(y[tt], _mm512_set1_ps(k->sx[t0 + tt])));
+        store_rows16(out + (size_t)(t0 + tt) * N, rb * INF_ROWS, N, _mm512_mul_ps(finish16(L, y[tt]), _mm512_set1_ps(k->sx[t0 + tt])));
 }
 
 /* roundf(v) clamped to [-127, 127] (NaN -> -127), as limb_round in kernels.c. */

@@ -180,7 +180,7 @@ static int forward_chunk(inf_session *s, const int *ids, int T, float *logits, b
         long nth = (long)T * H;
         inf_fkernel dot = inf_fkernel_for(s->k.isa);
         inf_axpy_fn axpy = inf_axpy_for(s->k.isa);
-#pragma omp parallel for schedule(static) if (nth * (pos + T) * D >= 32768)
+#pragma omp parallel for schedule(static) if (nth * (pos + T) * D >= (1 << 18))
         for (long th = 0; th < nth; th++) {
             int t = (int)(th / H), h = (int)(th % H), p = pos + t;
             const float *q = s->qkv + (size_t)t * 3 * C + (size_t)h * D; /* [D] */
