@@ -455,6 +455,8 @@ int cmd_train(int argc, char **argv) {
         pare_json_number(stdout, tps);
         printf(",\"seconds\":");
         pare_json_number(stdout, seconds);
+        printf(",\"train_seconds\":");
+        pare_json_number(stdout, t.train_seconds);
         printf(",\"threads\":%d,\"checkpoint\":", ag_get_threads());
         pare_json_string(stdout, o.out);
         if (sampled) {
