@@ -679,6 +679,7 @@ int inf_file_open(inf_file *f, const char *path, char *err, size_t errlen) {
 
 const char *inf_file_meta(const inf_file *f, const char *key, char *buf, size_t n) {
     size_t kl = strlen(key), p = 0;
+    if (n == 0) return NULL;
     while (p < f->meta_len) {
         const char *line = f->meta + p;
         const char *end = memchr(line, '\n', f->meta_len - p);
