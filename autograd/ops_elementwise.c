@@ -23,6 +23,23 @@ static size_t broadcast_reps(const ag_tensor *a, const ag_tensor *b) {
     return a->numel / b->numel;
 }
 
+/* Broadcast loops run over work items of one row r (one repeat of b) and up
+ * to BC_BLOCK of its columns [j0, j1), so a same-shape operation (one row of
+ * all N elements) is split across threads as well as a bias over many rows. */
+#define BC_BLOCK 4096
+
+typedef struct {
+    size_t nb, per_row; /* row length, work items per row */
+} bc_split;
+
+static bc_split bc_make(size_t nb) { return (bc_split){nb, (nb + BC_BLOCK - 1) / BC_BLOCK}; }
+
+static void bc_item(const bc_split *s, long it, size_t *r, size_t *j0, size_t *j1) {
+    *r = (size_t)it / s->per_row;
+    *j0 = ((size_t)it % s->per_row) * BC_BLOCK;
+    *j1 = *j0 + BC_BLOCK < s->nb ? *j0 + BC_BLOCK : s->nb;
+}
+
 /* Columns [j0, j1) of the column sums, rows in order; vectorised across
  * columns (each column is its own sum, so the bits do not change). */
 AG_SIMD_CLONES static void colsum_block(double *acc, const float *g, const float *x, size_t rows, size_t cols,
@@ -87,13 +104,16 @@ ag_tensor *ag_add(ag_ctx *c, ag_tensor *a, ag_tensor *b) {
     if (!out) return NULL;
     const float *A = a->data, *Bv = b->data; /* [reps, nb], [nb] */
     float *O = out->data;                    /* [reps, nb] */
-    long nr = (long)reps;
-#pragma omp parallel for schedule(static) if (a->numel >= AG_PAR_MIN && reps > 1)
-    for (long r = 0; r < nr; r++) {
-        const float *ar = A + (size_t)r * nb;
-        float *orow = O + (size_t)r * nb;
+    bc_split sp = bc_make(nb);
+    long items = (long)(reps * sp.per_row);
+#pragma omp parallel for schedule(static) if (a->numel >= AG_PAR_MIN && items > 1)
+    for (long it = 0; it < items; it++) {
+        size_t r, j0, j1;
+        bc_item(&sp, it, &r, &j0, &j1);
+        const float *ar = A + r * nb;
+        float *orow = O + r * nb;
 #pragma omp simd
-        for (size_t j = 0; j < nb; j++) orow[j] = ar[j] + Bv[j];
+        for (size_t j = j0; j < j1; j++) orow[j] = ar[j] + Bv[j];
     }
     if (!ag_record(c, "add", add_backward, out, a, b, NULL) && ag_error(c)) return NULL;
     return out;
@@ -110,13 +130,16 @@ static void mul_backward(ag_node *n) {
     if (a->grad) {
         float *da = a->grad; /* [reps, nb] */
         const float *Bv = b->data; /* [nb] */
-        long nr = (long)reps;
-#pragma omp parallel for schedule(static) if (N >= AG_PAR_MIN && reps > 1)
-        for (long r = 0; r < nr; r++) {
-            const float *gr = g + (size_t)r * nb;
-            float *dar = da + (size_t)r * nb;
+        bc_split sp = bc_make(nb);
+        long items = (long)(reps * sp.per_row);
+#pragma omp parallel for schedule(static) if (N >= AG_PAR_MIN && items > 1)
+        for (long it = 0; it < items; it++) {
+            size_t r, j0, j1;
+            bc_item(&sp, it, &r, &j0, &j1);
+            const float *gr = g + r * nb;
+            float *dar = da + r * nb;
 #pragma omp simd
-            for (size_t j = 0; j < nb; j++) dar[j] += gr[j] * Bv[j];
+            for (size_t j = j0; j < j1; j++) dar[j] += gr[j] * Bv[j];
         }
     }
     if (b->grad) {
@@ -139,13 +162,16 @@ ag_tensor *ag_mul(ag_ctx *c, ag_tensor *a, ag_tensor *b) {
     if (!out) return NULL;
     const float *A = a->data, *Bv = b->data; /* [reps, nb], [nb] */
     float *O = out->data;                    /* [reps, nb] */
-    long nr = (long)reps;
-#pragma omp parallel for schedule(static) if (a->numel >= AG_PAR_MIN && reps > 1)
-    for (long r = 0; r < nr; r++) {
-        const float *ar = A + (size_t)r * nb;
-        float *orow = O + (size_t)r * nb;
+    bc_split sp = bc_make(nb);
+    long items = (long)(reps * sp.per_row);
+#pragma omp parallel for schedule(static) if (a->numel >= AG_PAR_MIN && items > 1)
+    for (long it = 0; it < items; it++) {
+        size_t r, j0, j1;
+        bc_item(&sp, it, &r, &j0, &j1);
+        const float *ar = A + r * nb;
+        float *orow = O + r * nb;
 #pragma omp simd
-        for (size_t j = 0; j < nb; j++) orow[j] = ar[j] * Bv[j];
+        for (size_t j = j0; j < j1; j++) orow[j] = ar[j] * Bv[j];
     }
     if (!ag_record(c, "mul", mul_backward, out, a, b, NULL) && ag_error(c)) return NULL;
     return out;

@@ -370,6 +370,38 @@ static void test_reshape_shares_memory_and_gradient(void **state) {
     for (size_t i = 0; i < x->numel; i++) assert_float_equal(x->grad[i], 3.0, 0);
 }
 
+/* Broadcast add/mul split rows longer than one work item (4096 columns) into
+ * column blocks: a same-shape pair and a bias over rows of 9000, values and
+ * gradients against plain loops. */
+static void test_add_mul_long_rows(void **state) {
+    fixture *f = *state;
+    const int C = 9000, R = 5;
+    ag_tensor *a = ag_new(f->c, 2, (int[]){R, C}, "a"), *b = ag_new(f->c, 1, &C, "b");
+    ag_tensor *s = ag_new(f->c, 2, (int[]){R, C}, "s");
+    assert_true(a && b && s);
+    ag_fill_uniform(a->data, a->numel, -1.0f, 1.0f, 11);
+    ag_fill_uniform(b->data, b->numel, -1.0f, 1.0f, 12);
+    ag_fill_uniform(s->data, s->numel, -1.0f, 1.0f, 13);
+    a->grad = calloc(a->numel, sizeof(float));
+    b->grad = calloc(b->numel, sizeof(float));
+    a->requires_grad = b->requires_grad = true;
+    ag_tensor *y1 = ag_add(f->c, a, b), *y2 = ag_mul(f->c, a, b), *y3 = ag_add(f->c, a, s);
+    assert_true(y1 && y2 && y3);
+    for (int r = 0; r < R; r++)
+        for (int j = 0; j < C; j++) {
+            size_t i = (size_t)r * C + j;
+            assert_float_equal(y1->data[i], a->data[i] + b->data[j], 0);
+            assert_float_equal(y2->data[i], a->data[i] * b->data[j], 0);
+            assert_float_equal(y3->data[i], a->data[i] + s->data[i], 0);
+        }
+    ag_tensor *l = ag_sum(f->c, y2);
+    assert_int_equal(ag_backward(f->c, l), 0);
+    for (int r = 0; r < R; r++)
+        for (int j = 0; j < C; j++) assert_float_equal(a->grad[(size_t)r * C + j], b->data[j], 0);
+    free(a->grad);
+    free(b->grad);
+}
+
 /* The vectorised GELU (vecmath.h, compiled for SSE2/AVX2/AVX-512 and picked
  * at load time) gives exactly the bits of the same formula evaluated one
  * element at a time by a call the compiler cannot vectorise: results do not
@@ -447,6 +479,7 @@ int main(void) {
         T(test_sum_is_accumulated_in_double),
         T(test_reshape_shares_memory_and_gradient),
         T(test_vectorised_gelu_is_bit_exact),
+        T(test_add_mul_long_rows),
     };
     return cmocka_run_group_tests_name("ops", tests, NULL, NULL);
 }
