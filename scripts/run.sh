@@ -24,25 +24,54 @@ echo "== teacher: 4 layers, 4 heads, width 128"
 $pare train "${common[@]}" --n-layer 4 --n-head 4 --n-embd 128 --lr 2e-3 --min-lr 2e-4 \
   --out "$out/teacher.ckpt" --json >"$out/teacher.json"
 echo
-echo "== student: 2 layers, 4 heads, width 48"
-$pare train "${common[@]}" --n-layer 2 --n-head 4 --n-embd 48 --lr 3e-3 --min-lr 3e-4 \
+# (widths are multiples of 32: the int8/int4 kernels quantize in blocks of 32 columns)
+echo "== student: 2 layers, 4 heads, width 64"
+$pare train "${common[@]}" --n-layer 2 --n-head 4 --n-embd 64 --lr 3e-3 --min-lr 3e-4 \
   --out "$out/student.ckpt" --json >"$out/student.json"
 
+# After training, each checkpoint is exported to one model file per storage
+# type (float, int8 weights, int4 weights in groups of 32 columns) and each
+# file is run by the inference runtime: pare eval scores it on the same 50
+# validation batches as the checkpoint, pare bench times batch-1 decode with
+# the KV cache (one thread, best of 5 runs of 512 tokens).
 field() { grep -o "\"$2\":[^,}]*" "$1" | head -1 | cut -d: -f2; }
-echo
-echo "== results on 50 fixed validation batches (pare eval)"
-printf '%-8s %10s %10s %8s %10s %12s\n' model params val_loss floor accuracy tokens/s
 for m in teacher student; do
   $pare eval "$out/$m.ckpt" --batches 50 --json >"$out/$m.eval.json"
-  printf '%-8s %10s %10.4f %8.4f %10.3f %12.0f\n' "$m" "$(field "$out/$m.json" params)" \
-    "$(field "$out/$m.eval.json" val_loss)" "$(field "$out/$m.eval.json" floor)" \
-    "$(field "$out/$m.eval.json" accuracy)" "$(field "$out/$m.json" tokens_per_s)"
+  for f in f32 q8 q4; do
+    $pare export "$out/$m.ckpt" --out "$out/$m.$f.pare" --format "$f" --json >"$out/$m.$f.export.json"
+    $pare eval "$out/$m.$f.pare" --batches 50 --json >"$out/$m.$f.eval.json"
+    $pare bench "$out/$m.$f.pare" --tokens 512 --repeat 5 --threads 1 --json >"$out/$m.$f.bench.json"
+  done
 done
+echo
+echo "== checkpoints and model files on 50 fixed validation batches (floor 0: the answer is a function of the prompt)"
+printf '%-8s %8s %-10s %10s %7s %9s %9s %12s %7s\n' model params storage bytes "x f32" val_loss accuracy \
+  "decode tok/s" "x f32"
+for m in teacher student; do
+  params=$(field "$out/$m.json" params)
+  printf '%-8s %8s %-10s %10s %7s %9.4f %9.3f %12s %7s\n' "$m" "$params" checkpoint \
+    "$(stat -c %s "$out/$m.ckpt")" - "$(field "$out/$m.eval.json" val_loss)" \
+    "$(field "$out/$m.eval.json" accuracy)" - -
+  f32_bytes=$(field "$out/$m.f32.bench.json" bytes)
+  f32_tps=$(field "$out/$m.f32.bench.json" decode_tokens_per_s)
+  for f in f32 q8 q4; do
+    bytes=$(field "$out/$m.$f.bench.json" bytes)
+    tps=$(field "$out/$m.$f.bench.json" decode_tokens_per_s)
+    printf '%-8s %8s %-10s %10s %7.3f %9.4f %9.3f %12.0f %7.2f\n' "$m" "$params" "$f" "$bytes" \
+      "$(awk -v a="$bytes" -v b="$f32_bytes" 'BEGIN { print a / b }')" \
+      "$(field "$out/$m.$f.eval.json" val_loss)" "$(field "$out/$m.$f.eval.json" accuracy)" "$tps" \
+      "$(awk -v a="$tps" -v b="$f32_tps" 'BEGIN { print a / b }')"
+  done
+done
+echo "(bytes: the file on disk; decode: batch 1, KV cache, 1 thread, pare bench; these models fit in the"
+echo " CPU cache, so int8/int4 gain little speed here: see docs/inference.md for a model that does not)"
 echo
 echo "== samples (greedy): the prompt before '>', the model's answer after it"
 for p in "hgfedcba>" "jihgfedc>" "abcabc>"; do
-  printf 'teacher: %s   student: %s\n' "$($pare sample "$out/teacher.ckpt" --prompt "$p" --tokens 9 --temperature 0 | cut -d. -f1)." \
-    "$($pare sample "$out/student.ckpt" --prompt "$p" --tokens 9 --temperature 0 | cut -d. -f1)."
+  printf 'teacher checkpoint: %-20s student q4 file: %s\n' \
+    "$($pare sample "$out/teacher.ckpt" --prompt "$p" --tokens 9 --temperature 0 | cut -d. -f1)." \
+    "$($pare generate "$out/student.q4.pare" --prompt "$p" --tokens 9 --temperature 0 | cut -d. -f1)."
 done
 echo
-echo "checkpoints in $out/ (pare eval / pare sample / pare train --init take them); see docs/training.md"
+echo "checkpoints and model files in $out/ (pare eval / sample / generate / bench take them); see"
+echo "docs/training.md and docs/inference.md"
