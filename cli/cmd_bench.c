@@ -12,6 +12,7 @@
 #include "cli/commands.h"
 #include "cli/options.h"
 #include "infer/runtime.h"
+#include "train/sampler.h"
 #include "cli/runlog.h"
 
 /* Decodes n tokens one at a time (greedy; when the context is full the cache
@@ -27,7 +28,7 @@ static double time_decode(inf_session *s, int n, float *logits, char *err, size_
         double t0 = ag_now();
         if (inf_forward(s, &id, 1, logits, false, err, errlen) != 0) return -1;
         secs += ag_now() - t0;
-        id = inf_pick(logits, m->V, 0.0, 0, NULL, s->probs);
+        id = tr_sample_pick(logits, m->V, 0.0, 0, NULL, s->probs);
     }
     return secs;
 }

@@ -9,6 +9,7 @@
 #include "autograd/parallel.h"
 #include "cli/commands.h"
 #include "cli/options.h"
+#include "cli/textgen.h"
 #include "infer/runtime.h"
 #include "train/data.h"
 #include "cli/runlog.h"
@@ -63,8 +64,8 @@ static void put_token(void *user, int id) {
 }
 
 /* Generation shared by `generate` and `sample FILE`. */
-static int run_generate(const char *cmd, const char *path, const char *prompt, int tokens, double temperature,
-                        int top_k, int seed, int limbs, bool json, bool stream_out) {
+static int run_generate(const char *cmd, const char *path, const pare_gen_opts *g, int limbs, bool json,
+                        bool stream_out) {
     char err[1024];
     inf_model m;
     tr_vocab v;
@@ -72,82 +73,51 @@ static int run_generate(const char *cmd, const char *path, const char *prompt, i
         fprintf(stderr, "pare %s: %s\n", cmd, err);
         return PARE_EXIT_ERROR;
     }
-    int status = PARE_EXIT_ERROR;
-    size_t np = strlen(prompt);
-    int *ids = malloc((np + 1 + (size_t)tokens) * sizeof *ids);
-    char *text = malloc(np + 2 + (size_t)tokens);
+    pare_gen_text gt;
     inf_session s;
     memset(&s, 0, sizeof s);
-    if (!ids || !text) {
-        fprintf(stderr, "pare %s: out of memory\n", cmd);
-        goto done;
-    }
-    if (np == 0) {
-        ids[0] = v.id['\n'] >= 0 ? v.id['\n'] : 0;
-        np = 1;
-    } else if (tr_vocab_encode(&v, (const uint8_t *)prompt, np, ids, err, sizeof err) != 0) {
-        fprintf(stderr, "pare %s: --prompt: %s\n", cmd, err);
-        status = PARE_EXIT_USAGE;
-        goto done;
-    }
+    int status = pare_gen_begin(&gt, cmd, &v, g->prompt, g->tokens);
+    if (status != PARE_EXIT_OK) goto done;
+    status = PARE_EXIT_ERROR;
     if (inf_session_init(&s, &m, inf_isa_best(), limbs, err, sizeof err) != 0) {
         fprintf(stderr, "pare %s: %s\n", cmd, err);
         goto done;
     }
     ag_rng rng;
-    ag_rng_seed(&rng, (uint64_t)seed);
+    ag_rng_seed(&rng, (uint64_t)g->seed);
     stream st = {&v};
     bool live = stream_out && !json;
-    if (live && prompt[0]) fputs(prompt, stdout);
+    if (live && g->prompt[0]) fputs(g->prompt, stdout);
     double t0 = ag_now();
-    int len = inf_generate(&s, ids, (int)np, tokens, temperature, top_k, -1, &rng, ids, live ? put_token : NULL, &st,
-                           err, sizeof err);
+    int len = inf_generate(&s, gt.ids, gt.n_prompt, g->tokens, g->temperature, g->top_k, -1, &rng, gt.ids,
+                           live ? put_token : NULL, &st, err, sizeof err);
     double secs = ag_now() - t0;
     if (len < 0) {
         fprintf(stderr, "\npare %s: %s\n", cmd, err);
         goto done;
     }
-    tr_vocab_decode(&v, ids, (size_t)len, text);
-    if (json) {
-        printf("{\"command\":\"%s\",\"prompt\":", cmd);
-        pare_json_string(stdout, prompt);
-        printf(",\"text\":");
-        pare_json_string(stdout, text + (prompt[0] ? strlen(prompt) : 0));
-        printf(",\"tokens\":%d,\"seconds\":", len - (int)np);
-        pare_json_number(stdout, secs);
-        printf("}\n");
-    } else if (live) {
-        printf("\n");
-    } else {
-        printf("%s\n", text);
-    }
+    pare_gen_print(&gt, cmd, &v, g->prompt, len, secs, json, live);
     status = PARE_EXIT_OK;
 done:
     inf_session_free(&s);
     inf_model_close(&m);
-    free(ids);
-    free(text);
+    pare_gen_free(&gt);
     return status;
 }
 
 int pare_sample_model_file(const char *path, const char *prompt, int tokens, double temperature, int top_k, int seed,
                            bool json) {
-    return run_generate("sample", path, prompt, tokens, temperature, top_k, seed, 3, json, false);
+    pare_gen_opts g = {.prompt = prompt, .tokens = tokens, .top_k = top_k, .seed = seed, .temperature = temperature};
+    return run_generate("sample", path, &g, 3, json, false);
 }
 
 int cmd_generate(int argc, char **argv) {
     static const char *usage = "pare generate MODEL_FILE [--key value ...]";
-    const char *prompt;
-    int tokens, top_k, seed, threads, limbs;
-    double temperature;
+    pare_gen_opts g;
+    int limbs;
     bool json;
     pare_opt opts[] = {
-        PARE_OPT_STRING("prompt", &prompt, "", "text to continue (\"\" = start from a newline, or token 0)"),
-        PARE_OPT_INT("tokens", &tokens, "200", 0, 1000000, "tokens to generate"),
-        PARE_OPT_FLOAT("temperature", &temperature, "0.8", 0, 100, "softmax temperature (0 = greedy argmax)"),
-        PARE_OPT_INT("top-k", &top_k, "0", 0, 1 << 24, "sample only among the k most likely tokens (0 = all)"),
-        PARE_OPT_INT("seed", &seed, "1", 0, 2147483647, "seed of the sampling generator"),
-        PARE_OPT_INT("threads", &threads, "1", 0, 1024, "threads (0 = all cores)"),
+        PARE_GEN_OPTS(&g),
         PARE_OPT_INT("limbs", &limbs, "3", 1, 3,
                      "int8 limbs per activation for int8/int4 weights (3 = float-exact, 1 = fastest)"),
         PARE_OPT_FLAG("json", &json, "print {\"prompt\", \"text\", \"tokens\", \"seconds\"} as one JSON object"),
@@ -159,8 +129,8 @@ int cmd_generate(int argc, char **argv) {
         fprintf(stderr, "pare generate: expected one model file (made by pare export)\nsee: pare generate --help\n");
         return PARE_EXIT_USAGE;
     }
-    ag_set_threads(pare_threads(threads));
-    return run_generate("generate", argv[pos[0]], prompt, tokens, temperature, top_k, seed, limbs, json, true);
+    ag_set_threads(pare_threads(g.threads));
+    return run_generate("generate", argv[pos[0]], &g, limbs, json, true);
 }
 
 int pare_eval_model_file(const char *path, const char *data, int data_seed, bool data_seed_set, int batches,

@@ -7,6 +7,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "train/sampler.h"
+
 /* Tokens per forward chunk: bounds the scratch memory of a long prompt. */
 #define INF_CHUNK 64
 
@@ -246,37 +248,6 @@ int inf_forward(inf_session *s, const int *ids, int T, float *logits, bool all_r
     return 0;
 }
 
-int inf_pick(const float *logits, int V, double temperature, int top_k, ag_rng *rng, double *probs) {
-    int best = 0;
-    for (int i = 1; i < V; i++)
-        if (logits[i] > logits[best]) best = i;
-    if (temperature <= 0) return best;
-    double cut = -INFINITY;
-    if (top_k > 0 && top_k < V) { /* the k-th largest value, ties counted together */
-        double below = INFINITY;
-        int kept = 0;
-        while (kept < top_k) {
-            double v = -INFINITY;
-            for (int i = 0; i < V; i++)
-                if (logits[i] < below && logits[i] > v) v = logits[i];
-            if (v == -INFINITY) break;
-            for (int i = 0; i < V; i++) kept += logits[i] == v;
-            below = cut = v;
-        }
-    }
-    double sum = 0, top = logits[best];
-    for (int i = 0; i < V; i++) {
-        probs[i] = logits[i] >= cut ? exp((logits[i] - top) / temperature) : 0.0;
-        sum += probs[i];
-    }
-    double u = (double)ag_rng_uniform(rng) * sum, acc = 0;
-    for (int i = 0; i < V; i++) {
-        acc += probs[i];
-        if (u < acc && probs[i] > 0) return i;
-    }
-    return best;
-}
-
 int inf_generate(inf_session *s, const int *ids, int n_prompt, int n_new, double temperature, int top_k,
                  int stop_id, ag_rng *rng, int *out, void (*on_token)(void *user, int id), void *user, char *err,
                  size_t errlen) {
@@ -300,7 +271,7 @@ int inf_generate(inf_session *s, const int *ids, int n_prompt, int n_new, double
             rc = inf_forward(s, out + (len - T), T, logits, false, err, errlen);
         }
         if (rc) break;
-        int id = inf_pick(logits, m->V, temperature, top_k, rng, s->probs);
+        int id = tr_sample_pick(logits, m->V, temperature, top_k, rng, s->probs);
         out[len++] = id;
         if (on_token) on_token(user, id);
         if (id == stop_id || k + 1 == n_new) break;

@@ -77,17 +77,12 @@ void inf_session_reset(inf_session *s);
  * (named with its index), pos + T > ctx, T < 1, out of memory. */
 int inf_forward(inf_session *s, const int *ids, int T, float *logits, bool all_rows, char *err, size_t errlen);
 
-/* Chooses a token from logits[V]: argmax (first on ties) when temperature <=
- * 0; otherwise softmax(logits / temperature) over the top_k largest (0 = all;
- * ties at the k-th value stay), drawn with one ag_rng_uniform from rng. The
- * same rule as train's sampler, so equal logits and seeds give equal tokens.
- * probs[V] is scratch. */
-int inf_pick(const float *logits, int V, double temperature, int top_k, ag_rng *rng, double *probs);
-
 /* Generates up to n_new tokens after ids[0, n_prompt) into out[0, n_prompt +
  * n_new) (prompt copied first). Uses the KV cache while the sequence fits in
  * ctx; beyond that the window of the last ctx tokens slides, as train's
- * tr_generate does (each step then recomputes the window). Stops after
+ * tr_generate does (each step then recomputes the window). Each token is
+ * chosen by tr_sample_pick (train/sampler.h, the sampler tr_generate uses),
+ * so equal logits and seeds give equal tokens. Stops after
  * stop_id when stop_id >= 0. If on_token is not NULL it is called with every
  * new token (for streaming output). Returns the total length, or -1 with err. */
 int inf_generate(inf_session *s, const int *ids, int n_prompt, int n_new, double temperature, int top_k,

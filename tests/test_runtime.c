@@ -23,6 +23,7 @@
 #include "infer/export.h"
 #include "infer/pack.h"
 #include "infer/runtime.h"
+#include "train/sampler.h"
 #include "train/trainer.h"
 
 enum { CTX = 32 };
@@ -183,13 +184,13 @@ static void test_pick_rules(void **state) {
     double probs[5];
     ag_rng r;
     ag_rng_seed(&r, 1);
-    assert_int_equal(inf_pick(lg, 5, 0.0, 0, &r, probs), 1); /* first on ties */
+    assert_int_equal(tr_sample_pick(lg, 5, 0.0, 0, &r, probs), 1); /* first on ties */
     int seen[5] = {0};
-    for (int i = 0; i < 2000; i++) seen[inf_pick(lg, 5, 1.0, 2, &r, probs)]++;
+    for (int i = 0; i < 2000; i++) seen[tr_sample_pick(lg, 5, 1.0, 2, &r, probs)]++;
     assert_true(seen[1] > 0 && seen[2] > 0); /* both tied top values stay */
     assert_int_equal(seen[0] + seen[3] + seen[4], 0);
     memset(seen, 0, sizeof seen);
-    for (int i = 0; i < 4000; i++) seen[inf_pick(lg, 5, 1.0, 0, &r, probs)]++;
+    for (int i = 0; i < 4000; i++) seen[tr_sample_pick(lg, 5, 1.0, 0, &r, probs)]++;
     assert_true(seen[0] > 0 && seen[4] > 0 && seen[3] > 0);
 }
 

@@ -9,6 +9,7 @@
 #include <string.h>
 
 #include "autograd/parallel.h"
+#include "sampler.h"
 
 tr_train_config tr_train_config_default(void) {
     tr_train_config c = {.steps = 1000, .batch = 16, .lr = 1e-3, .min_lr = 1e-4, .warmup = 100,
@@ -555,41 +556,9 @@ int tr_model_load(const char *path, tr_gpt *m, int flags, tr_vocab *vocab, char 
 
 /* --------------------------------------------------------------- sampling */
 
-/* Picks a token from logits[V]: argmax at temperature 0, else a draw from
- * softmax(logits / temperature) restricted to the top_k largest (ties at the
- * k-th value all stay). probs[V] is scratch. */
+/* Picks a token from logits[V] with the one sampler (train/sampler.h). */
 static int pick(const float *logits, int V, double temperature, int top_k, ag_rng *rng, double *probs) {
-    int best = 0;
-    for (int i = 1; i < V; i++)
-        if (logits[i] > logits[best]) best = i;
-    if (temperature <= 0) return best;
-    double cut = -INFINITY;
-    if (top_k > 0 && top_k < V) {
-        /* the k-th largest value: k passes of "largest below the previous" */
-        double prev = INFINITY;
-        int taken = 0;
-        while (taken < top_k) {
-            double m = -INFINITY;
-            for (int i = 0; i < V; i++)
-                if (logits[i] < prev && logits[i] > m) m = logits[i];
-            if (m == -INFINITY) break;
-            int cnt = 0;
-            for (int i = 0; i < V; i++) cnt += logits[i] == m;
-            taken += cnt;
-            prev = cut = m;
-        }
-    }
-    double sum = 0, mx = logits[best];
-    for (int i = 0; i < V; i++) {
-        probs[i] = logits[i] >= cut ? exp((logits[i] - mx) / temperature) : 0.0;
-        sum += probs[i];
-    }
-    double u = (double)ag_rng_uniform(rng) * sum, acc = 0;
-    for (int i = 0; i < V; i++) {
-        acc += probs[i];
-        if (u < acc && probs[i] > 0) return i;
-    }
-    return best;
+    return tr_sample_pick(logits, V, temperature, top_k, rng, probs);
 }
 
 int tr_generate(ag_ctx *c, tr_gpt *m, const int *ids, int n_prompt, int n_new, double temperature, int top_k,
