@@ -153,8 +153,19 @@ void inf_act_token_scalar(const float *x, int K, int L, float *sx_out, int8_t *a
     }
 }
 
-int inf_quantize_act(inf_kctx *k, const float *x, int T, int K, int G) {
+void inf_group_sums_scalar(const int8_t *a, int K, int G, int32_t *out) {
+    for (int g = 0; g < K / G; g++) {
+        int32_t s = 0;
+        for (int i = g * G; i < (g + 1) * G; i++) s += a[i];
+        out[g] = s;
+    }
+}
+
+/* inf_quantize_act, making only what the kernels of one storage type read:
+ * the +128 limbs for int8 (VNNI), the group sums for int4; dtype < 0 = both. */
+static int quantize_act(inf_kctx *k, const float *x, int T, int K, int G, int dtype) {
     int L = k->limbs, NG = K / G;
+    bool need_u = dtype != INF_Q4 && dtype != INF_Q4A, need_sum = dtype != INF_Q8;
     size_t na = (size_t)T * L * K, ns = (size_t)T * L * NG;
     size_t ca = k->cap_a, cs = k->cap_s;
     if (grow((void **)&k->a, &ca, na, 1) || grow((void **)&k->au, &k->cap_a, na, 1) ||
@@ -173,16 +184,21 @@ int inf_quantize_act(inf_kctx *k, const float *x, int T, int K, int G) {
             const int8_t *al = a0 + (size_t)l * K;
             uint8_t *ul = k->au + ((size_t)t * L + l) * K;
             int32_t *sl = k->asum + ((size_t)t * L + l) * NG;
-            for (int i = 0; i < K; i++) ul[i] = (uint8_t)(al[i] + 128);
-            for (int g = 0; g < NG; g++) {
-                int32_t s = 0;
-                for (int i = g * G; i < (g + 1) * G; i++) s += al[i];
-                sl[g] = s;
+            if (need_u)
+                for (int i = 0; i < K; i++) ul[i] = (uint8_t)(al[i] + 128);
+            if (need_sum) {
+#if defined(__x86_64__)
+                if (k->isa == INF_ISA_AVX512) inf_group_sums_avx512(al, K, G, sl);
+                else
+#endif
+                    inf_group_sums_scalar(al, K, G, sl);
             }
         }
     }
     return 0;
 }
+
+int inf_quantize_act(inf_kctx *k, const float *x, int T, int K, int G) { return quantize_act(k, x, T, K, G, -1); }
 
 /* ------------------------------------------------------------------ weights */
 
@@ -375,7 +391,7 @@ int inf_matmul(inf_kctx *k, const inf_weight *w, const float *x, int T, float *o
         ag_sgemm(false, false, T, w->N, w->K, 1.0f, x, w->K, k->wbuf, ldo, 0.0f, out, w->N);
         return 0;
     }
-    if (inf_quantize_act(k, x, T, w->K, w->G)) return -1;
+    if (quantize_act(k, x, T, w->K, w->G, w->dtype)) return -1;
     inf_qkernel f = inf_qkernel_for(k->isa, w->dtype);
     int nb = w->NB;
 #pragma omp parallel for schedule(static) if ((size_t)w->N * w->K * T >= INF_PAR_MIN)

@@ -34,6 +34,11 @@ static inline const int32_t *inf_limb_sum(const inf_kctx *k, int NG, int t, int 
 void inf_act_token_scalar(const float *x, int K, int L, float *sx, int8_t *a);
 void inf_act_token_avx512(const float *x, int K, int L, float *sx, int8_t *a);
 
+/* out[g] = a[g G] + ... + a[g G + G - 1] for the K / G groups (G a multiple
+ * of 32); the AVX-512 build's version gives the same integers. */
+void inf_group_sums_scalar(const int8_t *a, int K, int G, int32_t *out);
+void inf_group_sums_avx512(const int8_t *a, int K, int G, int32_t *out);
+
 void inf_q8_scalar(const inf_kctx *k, const inf_weight *w, int T, float *out, int rb0, int rb1);
 void inf_q4_scalar(const inf_kctx *k, const inf_weight *w, int T, float *out, int rb0, int rb1);
 void inf_f32_scalar(const float *w, const float *x, int K, float *out, int r0, int r1);

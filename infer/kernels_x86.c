@@ -354,6 +354,80 @@ INLINE T_512 void q4_tile512(const inf_kctx *k, const inf_weight *w, float *out,
         store_rows16(out + (size_t)(t0 + tt) * N, rb * INF_ROWS, N, _mm512_mul_ps(finish16(L, y[tt]), _mm512_set1_ps(k->sx[t0 + tt])));
 }
 
+/* Batch-1 decode of int4 weights (q4_tile512 with one token), written out
+ * for the per-group work: the zero-point term -z * sum(a) starts each limb's
+ * accumulator instead of being subtracted afterwards (for q4 it is the
+ * constant -8 sum(a): no multiply), two accumulators per limb hide
+ * vpdpbusd's latency, and each group ends in one add, one conversion and one
+ * FMA per limb. The integers and the float operations are the reference's. */
+INLINE T_512 void q4_dec512(const inf_kctx *k, const inf_weight *w, float *out, int rb, const int L) {
+    int K = w->K, G = w->G, NG = w->NG;
+    const uint8_t *blk = w->codes + (size_t)rb * (K / 8) * 64;
+    const __m512i m4 = _mm512_set1_epi8(0x0F);
+    const int8_t *a0 = inf_limb(k, K, 0, 0), *a1 = L > 1 ? inf_limb(k, K, 0, 1) : a0;
+    const int8_t *a2 = L > 2 ? inf_limb(k, K, 0, 2) : a0;
+    const int32_t *s0 = inf_limb_sum(k, NG, 0, 0), *s1 = L > 1 ? inf_limb_sum(k, NG, 0, 1) : s0;
+    const int32_t *s2 = L > 2 ? inf_limb_sum(k, NG, 0, 2) : s0;
+    const float *sc = w->scales + (size_t)rb * NG * INF_ROWS;
+    const int32_t *zp = w->corr + (size_t)rb * NG * INF_ROWS;
+    const bool sym = w->dtype == INF_Q4;
+    __m512 y0 = _mm512_setzero_ps(), y1 = y0, y2 = y0;
+    for (int g = 0; g < NG; g++) {
+        __m512i c0, c1 = _mm512_setzero_si512(), c2 = c1;
+        if (sym) {
+            c0 = _mm512_set1_epi32(-8 * s0[g]);
+            if (L > 1) c1 = _mm512_set1_epi32(-8 * s1[g]);
+            if (L > 2) c2 = _mm512_set1_epi32(-8 * s2[g]);
+        } else {
+            __m512i z = _mm512_loadu_si512((const void *)(zp + (size_t)g * INF_ROWS));
+            c0 = _mm512_mullo_epi32(z, _mm512_set1_epi32(-s0[g]));
+            if (L > 1) c1 = _mm512_mullo_epi32(z, _mm512_set1_epi32(-s1[g]));
+            if (L > 2) c2 = _mm512_mullo_epi32(z, _mm512_set1_epi32(-s2[g]));
+        }
+        __m512i d0 = _mm512_setzero_si512(), d1 = d0, d2 = d0;
+        for (int kc = g * G / 8; kc < (g + 1) * G / 8; kc += 2) {
+            const uint8_t *p = blk + (size_t)kc * 64;
+            __m512i v = _mm512_loadu_si512((const void *)p), u = _mm512_loadu_si512((const void *)(p + 64));
+            __m512i vl = _mm512_and_si512(v, m4), vh = _mm512_and_si512(_mm512_srli_epi16(v, 4), m4);
+            __m512i ul = _mm512_and_si512(u, m4), uh = _mm512_and_si512(_mm512_srli_epi16(u, 4), m4);
+            int o = 8 * kc;
+#define Q4_LIMB(c, d, a)                                                                                      \
+    do {                                                                                                      \
+    c = _mm512_dpbusd_epi32(_mm512_dpbusd_epi32(c, vl, _mm512_set1_epi32(load_i32(a + o))), vh,             \
+                            _mm512_set1_epi32(load_i32(a + o + 4)));                                         \
+    d = _mm512_dpbusd_epi32(_mm512_dpbusd_epi32(d, ul, _mm512_set1_epi32(load_i32(a + o + 8))), uh,         \
+                            _mm512_set1_epi32(load_i32(a + o + 12)));                                        \
+    } while (0)
+            Q4_LIMB(c0, d0, a0);
+            if (L > 1) Q4_LIMB(c1, d1, a1);
+            if (L > 2) Q4_LIMB(c2, d2, a2);
+#undef Q4_LIMB
+        }
+        __m512 s = _mm512_loadu_ps(sc + (size_t)g * INF_ROWS);
+        y0 = _mm512_fmadd_ps(s, _mm512_cvtepi32_ps(_mm512_add_epi32(c0, d0)), y0);
+        if (L > 1) y1 = _mm512_fmadd_ps(s, _mm512_cvtepi32_ps(_mm512_add_epi32(c1, d1)), y1);
+        if (L > 2) y2 = _mm512_fmadd_ps(s, _mm512_cvtepi32_ps(_mm512_add_epi32(c2, d2)), y2);
+    }
+    __m512 y[3] = {y0, y1, y2};
+    store_rows16(out, rb * INF_ROWS, w->N, _mm512_mul_ps(finish16(L, y), _mm512_set1_ps(k->sx[0])));
+}
+
+/* Group sums of int8 limbs: bytes + 128 (a sign flip) summed by vpsadbw, then
+ * 128 per byte taken off again; exact integers. */
+T_512 void inf_group_sums_avx512(const int8_t *a, int K, int G, int32_t *out) {
+    const __m256i flip = _mm256_set1_epi8((char)0x80), zero = _mm256_setzero_si256();
+    for (int g = 0; g < K / G; g++) {
+        __m256i acc = zero;
+        for (int i = g * G; i < (g + 1) * G; i += 32) {
+            __m256i v = _mm256_xor_si256(_mm256_loadu_si256((const __m256i *)(const void *)(a + i)), flip);
+            acc = _mm256_add_epi64(acc, _mm256_sad_epu8(v, zero));
+        }
+        __m128i s = _mm_add_epi64(_mm256_castsi256_si128(acc), _mm256_extracti128_si256(acc, 1));
+        s = _mm_add_epi64(s, _mm_unpackhi_epi64(s, s));
+        out[g] = (int32_t)(_mm_cvtsi128_si64(s) - 128 * (int64_t)G);
+    }
+}
+
 /* roundf(v) clamped to [-127, 127] (NaN -> -127), as limb_round in kernels.c. */
 INLINE T_512 __m512 round_clamp127(__m512 v) {
     __m512 t = _mm512_roundscale_ps(v, _MM_FROUND_TO_ZERO | _MM_FROUND_NO_EXC);
@@ -473,6 +547,14 @@ T_512 void inf_q8_avx512(const inf_kctx *k, const inf_weight *w, int T, float *o
 }
 
 T_512 void inf_q4_avx512(const inf_kctx *k, const inf_weight *w, int T, float *out, int rb0, int rb1) {
+    if (T == 1) { /* decode */
+        for (int rb = rb0; rb < rb1; rb++) {
+            if (k->limbs == 3) q4_dec512(k, w, out, rb, 3);
+            else if (k->limbs == 2) q4_dec512(k, w, out, rb, 2);
+            else q4_dec512(k, w, out, rb, 1);
+        }
+        return;
+    }
     TILE_SWITCH(q4_tile512)
 }
 

@@ -205,6 +205,15 @@ static void test_activation_limbs_simd_equals_scalar(void **state) {
             assert_memory_equal(&s1, &s2, sizeof s1);
             assert_memory_equal(a1, a2, (size_t)L * K);
         }
+    /* group sums (int4 zero-point terms): extreme bytes and random ones, G = 32 and 96 */
+    int8_t b[K];
+    for (int i = 0; i < K; i++) b[i] = (int8_t)(i < 32 ? -128 + (i % 2) : i < 64 ? 127 : (i * 37) % 255 - 127);
+    for (int G = 32; G <= K; G += 64) {
+        int32_t g1[3], g2[3];
+        inf_group_sums_scalar(b, K, G, g1);
+        inf_group_sums_avx512(b, K, G, g2);
+        assert_memory_equal(g1, g2, sizeof(int32_t) * (size_t)(K / G));
+    }
 }
 
 int main(void) {
