@@ -393,8 +393,10 @@ int inf_matmul(inf_kctx *k, const inf_weight *w, const float *x, int T, float *o
     }
     if (quantize_act(k, x, T, w->K, w->G, w->dtype)) return -1;
     inf_qkernel f = inf_qkernel_for(k->isa, w->dtype);
-    int nb = w->NB;
+    /* work items of two row blocks: a decode kernel may share its activation
+     * loads between them (each row's arithmetic is the same either way) */
+    int nb = w->NB, np = (nb + 1) / 2;
 #pragma omp parallel for schedule(static) if ((size_t)w->N * w->K * T >= INF_PAR_MIN)
-    for (int b = 0; b < nb; b++) f(k, w, T, out, b, b + 1);
+    for (int b = 0; b < np; b++) f(k, w, T, out, 2 * b, 2 * b + 2 < nb ? 2 * b + 2 : nb);
     return 0;
 }

@@ -359,57 +359,70 @@ INLINE T_512 void q4_tile512(const inf_kctx *k, const inf_weight *w, float *out,
  * accumulator instead of being subtracted afterwards (for q4 it is the
  * constant -8 sum(a): no multiply), two accumulators per limb hide
  * vpdpbusd's latency, and each group ends in one add, one conversion and one
- * FMA per limb. The integers and the float operations are the reference's. */
-INLINE T_512 void q4_dec512(const inf_kctx *k, const inf_weight *w, float *out, int rb, const int L) {
+ * FMA per limb. R = 2 row blocks share each activation broadcast. The
+ * integers and the float operations are the reference's. */
+INLINE T_512 void q4_dec512(const inf_kctx *k, const inf_weight *w, float *out, int rb, const int R, const int L) {
     int K = w->K, G = w->G, NG = w->NG;
-    const uint8_t *blk = w->codes + (size_t)rb * (K / 8) * 64;
-    const __m512i m4 = _mm512_set1_epi8(0x0F);
-    const int8_t *a0 = inf_limb(k, K, 0, 0), *a1 = L > 1 ? inf_limb(k, K, 0, 1) : a0;
-    const int8_t *a2 = L > 2 ? inf_limb(k, K, 0, 2) : a0;
-    const int32_t *s0 = inf_limb_sum(k, NG, 0, 0), *s1 = L > 1 ? inf_limb_sum(k, NG, 0, 1) : s0;
-    const int32_t *s2 = L > 2 ? inf_limb_sum(k, NG, 0, 2) : s0;
-    const float *sc = w->scales + (size_t)rb * NG * INF_ROWS;
-    const int32_t *zp = w->corr + (size_t)rb * NG * INF_ROWS;
-    const bool sym = w->dtype == INF_Q4;
-    __m512 y0 = _mm512_setzero_ps(), y1 = y0, y2 = y0;
-    for (int g = 0; g < NG; g++) {
-        __m512i c0, c1 = _mm512_setzero_si512(), c2 = c1;
-        if (sym) {
-            c0 = _mm512_set1_epi32(-8 * s0[g]);
-            if (L > 1) c1 = _mm512_set1_epi32(-8 * s1[g]);
-            if (L > 2) c2 = _mm512_set1_epi32(-8 * s2[g]);
-        } else {
-            __m512i z = _mm512_loadu_si512((const void *)(zp + (size_t)g * INF_ROWS));
-            c0 = _mm512_mullo_epi32(z, _mm512_set1_epi32(-s0[g]));
-            if (L > 1) c1 = _mm512_mullo_epi32(z, _mm512_set1_epi32(-s1[g]));
-            if (L > 2) c2 = _mm512_mullo_epi32(z, _mm512_set1_epi32(-s2[g]));
-        }
-        __m512i d0 = _mm512_setzero_si512(), d1 = d0, d2 = d0;
-        for (int kc = g * G / 8; kc < (g + 1) * G / 8; kc += 2) {
-            const uint8_t *p = blk + (size_t)kc * 64;
-            __m512i v = _mm512_loadu_si512((const void *)p), u = _mm512_loadu_si512((const void *)(p + 64));
-            __m512i vl = _mm512_and_si512(v, m4), vh = _mm512_and_si512(_mm512_srli_epi16(v, 4), m4);
-            __m512i ul = _mm512_and_si512(u, m4), uh = _mm512_and_si512(_mm512_srli_epi16(u, 4), m4);
-            int o = 8 * kc;
-#define Q4_LIMB(c, d, a)                                                                                      \
-    do {                                                                                                      \
-    c = _mm512_dpbusd_epi32(_mm512_dpbusd_epi32(c, vl, _mm512_set1_epi32(load_i32(a + o))), vh,             \
-                            _mm512_set1_epi32(load_i32(a + o + 4)));                                         \
-    d = _mm512_dpbusd_epi32(_mm512_dpbusd_epi32(d, ul, _mm512_set1_epi32(load_i32(a + o + 8))), uh,         \
-                            _mm512_set1_epi32(load_i32(a + o + 12)));                                        \
-    } while (0)
-            Q4_LIMB(c0, d0, a0);
-            if (L > 1) Q4_LIMB(c1, d1, a1);
-            if (L > 2) Q4_LIMB(c2, d2, a2);
-#undef Q4_LIMB
-        }
-        __m512 s = _mm512_loadu_ps(sc + (size_t)g * INF_ROWS);
-        y0 = _mm512_fmadd_ps(s, _mm512_cvtepi32_ps(_mm512_add_epi32(c0, d0)), y0);
-        if (L > 1) y1 = _mm512_fmadd_ps(s, _mm512_cvtepi32_ps(_mm512_add_epi32(c1, d1)), y1);
-        if (L > 2) y2 = _mm512_fmadd_ps(s, _mm512_cvtepi32_ps(_mm512_add_epi32(c2, d2)), y2);
+    const uint8_t *blk[2];
+    const float *sc[2];
+    const int32_t *zp[2];
+    for (int r = 0; r < R; r++) {
+        blk[r] = w->codes + (size_t)(rb + r) * (K / 8) * 64;
+        sc[r] = w->scales + (size_t)(rb + r) * NG * INF_ROWS;
+        zp[r] = w->corr + (size_t)(rb + r) * NG * INF_ROWS;
     }
-    __m512 y[3] = {y0, y1, y2};
-    store_rows16(out, rb * INF_ROWS, w->N, _mm512_mul_ps(finish16(L, y), _mm512_set1_ps(k->sx[0])));
+    const __m512i m4 = _mm512_set1_epi8(0x0F);
+    const int8_t *a[3];
+    const int32_t *as[3];
+    for (int l = 0; l < L; l++) a[l] = inf_limb(k, K, 0, l), as[l] = inf_limb_sum(k, NG, 0, l);
+    const bool sym = w->dtype == INF_Q4;
+    __m512 y[2][3];
+#pragma GCC unroll 2
+    for (int r = 0; r < R; r++)
+#pragma GCC unroll 3
+        for (int l = 0; l < 3; l++) y[r][l] = _mm512_setzero_ps();
+    for (int g = 0; g < NG; g++) {
+        __m512i c[2][3], d[2][3];
+#pragma GCC unroll 2
+        for (int r = 0; r < R; r++) {
+            __m512i z = sym ? _mm512_setzero_si512() : _mm512_loadu_si512((const void *)(zp[r] + (size_t)g * INF_ROWS));
+#pragma GCC unroll 3
+            for (int l = 0; l < L; l++) {
+                c[r][l] = sym ? _mm512_set1_epi32(-8 * as[l][g]) : _mm512_mullo_epi32(z, _mm512_set1_epi32(-as[l][g]));
+                d[r][l] = _mm512_setzero_si512();
+            }
+        }
+        for (int kc = g * G / 8; kc < (g + 1) * G / 8; kc += 2) {
+            __m512i vl[2], vh[2], ul[2], uh[2];
+#pragma GCC unroll 2
+            for (int r = 0; r < R; r++) {
+                const uint8_t *p = blk[r] + (size_t)kc * 64;
+                __m512i v = _mm512_loadu_si512((const void *)p), u = _mm512_loadu_si512((const void *)(p + 64));
+                vl[r] = _mm512_and_si512(v, m4), vh[r] = _mm512_and_si512(_mm512_srli_epi16(v, 4), m4);
+                ul[r] = _mm512_and_si512(u, m4), uh[r] = _mm512_and_si512(_mm512_srli_epi16(u, 4), m4);
+            }
+#pragma GCC unroll 3
+            for (int l = 0; l < L; l++) {
+                const int8_t *p = a[l] + 8 * kc;
+                __m512i b0 = _mm512_set1_epi32(load_i32(p)), b1 = _mm512_set1_epi32(load_i32(p + 4));
+                __m512i b2 = _mm512_set1_epi32(load_i32(p + 8)), b3 = _mm512_set1_epi32(load_i32(p + 12));
+#pragma GCC unroll 2
+                for (int r = 0; r < R; r++) {
+                    c[r][l] = _mm512_dpbusd_epi32(_mm512_dpbusd_epi32(c[r][l], vl[r], b0), vh[r], b1);
+                    d[r][l] = _mm512_dpbusd_epi32(_mm512_dpbusd_epi32(d[r][l], ul[r], b2), uh[r], b3);
+                }
+            }
+        }
+#pragma GCC unroll 2
+        for (int r = 0; r < R; r++) {
+            __m512 s = _mm512_loadu_ps(sc[r] + (size_t)g * INF_ROWS);
+#pragma GCC unroll 3
+            for (int l = 0; l < L; l++)
+                y[r][l] = _mm512_fmadd_ps(s, _mm512_cvtepi32_ps(_mm512_add_epi32(c[r][l], d[r][l])), y[r][l]);
+        }
+    }
+    __m512 sx = _mm512_set1_ps(k->sx[0]);
+    for (int r = 0; r < R; r++) store_rows16(out, (rb + r) * INF_ROWS, w->N, _mm512_mul_ps(finish16(L, y[r]), sx));
 }
 
 /* Group sums of int8 limbs: bytes + 128 (a sign flip) summed by vpsadbw, then
@@ -548,10 +561,16 @@ T_512 void inf_q8_avx512(const inf_kctx *k, const inf_weight *w, int T, float *o
 
 T_512 void inf_q4_avx512(const inf_kctx *k, const inf_weight *w, int T, float *out, int rb0, int rb1) {
     if (T == 1) { /* decode */
-        for (int rb = rb0; rb < rb1; rb++) {
-            if (k->limbs == 3) q4_dec512(k, w, out, rb, 3);
-            else if (k->limbs == 2) q4_dec512(k, w, out, rb, 2);
-            else q4_dec512(k, w, out, rb, 1);
+        int rb = rb0;
+        for (; rb + 2 <= rb1; rb += 2) {
+            if (k->limbs == 3) q4_dec512(k, w, out, rb, 2, 3);
+            else if (k->limbs == 2) q4_dec512(k, w, out, rb, 2, 2);
+            else q4_dec512(k, w, out, rb, 2, 1);
+        }
+        if (rb < rb1) {
+            if (k->limbs == 3) q4_dec512(k, w, out, rb, 1, 3);
+            else if (k->limbs == 2) q4_dec512(k, w, out, rb, 1, 2);
+            else q4_dec512(k, w, out, rb, 1, 1);
         }
         return;
     }
