@@ -8,7 +8,6 @@
  */
 #include <assert.h>
 #include <math.h>
-#include <stdbool.h>
 #include <stddef.h>
 
 #include "ops.h"
@@ -80,27 +79,18 @@ static void add_backward(ag_node *n) {
     ag_tensor *a = n->in[0], *b = n->in[1], *out = n->out;
     size_t N = a->numel, nb = b->numel, reps = N / nb;
     const float *g = out->grad; /* [reps, nb] */
-    long nn = (long)N;
     if (a->grad) {
         float *da = a->grad; /* [reps, nb] */
-        if (n->assign & 1) { /* first writer of a's gradient (tape.h) */
+        long nn = (long)N;
 #pragma omp parallel for simd schedule(static) if (N >= AG_PAR_MIN)
-            for (long i = 0; i < nn; i++) da[i] = g[i];
-        } else {
-#pragma omp parallel for simd schedule(static) if (N >= AG_PAR_MIN)
-            for (long i = 0; i < nn; i++) da[i] += g[i];
-        }
+        for (long i = 0; i < nn; i++) da[i] += g[i];
     }
     if (b->grad) {
         if (reps == 1) {
             float *db = b->grad; /* [nb] */
-            if (n->assign & 2) {
+            long nn = (long)N;
 #pragma omp parallel for simd schedule(static) if (N >= AG_PAR_MIN)
-                for (long i = 0; i < nn; i++) db[i] = g[i];
-            } else {
-#pragma omp parallel for simd schedule(static) if (N >= AG_PAR_MIN)
-                for (long i = 0; i < nn; i++) db[i] += g[i];
-            }
+            for (long i = 0; i < nn; i++) db[i] += g[i];
         } else {
             ag_colsum_add(b->grad, g, NULL, reps, nb);
         }
@@ -125,11 +115,7 @@ ag_tensor *ag_add(ag_ctx *c, ag_tensor *a, ag_tensor *b) {
 #pragma omp simd
         for (size_t j = j0; j < j1; j++) orow[j] = ar[j] + Bv[j];
     }
-    ag_node *n = ag_record(c, "add", add_backward, out, a, b, NULL);
-    if (n)
-        n->can_assign = reps == 1 ? 3 : 1; /* da always whole; db whole when not broadcast */
-    else if (ag_error(c))
-        return NULL;
+    if (!ag_record(c, "add", add_backward, out, a, b, NULL) && ag_error(c)) return NULL;
     return out;
 }
 
@@ -248,20 +234,13 @@ AG_SIMD_CLONES static void gelu_fwd_kernel(float *y, const float *x, long n) {
     for (long i = 0; i < n; i++) y[i] = x[i] * ag_inv_1p_exp(gelu_m2u(x[i]));
 }
 
-/* GELU'(x) */
-static inline float gelu_grad(float x) {
-    float s = ag_inv_1p_exp(gelu_m2u(x));
-    return s + 2.0f * x * s * (1.0f - s) * GELU_K * (1.0f + 3.0f * GELU_A * x * x);
-}
-
-/* dx[n] += g[n] GELU'(x[n]), or = when assign (the first writer, tape.h) */
-AG_SIMD_CLONES static void gelu_bwd_kernel(float *dx, const float *x, const float *g, long n, bool assign) {
-    if (assign) {
+/* dx[n] += g[n] GELU'(x[n]) */
+AG_SIMD_CLONES static void gelu_bwd_kernel(float *dx, const float *x, const float *g, long n) {
 #pragma omp simd
-        for (long i = 0; i < n; i++) dx[i] = g[i] * gelu_grad(x[i]);
-    } else {
-#pragma omp simd
-        for (long i = 0; i < n; i++) dx[i] += g[i] * gelu_grad(x[i]);
+    for (long i = 0; i < n; i++) {
+        float xi = x[i], s = ag_inv_1p_exp(gelu_m2u(xi));
+        float d = s + 2.0f * xi * s * (1.0f - s) * GELU_K * (1.0f + 3.0f * GELU_A * xi * xi);
+        dx[i] += g[i] * d;
     }
 }
 
@@ -274,7 +253,7 @@ static void gelu_backward(ag_node *n) {
 #pragma omp parallel for schedule(static) if (N >= AG_PAR_MIN)
     for (long b = 0; b < nblk; b++) {
         size_t i0 = (size_t)b * GELU_BLOCK, len = N - i0 < GELU_BLOCK ? N - i0 : GELU_BLOCK;
-        gelu_bwd_kernel(dx + i0, x + i0, g + i0, (long)len, n->assign & 1);
+        gelu_bwd_kernel(dx + i0, x + i0, g + i0, (long)len);
     }
 }
 
@@ -291,11 +270,7 @@ ag_tensor *ag_gelu(ag_ctx *c, ag_tensor *a) {
         size_t i0 = (size_t)b * GELU_BLOCK, len = N - i0 < GELU_BLOCK ? N - i0 : GELU_BLOCK;
         gelu_fwd_kernel(y + i0, x + i0, (long)len);
     }
-    ag_node *n = ag_record(c, "gelu", gelu_backward, out, a, NULL, NULL);
-    if (n)
-        n->can_assign = 1;
-    else if (ag_error(c))
-        return NULL;
+    if (!ag_record(c, "gelu", gelu_backward, out, a, NULL, NULL) && ag_error(c)) return NULL;
     return out;
 }
 

@@ -99,9 +99,7 @@ ag_tensor *ag_matmul(ag_ctx *c, ag_tensor *a, ag_tensor *b, bool ta, bool tb) {
 static void linear_backward(ag_node *n) {
     ag_tensor *x = n->in[0], *w = n->in[1], *bias = n->in[2], *out = n->out;
     int N = (int)ag_rows(x), Ci = ag_cols(x), Co = w->shape[0];
-    if (x->grad) /* beta 0 when this node writes x's gradient first (tape.h: assign) */
-        ag_sgemm(false, false, N, Ci, Co, 1.0f, out->grad, Co, w->data, Ci, (n->assign & 1) ? 0.0f : 1.0f, x->grad,
-                 Ci);
+    if (x->grad) ag_sgemm(false, false, N, Ci, Co, 1.0f, out->grad, Co, w->data, Ci, 1.0f, x->grad, Ci);
     if (w->grad) ag_sgemm(true, false, Co, Ci, N, 1.0f, out->grad, Co, x->data, Ci, 1.0f, w->grad, Ci);
     if (bias && bias->grad) /* column sums in row order, in double (deterministic) */
         ag_colsum_add(bias->grad, out->grad, NULL, (size_t)N, (size_t)Co);
@@ -122,10 +120,6 @@ ag_tensor *ag_linear(ag_ctx *c, ag_tensor *x, ag_tensor *w, ag_tensor *bias) {
         for (int r = 0; r < N; r++) memcpy(out->data + (size_t)r * Co, bias->data, (size_t)Co * sizeof(float));
     }
     ag_sgemm(false, true, N, Co, Ci, 1.0f, x->data, Ci, w->data, Ci, bias ? 1.0f : 0.0f, out->data, Co);
-    ag_node *n = ag_record(c, "linear", linear_backward, out, x, w, bias);
-    if (n)
-        n->can_assign = 1; /* dx is one sgemm over all of x */
-    else if (ag_error(c))
-        return NULL;
+    if (!ag_record(c, "linear", linear_backward, out, x, w, bias) && ag_error(c)) return NULL;
     return out;
 }

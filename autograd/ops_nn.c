@@ -10,7 +10,6 @@
  */
 #include <assert.h>
 #include <math.h>
-#include <stdbool.h>
 #include <string.h>
 
 #include "ops.h"
@@ -130,10 +129,9 @@ AG_SIMD_CLONES static void ln_row_fwd(float *y, const float *x, const float *w, 
     }
 }
 
-/* One row backward: dx[C] += r (g w - mean(g w) - xh mean(g w xh)), or =
- * when assign (the first writer of dx, tape.h). */
+/* One row backward: dx[C] += r (g w - mean(g w) - xh mean(g w xh)). */
 AG_SIMD_CLONES static void ln_row_bwd(float *dx, const float *x, const float *g, const float *w, int C, float mu,
-                                      float rs, bool assign) {
+                                      float rs) {
     double sl[LN_LANES] = {0}, xl[LN_LANES] = {0};
     int j = 0;
     for (; j + LN_LANES <= C; j += LN_LANES)
@@ -149,12 +147,10 @@ AG_SIMD_CLONES static void ln_row_bwd(float *dx, const float *x, const float *g,
         sgx += (double)gw * ((x[j] - mu) * rs);
     }
     float mg = (float)(sg / C), mgx = (float)(sgx / C);
-    if (assign) {
 #pragma omp simd
-        for (int i = 0; i < C; i++) dx[i] = rs * (g[i] * w[i] - mg - (x[i] - mu) * rs * mgx);
-    } else {
-#pragma omp simd
-        for (int i = 0; i < C; i++) dx[i] += rs * (g[i] * w[i] - mg - (x[i] - mu) * rs * mgx);
+    for (int i = 0; i < C; i++) {
+        float xh = (x[i] - mu) * rs;
+        dx[i] += rs * (g[i] * w[i] - mg - xh * mgx);
     }
 }
 
@@ -185,8 +181,7 @@ static void layernorm_backward(ag_node *n) {
         long nn = (long)N;
 #pragma omp parallel for schedule(static) if (N * (size_t)C >= AG_PAR_MIN)
         for (long r = 0; r < nn; r++)
-            ln_row_bwd(dX + (size_t)r * C, X + (size_t)r * C, G + (size_t)r * C, W, C, s->mean[r], s->rstd[r],
-                       n->assign & 1);
+            ln_row_bwd(dX + (size_t)r * C, X + (size_t)r * C, G + (size_t)r * C, W, C, s->mean[r], s->rstd[r]);
     }
     if (w->grad || (b && b->grad)) {
         /* column blocks in parallel, rows in order: deterministic */
@@ -220,7 +215,6 @@ ag_tensor *ag_layernorm(ag_ctx *c, ag_tensor *x, ag_tensor *w, ag_tensor *b, flo
         s->mean = buf;
         s->rstd = buf + N;
         n->saved = s;
-        n->can_assign = 1; /* every row of dx is written */
     } else if (ag_error(c)) {
         return NULL;
     }

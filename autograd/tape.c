@@ -119,100 +119,21 @@ ag_node *ag_record(ag_ctx *c, const char *op, ag_backward_fn backward, ag_tensor
     return n;
 }
 
-/* The gradient buffer of one node's output, for the backward plan. */
-typedef struct {
-    float *start;
-    size_t numel;
-    int state;   /* 0: no writer yet (in reverse order), 1: accumulated into,
-                    2: assigned by (wnode, wslot), 3: must be zeroed (seed or partial view) */
-    size_t wnode;
-    int wslot;
-} grad_buf;
-
-static int buf_cmp(const void *x, const void *y) {
-    const float *a = ((const grad_buf *)x)->start, *b = ((const grad_buf *)y)->start;
-    return (a > b) - (a < b);
-}
-
-/* The buffer containing p, or NULL (a leaf's gradient). */
-static grad_buf *buf_find(grad_buf *bufs, size_t n, const float *p) {
-    size_t lo = 0, hi = n; /* the last buffer with start <= p is lo - 1 */
-    while (lo < hi) {
-        size_t mid = lo + (hi - lo) / 2;
-        if (bufs[mid].start <= p)
-            lo = mid + 1;
-        else
-            hi = mid;
-    }
-    if (lo == 0) return NULL;
-    grad_buf *b = &bufs[lo - 1];
-    return p < b->start + b->numel ? b : NULL;
-}
-
-/* Decides, walking the tape in backward order, which node writes each
- * intermediate gradient buffer first; where that node's op allows it
- * (can_assign) and it sees the whole buffer, it assigns and the buffer is not
- * zeroed. A buffer also reached through a partial view, the seed's buffer,
- * and a buffer passed twice to one node are always zeroed and accumulated.
- * Returns the plan (bufs sorted by start, n_nodes of them) or NULL when the
- * arena has no room, in which case every buffer is zeroed. */
-static grad_buf *plan_backward(ag_ctx *c, const ag_tensor *seed) {
-    size_t n = c->n_nodes;
-    for (size_t i = 0; i < n; i++) c->tape[i].assign = 0;
-    grad_buf *bufs = n ? ag_arena_alloc(&c->arena, n * sizeof *bufs) : NULL;
-    if (!bufs) return NULL;
-    for (size_t i = 0; i < n; i++)
-        bufs[i] = (grad_buf){c->tape[i].out->grad, c->tape[i].out->numel, 0, 0, 0};
-    qsort(bufs, n, sizeof *bufs, buf_cmp);
-    grad_buf *sb = buf_find(bufs, n, seed->grad);
-    if (sb) sb->state = 3;
-    for (size_t i = n; i-- > 0;) {
-        ag_node *nd = &c->tape[i];
-        grad_buf *mine[3] = {NULL, NULL, NULL};
-        for (int k = 0; k < 3; k++)
-            if (nd->in[k] && nd->in[k]->grad) mine[k] = buf_find(bufs, n, nd->in[k]->grad);
-        for (int k = 0; k < 3; k++) {
-            grad_buf *b = mine[k];
-            if (!b) continue;
-            const ag_tensor *t = nd->in[k];
-            bool whole = t->grad == b->start && t->numel == b->numel;
-            bool dup = (k != 0 && mine[0] == b) || (k != 1 && mine[1] == b) || (k != 2 && mine[2] == b);
-            if (!whole || dup) {
-                if (b->state == 2) c->tape[b->wnode].assign &= (unsigned char)~(1u << b->wslot);
-                b->state = 3;
-            } else if (b->state == 0) {
-                if (nd->can_assign & (1u << k)) {
-                    b->state = 2;
-                    b->wnode = i;
-                    b->wslot = k;
-                    nd->assign |= (unsigned char)(1u << k);
-                } else {
-                    b->state = 1;
-                }
-            }
-        }
-    }
-    return bufs;
-}
-
-/* Zeroes every recorded output's gradient, except buffers the plan has
- * assigned. All threads share every tensor (thread t of n zeroes the t-th of
- * n equal slices), in one parallel region: the memory is written once either
- * way, two cores just write it faster. */
-static void zero_node_grads(ag_ctx *c, const grad_buf *bufs) {
-    size_t n = c->n_nodes, total = 0;
-    for (size_t i = 0; i < n; i++) total += c->tape[i].out->numel;
+/* Zeroes every recorded output's gradient. All threads share every tensor
+ * (thread t of n zeroes the t-th of n equal slices), in one parallel region:
+ * the memory is written once either way, two cores just write it faster. */
+static void zero_node_grads(ag_ctx *c) {
+    size_t total = 0;
+    for (size_t i = 0; i < c->n_nodes; i++) total += c->tape[i].out->numel;
 #pragma omp parallel if (total >= ((size_t)1 << 18))
     {
         size_t nt = (size_t)omp_get_num_threads(), t = (size_t)omp_get_thread_num();
-        for (size_t i = 0; i < n; i++) {
-            float *g = bufs ? bufs[i].start : c->tape[i].out->grad;
-            size_t numel = bufs ? bufs[i].numel : c->tape[i].out->numel;
-            if (bufs && bufs[i].state == 2) continue;
-            size_t per = (numel + nt - 1) / nt, i0 = t * per;
-            if (i0 < numel) {
-                size_t len = numel - i0 < per ? numel - i0 : per;
-                memset(g + i0, 0, len * sizeof(float));
+        for (size_t i = 0; i < c->n_nodes; i++) {
+            ag_tensor *o = c->tape[i].out;
+            size_t per = (o->numel + nt - 1) / nt, i0 = t * per;
+            if (i0 < o->numel) {
+                size_t len = o->numel - i0 < per ? o->numel - i0 : per;
+                memset(o->grad + i0, 0, len * sizeof(float));
             }
         }
     }
@@ -220,7 +141,7 @@ static void zero_node_grads(ag_ctx *c, const grad_buf *bufs) {
 
 int ag_backward_seed(ag_ctx *c, ag_tensor *out, const float *seed) {
     if (!out || !out->grad) return -1;
-    zero_node_grads(c, plan_backward(c, out));
+    zero_node_grads(c);
     for (size_t i = 0; i < out->numel; i++) out->grad[i] += seed[i];
     for (size_t i = c->n_nodes; i-- > 0;) c->tape[i].backward(&c->tape[i]);
     return 0;

@@ -6,10 +6,8 @@
  * tape in reverse; each backward function *adds* into its inputs' grads, so a
  * tensor used twice receives both contributions. Leaves (parameters, inputs
  * made with requires_grad) keep accumulating until the caller zeroes them;
- * the grads of intermediate tensors are zeroed at the start of each backward
- * (or, where an op allows it, written by assignment by their first writer:
- * see ag_node.can_assign), so a second backward over the same tape adds the
- * same gradient again.
+ * the grads of intermediate tensors are zeroed at the start of each backward,
+ * so a second backward over the same tape adds the same gradient again.
  *
  * With grad mode off (ag_set_grad(ctx, false)) ops record nothing and give
  * their outputs no gradient buffer: a teacher's forward costs no tape and no
@@ -38,14 +36,6 @@ struct ag_node {
     float farg[2];           /* small float arguments (scale, temperature, ...) */
     void *saved;             /* what the forward kept for the backward (in the arena) */
     void *saved2;
-    /* Skipping the zeroing of intermediate gradients. An op sets bit k of
-     * can_assign when its backward writes every element of in[k]'s gradient
-     * and can assign (=) instead of add. ag_backward sets bit k of assign when
-     * in[k]'s gradient is an intermediate buffer that this node writes first
-     * (it is the buffer's last consumer in the forward): that buffer is then
-     * not zeroed and the backward must assign. Leaves always accumulate. */
-    unsigned char can_assign;
-    unsigned char assign;
 };
 
 typedef struct ag_ctx {

@@ -402,75 +402,6 @@ static void test_add_mul_long_rows(void **state) {
     free(b->grad);
 }
 
-/* The backward skips zeroing an intermediate gradient that its first writer
- * (last consumer in the forward) assigns (tape.h, can_assign). This graph
- * hits every case: h read by four ops (the last an add, which assigns; gelu,
- * layer norm and linear then add), a node reading one tensor twice (add(s, s):
- * no assignment), a reshape view of an intermediate (linear assigns through
- * it), a broadcast add (its b accumulates). Checked against finite
- * differences, then: a second backward doubles the leaf gradients, and a seed
- * on an intermediate with later consumers is kept. */
-static ag_tensor *f_assign_paths(ag_ctx *c, ag_params *in, void *user) {
-    (void)user;
-    ag_tensor *x = ag_param(in, 0), *w = ag_param(in, 1), *b = ag_param(in, 2);
-    ag_tensor *lw = ag_param(in, 3), *lb = ag_param(in, 4);
-    ag_tensor *h = ag_linear(c, x, w, b);                        /* [3, 8] */
-    ag_tensor *a = ag_gelu(c, h);
-    ag_tensor *l = ag_layernorm(c, h, lw, lb, 1e-5f);
-    ag_tensor *s = ag_add(c, a, l);
-    ag_tensor *d = ag_add(c, s, s);
-    ag_tensor *r = ag_reshape(c, d, 2, (int[]){3, 8});
-    ag_tensor *y = ag_linear(c, r, w, NULL);
-    ag_tensor *yb = ag_add(c, y, lb);                             /* broadcast: b accumulates */
-    return ag_gelu(c, ag_add(c, yb, h));
-}
-
-static void test_backward_assign_paths(void **state) {
-    (void)state;
-    ag_params in;
-    ag_params_init(&in);
-    ag_params_add(&in, "x", 2, (int[]){3, 8}, 0);
-    ag_params_add(&in, "w", 2, (int[]){8, 8}, 0);
-    ag_params_add(&in, "b", 1, (int[]){8}, 0);
-    ag_params_add(&in, "lw", 1, (int[]){8}, 0);
-    ag_params_add(&in, "lb", 1, (int[]){8}, 0);
-    assert_int_equal(ag_params_alloc(&in, AG_PARAMS_GRAD), 0);
-    ag_fill_uniform(in.data, in.n, -0.8f, 0.8f, 21);
-    ag_gc_result res;
-    assert_int_equal(ag_gradcheck(f_assign_paths, NULL, &in, 1e-2, 5, &res), 0);
-    assert_true(res.max_err < 1e-2);
-
-    ag_ctx *c = ag_ctx_new();
-    ag_params_zero_grad(&in);
-    ag_tensor *out = ag_sum(c, f_assign_paths(c, &in, NULL));
-    assert_non_null(out);
-    assert_int_equal(ag_backward(c, out), 0);
-    float *g1 = malloc(in.n * sizeof(float));
-    memcpy(g1, in.grad, in.n * sizeof(float));
-    assert_int_equal(ag_backward(c, out), 0); /* leaves accumulate: twice the gradient */
-    for (size_t i = 0; i < in.n; i++) assert_float_equal(in.grad[i], 2.0f * g1[i], 1e-6 * (1 + fabsf(g1[i])));
-
-    /* seed the middle tensor h (which has later consumers): d(sum h)/dx only */
-    ag_ctx_reset(c);
-    ag_params_zero_grad(&in);
-    ag_tensor *h = ag_linear(c, ag_param(&in, 0), ag_param(&in, 1), ag_param(&in, 2));
-    ag_tensor *later = ag_gelu(c, h); /* would assign into h.grad, but h is the seed */
-    assert_non_null(later);
-    float ones[24];
-    for (int i = 0; i < 24; i++) ones[i] = 1.0f;
-    assert_int_equal(ag_backward_seed(c, h, ones), 0);
-    const float *w = ag_param(&in, 1)->data; /* dx[r, i] = sum_o w[o, i] */
-    for (int r = 0; r < 3; r++)
-        for (int i = 0; i < 8; i++) {
-            double ref = 0;
-            for (int o = 0; o < 8; o++) ref += w[o * 8 + i];
-            assert_float_equal(ag_param(&in, 0)->grad[r * 8 + i], ref, 1e-5);
-        }
-    free(g1);
-    ag_ctx_free(c);
-    ag_params_free(&in);
-}
-
 /* The vectorised GELU (vecmath.h, compiled for SSE2/AVX2/AVX-512 and picked
  * at load time) gives exactly the bits of the same formula evaluated one
  * element at a time by a call the compiler cannot vectorise: results do not
@@ -549,7 +480,6 @@ int main(void) {
         T(test_reshape_shares_memory_and_gradient),
         T(test_vectorised_gelu_is_bit_exact),
         T(test_add_mul_long_rows),
-        cmocka_unit_test(test_backward_assign_paths),
     };
     return cmocka_run_group_tests_name("ops", tests, NULL, NULL);
 }
