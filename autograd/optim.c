@@ -8,15 +8,7 @@
 
 #include "ops_internal.h"
 #include "vecmath.h"
-
-static void set_err(char *err, size_t errlen, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
-static void set_err(char *err, size_t errlen, const char *fmt, ...) {
-    if (!err || errlen == 0) return;
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(err, errlen, fmt, ap);
-    va_end(ap);
-}
+#include "errmsg.h"
 
 static void init(ag_optim *o, ag_optim_kind kind, float lr, float weight_decay) {
     memset(o, 0, sizeof *o);
@@ -50,44 +42,44 @@ int ag_optim_set_group(ag_optim *o, int g, float weight_decay, float lr_mult) {
 
 static int check(const ag_optim *o, const ag_params *p, char *err, size_t errlen) {
     if (!p->grad) {
-        set_err(err, errlen, "optimizer: the parameter set has no gradient buffer (allocate it with AG_PARAMS_GRAD)");
+        ag_errf(err, errlen, "optimizer: the parameter set has no gradient buffer (allocate it with AG_PARAMS_GRAD)");
         return -1;
     }
     bool need_m = o->kind == AG_OPTIM_ADAMW || o->momentum != 0.0f;
     if (need_m && (!p->m || (o->kind == AG_OPTIM_ADAMW && !p->v))) {
-        set_err(err, errlen, "optimizer: %s needs moment buffers (allocate the parameters with AG_PARAMS_MOMENTS)",
+        ag_errf(err, errlen, "optimizer: %s needs moment buffers (allocate the parameters with AG_PARAMS_MOMENTS)",
                 o->kind == AG_OPTIM_ADAMW ? "AdamW" : "SGD with momentum");
         return -1;
     }
     if (!isfinite(o->lr) || o->lr < 0.0f) {
-        set_err(err, errlen, "optimizer: learning rate %g must be finite and >= 0", (double)o->lr);
+        ag_errf(err, errlen, "optimizer: learning rate %g must be finite and >= 0", (double)o->lr);
         return -1;
     }
     if (o->kind == AG_OPTIM_ADAMW) {
         if (!(o->beta1 >= 0.0f && o->beta1 < 1.0f) || !(o->beta2 >= 0.0f && o->beta2 < 1.0f)) {
-            set_err(err, errlen, "optimizer: AdamW betas (%g, %g) must be in [0, 1)", (double)o->beta1,
+            ag_errf(err, errlen, "optimizer: AdamW betas (%g, %g) must be in [0, 1)", (double)o->beta1,
                     (double)o->beta2);
             return -1;
         }
         if (!(o->eps > 0.0f) || !isfinite(o->eps)) {
-            set_err(err, errlen, "optimizer: AdamW eps %g must be finite and > 0", (double)o->eps);
+            ag_errf(err, errlen, "optimizer: AdamW eps %g must be finite and > 0", (double)o->eps);
             return -1;
         }
     } else if (!(o->momentum >= 0.0f && o->momentum < 1.0f)) {
-        set_err(err, errlen, "optimizer: SGD momentum %g must be in [0, 1)", (double)o->momentum);
+        ag_errf(err, errlen, "optimizer: SGD momentum %g must be in [0, 1)", (double)o->momentum);
         return -1;
     }
     for (int g = 0; g < o->n_groups; g++) {
         const ag_optim_group *gr = &o->group[g];
         if (!isfinite(gr->weight_decay) || gr->weight_decay < 0.0f || !isfinite(gr->lr_mult) || gr->lr_mult < 0.0f) {
-            set_err(err, errlen, "optimizer: group %d has weight decay %g and lr multiplier %g; both must be finite and >= 0",
+            ag_errf(err, errlen, "optimizer: group %d has weight decay %g and lr multiplier %g; both must be finite and >= 0",
                     g, (double)gr->weight_decay, (double)gr->lr_mult);
             return -1;
         }
     }
     for (int i = 0; i < p->count; i++)
         if (p->group[i] < 0 || p->group[i] >= o->n_groups) {
-            set_err(err, errlen, "optimizer: parameter %s is in group %d, but only groups 0..%d are configured",
+            ag_errf(err, errlen, "optimizer: parameter %s is in group %d, but only groups 0..%d are configured",
                     p->names[i], p->group[i], o->n_groups - 1);
             return -1;
         }
@@ -185,7 +177,7 @@ int ag_clip_grad_norm(ag_params *p, double max_norm, double *norm, char *err, si
                     bad = p->names[i];
                     break;
                 }
-        set_err(err, errlen, "gradient norm is %g: parameter %s has a non-finite gradient; "
+        ag_errf(err, errlen, "gradient norm is %g: parameter %s has a non-finite gradient; "
                 "gradients left unchanged", n, bad);
         return -1;
     }

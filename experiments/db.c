@@ -23,6 +23,7 @@
 
 #include "fingerprint.h"
 #include "sha256.h"
+#include "autograd/errmsg.h"
 
 /* ---- schema and migrations ----------------------------------------------- */
 
@@ -76,14 +77,6 @@ static const char schema_v2[] =
     " PRIMARY KEY (run_id, key)) WITHOUT ROWID;"
     "CREATE INDEX config_key ON config(key, value);"
     "CREATE INDEX artifacts_sha256 ON artifacts(sha256);";
-
-static void set_err(char *err, size_t errlen, const char *fmt, ...) {
-    if (!err || !errlen) return;
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(err, errlen, fmt, ap);
-    va_end(ap);
-}
 
 /* Inserts the "key=value" lines of text as config rows of run_id (lines
  * without '=' and empty keys are skipped; a repeated key keeps the last). */
@@ -146,7 +139,7 @@ static int check_foreign_tables(sqlite3 *db, char *err, size_t errlen) {
     if (rc != SQLITE_OK) return rc;
     rc = sqlite3_step(st);
     if (rc == SQLITE_ROW) {
-        set_err(err, errlen,
+        ag_errf(err, errlen,
                 "it has a table '%s' but no pare schema version (PRAGMA user_version = 0): "
                 "expected a pare run database or an empty file",
                 (const char *)sqlite3_column_text(st, 0));
@@ -160,7 +153,7 @@ static int check_foreign_tables(sqlite3 *db, char *err, size_t errlen) {
 /* Returns an SQLite result code (SQLITE_OK on success); err gets a message. */
 static int migrate(sqlite3 *db, int version, char *err, size_t errlen) {
     if (version < 1 || version > EX_SCHEMA_VERSION) {
-        set_err(err, errlen, "schema version %d requested: expected 1..%d", version, EX_SCHEMA_VERSION);
+        ag_errf(err, errlen, "schema version %d requested: expected 1..%d", version, EX_SCHEMA_VERSION);
         return SQLITE_RANGE;
     }
     int have = 0;
@@ -202,14 +195,14 @@ static int migrate(sqlite3 *db, int version, char *err, size_t errlen) {
     return SQLITE_OK;
 
 rollback:
-    set_err(err, errlen, "migrating the schema from version %d to %d: %s", have, version, sqlite3_errmsg(db));
+    ag_errf(err, errlen, "migrating the schema from version %d to %d: %s", have, version, sqlite3_errmsg(db));
     sqlite3_exec(db, "ROLLBACK", NULL, NULL, NULL);
     return rc;
 sqlerr:
-    set_err(err, errlen, "%s", sqlite3_errmsg(db));
+    ag_errf(err, errlen, "%s", sqlite3_errmsg(db));
     return rc;
 too_new:
-    set_err(err, errlen, "its schema version %d is newer than this pare understands (%d): use a newer pare",
+    ag_errf(err, errlen, "its schema version %d is newer than this pare understands (%d): use a newer pare",
             have, EX_SCHEMA_VERSION);
     return SQLITE_MISMATCH;
 }
@@ -237,19 +230,19 @@ sqlite3 *ex_db_open(const char *path, char *err, size_t errlen) {
     struct stat sb;
     if (strncmp(path, "file:", 5) != 0) {
         if (stat(path, &sb) != 0) {
-            set_err(err, errlen, "%s: no run database there (%s); runs are recorded by pare train/eval/... "
+            ag_errf(err, errlen, "%s: no run database there (%s); runs are recorded by pare train/eval/... "
                     "into ./pare.db, --db PATH or $PARE_DB", path, strerror(errno));
             return NULL;
         }
         if (S_ISDIR(sb.st_mode)) {
-            set_err(err, errlen, "%s: is a directory, expected an SQLite run database", path);
+            ag_errf(err, errlen, "%s: is a directory, expected an SQLite run database", path);
             return NULL;
         }
     }
     sqlite3 *db = NULL;
     int rc = sqlite3_open_v2(path, &db, open_flags(path, false), NULL);
     if (rc != SQLITE_OK) {
-        set_err(err, errlen, "%s: cannot open: %s", path, db ? sqlite3_errmsg(db) : sqlite3_errstr(rc));
+        ag_errf(err, errlen, "%s: cannot open: %s", path, db ? sqlite3_errmsg(db) : sqlite3_errstr(rc));
         sqlite3_close(db);
         return NULL;
     }
@@ -257,21 +250,21 @@ sqlite3 *ex_db_open(const char *path, char *err, size_t errlen) {
     int have = 0;
     rc = user_version(db, &have);
     if (rc != SQLITE_OK) {
-        set_err(err, errlen, "%s: not a readable SQLite database: %s", path, sqlite3_errmsg(db));
+        ag_errf(err, errlen, "%s: not a readable SQLite database: %s", path, sqlite3_errmsg(db));
         sqlite3_close(db);
         return NULL;
     }
     if (have < EX_SCHEMA_VERSION && !sqlite3_db_readonly(db, "main")) {
         char why[512];
         if (migrate(db, EX_SCHEMA_VERSION, why, sizeof why) != SQLITE_OK) {
-            set_err(err, errlen, "%s: %s", path, why);
+            ag_errf(err, errlen, "%s: %s", path, why);
             sqlite3_close(db);
             return NULL;
         }
         have = EX_SCHEMA_VERSION;
     }
     if (have != EX_SCHEMA_VERSION) {
-        set_err(err, errlen, "%s: schema version %d, expected %d%s", path, have, EX_SCHEMA_VERSION,
+        ag_errf(err, errlen, "%s: schema version %d, expected %d%s", path, have, EX_SCHEMA_VERSION,
                 have < EX_SCHEMA_VERSION ? " (read-only, so it cannot be migrated)" : " (use a newer pare)");
         sqlite3_close(db);
         return NULL;

@@ -8,14 +8,7 @@
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
-
-static void set_err(char *err, size_t errlen, const char *fmt, ...) {
-    if (!err || !errlen) return;
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(err, errlen, fmt, ap);
-    va_end(ap);
-}
+#include "autograd/errmsg.h"
 
 const char *ex_gnuplot_path(void) {
     static char found[4096];
@@ -121,7 +114,7 @@ typedef struct fig_paths {
 static int split_out(ex_fig *fig, fig_paths *fp, char *err, size_t errlen) {
     const char *out = fig->out && fig->out[0] ? fig->out : NULL;
     if (!out) {
-        set_err(err, errlen, "no output path for the figure");
+        ag_errf(err, errlen, "no output path for the figure");
         return -1;
     }
     const char *slash = strrchr(out, '/');
@@ -137,7 +130,7 @@ static int split_out(ex_fig *fig, fig_paths *fp, char *err, size_t errlen) {
     bool known = dot && (strcmp(dot, ".png") == 0 || strcmp(dot, ".svg") == 0);
     size_t bl = known ? (size_t)(dot - name) : strlen(name);
     if (bl == 0 || bl >= sizeof fp->base) {
-        set_err(err, errlen, "%s: expected a file name such as loss.png or loss.svg", out);
+        ag_errf(err, errlen, "%s: expected a file name such as loss.png or loss.svg", out);
         return -1;
     }
     snprintf(fp->base, sizeof fp->base, "%.*s", (int)bl, name);
@@ -155,7 +148,7 @@ static const char *file_of(fig_paths *fp, const char *ext) {
 static int write_sql(fig_paths *fp, const char *what, const char *sql, char *err, size_t errlen) {
     FILE *f = fopen(file_of(fp, "sql"), "w");
     if (!f) {
-        set_err(err, errlen, "%s: cannot write: %s", fp->path, strerror(errno));
+        ag_errf(err, errlen, "%s: cannot write: %s", fp->path, strerror(errno));
         return -1;
     }
     fprintf(f,
@@ -165,7 +158,7 @@ static int write_sql(fig_paths *fp, const char *what, const char *sql, char *err
             what, fp->base, fp->ext, fp->base, fp->base, sql);
     int bad = ferror(f);
     if (fclose(f) != 0 || bad) {
-        set_err(err, errlen, "%s: write failed", fp->path);
+        ag_errf(err, errlen, "%s: write failed", fp->path);
         return -1;
     }
     return 0;
@@ -182,12 +175,12 @@ static int write_dat(sqlite3 *db, fig_paths *fp, const char *sql, row_fn fn, voi
                      size_t errlen) {
     sqlite3_stmt *st;
     if (sqlite3_prepare_v2(db, sql, -1, &st, NULL) != SQLITE_OK) {
-        set_err(err, errlen, "the figure's query failed: %s", sqlite3_errmsg(db));
+        ag_errf(err, errlen, "the figure's query failed: %s", sqlite3_errmsg(db));
         return -1;
     }
     FILE *f = fopen(file_of(fp, "dat"), "w");
     if (!f) {
-        set_err(err, errlen, "%s: cannot write: %s", fp->path, strerror(errno));
+        ag_errf(err, errlen, "%s: cannot write: %s", fp->path, strerror(errno));
         sqlite3_finalize(st);
         return -1;
     }
@@ -209,13 +202,13 @@ static int write_dat(sqlite3 *db, fig_paths *fp, const char *sql, row_fn fn, voi
     int bad = ferror(f);
     if (fclose(f) != 0) bad = 1;
     if (rc != SQLITE_DONE) {
-        set_err(err, errlen, "the figure's query failed: %s", sqlite3_errmsg(db));
+        ag_errf(err, errlen, "the figure's query failed: %s", sqlite3_errmsg(db));
         sqlite3_finalize(st);
         return -1;
     }
     sqlite3_finalize(st);
     if (bad) {
-        set_err(err, errlen, "%s/%s.dat: write failed", fp->dir, fp->base);
+        ag_errf(err, errlen, "%s/%s.dat: write failed", fp->dir, fp->base);
         return -1;
     }
     return 0;
@@ -234,7 +227,7 @@ static void gp_string(FILE *f, const char *s) {
 static FILE *open_gp(fig_paths *fp, const ex_fig *fig, const char *title, char *err, size_t errlen) {
     FILE *f = fopen(file_of(fp, "gp"), "w");
     if (!f) {
-        set_err(err, errlen, "%s: cannot write: %s", fp->path, strerror(errno));
+        ag_errf(err, errlen, "%s: cannot write: %s", fp->path, strerror(errno));
         return NULL;
     }
     fprintf(f, "# gnuplot script written by pare: draws %s.%s from %s.dat (the result of %s.sql).\n"
@@ -258,7 +251,7 @@ static FILE *open_gp(fig_paths *fp, const ex_fig *fig, const char *title, char *
 static int close_gp(FILE *f, fig_paths *fp, char *err, size_t errlen) {
     int bad = ferror(f);
     if (fclose(f) != 0 || bad) {
-        set_err(err, errlen, "%s/%s.gp: write failed", fp->dir, fp->base);
+        ag_errf(err, errlen, "%s/%s.gp: write failed", fp->dir, fp->base);
         return -1;
     }
     return 0;
@@ -268,7 +261,7 @@ static int close_gp(FILE *f, fig_paths *fp, char *err, size_t errlen) {
 static int run_gnuplot(fig_paths *fp, char *err, size_t errlen) {
     const char *gp = ex_gnuplot_path();
     if (!gp) {
-        set_err(err, errlen,
+        ag_errf(err, errlen,
                 "gnuplot was not found (looked at $PARE_GNUPLOT, then PATH). Install it with "
                 "`sudo apt-get install gnuplot-nox` (Debian/Ubuntu) or `brew install gnuplot` (macOS), then "
                 "re-run, or draw this figure later: cd %s && gnuplot %s.gp",
@@ -283,7 +276,7 @@ static int run_gnuplot(fig_paths *fp, char *err, size_t errlen) {
     fflush(NULL);
     pid_t pid = fork();
     if (pid < 0) {
-        set_err(err, errlen, "cannot start gnuplot: %s", strerror(errno));
+        ag_errf(err, errlen, "cannot start gnuplot: %s", strerror(errno));
         return EX_PLOT_ERROR;
     }
     if (pid == 0) {
@@ -294,12 +287,12 @@ static int run_gnuplot(fig_paths *fp, char *err, size_t errlen) {
     int status = 0;
     while (waitpid(pid, &status, 0) < 0)
         if (errno != EINTR) {
-            set_err(err, errlen, "waiting for gnuplot: %s", strerror(errno));
+            ag_errf(err, errlen, "waiting for gnuplot: %s", strerror(errno));
             return EX_PLOT_ERROR;
         }
     struct stat sb;
     if (!WIFEXITED(status) || WEXITSTATUS(status) != 0 || stat(image, &sb) != 0 || sb.st_size == 0) {
-        set_err(err, errlen, "gnuplot failed on %s/%s.gp (exit status %d); its messages are above", fp->dir,
+        ag_errf(err, errlen, "gnuplot failed on %s/%s.gp (exit status %d); its messages are above", fp->dir,
                 fp->base, WIFEXITED(status) ? WEXITSTATUS(status) : -1);
         return EX_PLOT_ERROR;
     }
@@ -348,13 +341,13 @@ int ex_plot_loss(sqlite3 *db, const int64_t *ids, int n, const char *metrics, ex
                  size_t errlen) {
     fig_paths fp;
     if (n < 1) {
-        set_err(err, errlen, "no runs to plot: give at least one run id");
+        ag_errf(err, errlen, "no runs to plot: give at least one run id");
         return EX_PLOT_ERROR;
     }
     if (ex_runs_check(db, ids, n, err, errlen) != 0 || split_out(fig, &fp, err, errlen) != 0) return EX_PLOT_ERROR;
     char *sql = ex_plot_loss_sql(ids, n, metrics);
     if (!sql) {
-        set_err(err, errlen, "out of memory");
+        ag_errf(err, errlen, "out of memory");
         return EX_PLOT_ERROR;
     }
     loss_rows lr = {0};
@@ -363,11 +356,11 @@ int ex_plot_loss(sqlite3 *db, const int64_t *ids, int n, const char *metrics, ex
         write_dat(db, &fp, sql, collect_series, &lr, &fig->rows, err, errlen) != 0)
         goto done;
     if (lr.oom) {
-        set_err(err, errlen, "out of memory");
+        ag_errf(err, errlen, "out of memory");
         goto done;
     }
     if (fig->rows == 0) {
-        set_err(err, errlen, "runs %s recorded none of the metrics %s", n == 1 ? "given" : "given",
+        ag_errf(err, errlen, "runs %s recorded none of the metrics %s", n == 1 ? "given" : "given",
                 metrics && metrics[0] ? metrics : "train_loss,val_loss");
         goto done;
     }
@@ -399,7 +392,7 @@ int ex_plot_pareto(sqlite3 *db, ex_fig *fig, char *err, size_t errlen) {
     if (split_out(fig, &fp, err, errlen) != 0) return EX_PLOT_ERROR;
     char *sql = ex_plot_pareto_sql();
     if (!sql) {
-        set_err(err, errlen, "out of memory");
+        ag_errf(err, errlen, "out of memory");
         return EX_PLOT_ERROR;
     }
     int rc = EX_PLOT_ERROR;
@@ -407,7 +400,7 @@ int ex_plot_pareto(sqlite3 *db, ex_fig *fig, char *err, size_t errlen) {
         write_dat(db, &fp, sql, NULL, NULL, &fig->rows, err, errlen) != 0)
         goto done;
     if (fig->rows == 0) {
-        set_err(err, errlen, "no exported model with a validation loss is recorded (artifacts of kind 'model' "
+        ag_errf(err, errlen, "no exported model with a validation loss is recorded (artifacts of kind 'model' "
                              "whose file has a val_loss result): export and evaluate a model first");
         goto done;
     }
@@ -431,13 +424,13 @@ int ex_plot_sweep(sqlite3 *db, const char *key, const char *metric, const ex_fil
                   size_t errlen) {
     fig_paths fp;
     if (!key || !key[0] || !metric || !metric[0]) {
-        set_err(err, errlen, "a sweep needs a configuration key and a metric (for example: lr val_loss)");
+        ag_errf(err, errlen, "a sweep needs a configuration key and a metric (for example: lr val_loss)");
         return EX_PLOT_ERROR;
     }
     if (split_out(fig, &fp, err, errlen) != 0) return EX_PLOT_ERROR;
     char *sql = ex_plot_sweep_sql(key, metric, flt);
     if (!sql) {
-        set_err(err, errlen, "out of memory");
+        ag_errf(err, errlen, "out of memory");
         return EX_PLOT_ERROR;
     }
     int rc = EX_PLOT_ERROR;
@@ -446,7 +439,7 @@ int ex_plot_sweep(sqlite3 *db, const char *key, const char *metric, const ex_fil
     if (write_sql(&fp, what, sql, err, errlen) != 0 || write_dat(db, &fp, sql, NULL, NULL, &fig->rows, err, errlen) != 0)
         goto done;
     if (fig->rows == 0) {
-        set_err(err, errlen, "no run has both the configuration key '%s' and a result or metric '%s'", key, metric);
+        ag_errf(err, errlen, "no run has both the configuration key '%s' and a result or metric '%s'", key, metric);
         goto done;
     }
     FILE *f = open_gp(&fp, fig, what, err, errlen);

@@ -12,14 +12,7 @@
 #include "plot.h"
 #include "runs.h"
 #include "table.h"
-
-static void set_err(char *err, size_t errlen, const char *fmt, ...) {
-    if (!err || !errlen) return;
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(err, errlen, fmt, ap);
-    va_end(ap);
-}
+#include "autograd/errmsg.h"
 
 void ex_base64(FILE *f, const unsigned char *p, size_t n) {
     static const char a[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
@@ -39,13 +32,13 @@ static int make_dir(const char *path, char *err, size_t errlen) {
         if (*p != '/') continue;
         *p = '\0';
         if (mkdir(buf, 0755) != 0 && errno != EEXIST) {
-            set_err(err, errlen, "%s: cannot create directory: %s", buf, strerror(errno));
+            ag_errf(err, errlen, "%s: cannot create directory: %s", buf, strerror(errno));
             return -1;
         }
         *p = '/';
     }
     if (mkdir(buf, 0755) != 0 && errno != EEXIST) {
-        set_err(err, errlen, "%s: cannot create directory: %s", buf, strerror(errno));
+        ag_errf(err, errlen, "%s: cannot create directory: %s", buf, strerror(errno));
         return -1;
     }
     return 0;
@@ -160,7 +153,7 @@ int ex_report_write(sqlite3 *db, const int64_t *ids, int n, const ex_report_opts
                     char *err, size_t errlen) {
     memset(out, 0, sizeof *out);
     if (n < 1) {
-        set_err(err, errlen, "no runs for the report");
+        ag_errf(err, errlen, "no runs for the report");
         return -1;
     }
     if (ex_runs_check(db, ids, n, err, errlen) != 0) return -1;
@@ -206,7 +199,7 @@ int ex_report_write(sqlite3 *db, const int64_t *ids, int n, const ex_report_opts
     h = fopen(out->html, "w");
     m = fopen(out->md, "w");
     if (!h || !m) {
-        set_err(err, errlen, "%s: cannot write: %s", !h ? out->html : out->md, strerror(errno));
+        ag_errf(err, errlen, "%s: cannot write: %s", !h ? out->html : out->md, strerror(errno));
         goto done;
     }
 
@@ -297,7 +290,7 @@ int ex_report_write(sqlite3 *db, const int64_t *ids, int n, const ex_report_opts
     }
     /* ---- fingerprints: what all runs share once, then what differs by run */
     if (split_fingerprints(&fps, &fp_shared, &fp_differ) != 0) {
-        set_err(err, errlen, "out of memory");
+        ag_errf(err, errlen, "out of memory");
         goto done;
     }
     html_table_section(h, "Fingerprints", &fp_shared, "The runs share no fingerprint field.");
@@ -311,17 +304,17 @@ int ex_report_write(sqlite3 *db, const int64_t *ids, int n, const ex_report_opts
     fprintf(h, "</body>\n</html>\n");
 
     if (ferror(h) || ferror(m)) {
-        set_err(err, errlen, "%s: write failed", ferror(h) ? out->html : out->md);
+        ag_errf(err, errlen, "%s: write failed", ferror(h) ? out->html : out->md);
         goto done;
     }
     rc = 0;
 done:
     if (h && fclose(h) != 0 && rc == 0) {
-        set_err(err, errlen, "%s: write failed", out->html);
+        ag_errf(err, errlen, "%s: write failed", out->html);
         rc = -1;
     }
     if (m && fclose(m) != 0 && rc == 0) {
-        set_err(err, errlen, "%s: write failed", out->md);
+        ag_errf(err, errlen, "%s: write failed", out->md);
         rc = -1;
     }
     ex_table_free(&runs);

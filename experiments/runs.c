@@ -4,14 +4,7 @@
 #include <stdarg.h>
 #include <stdlib.h>
 #include <string.h>
-
-static void set_err(char *err, size_t errlen, const char *fmt, ...) {
-    if (!err || !errlen) return;
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(err, errlen, fmt, ap);
-    va_end(ap);
-}
+#include "autograd/errmsg.h"
 
 char *ex_id_list(const int64_t *ids, int n) {
     size_t cap = 3 + (size_t)n * 21;
@@ -44,7 +37,7 @@ int ex_runs_select(sqlite3 *db, const ex_filter *f, int64_t **ids, int *n, char 
         int ok = 0;
         for (int i = 0; i < 5; i++) ok |= strcmp(f->status, statuses[i]) == 0;
         if (!ok) {
-            set_err(err, errlen, "status '%s': expected running, finished, failed, diverged or interrupted",
+            ag_errf(err, errlen, "status '%s': expected running, finished, failed, diverged or interrupted",
                     f->status);
             return -1;
         }
@@ -55,7 +48,7 @@ int ex_runs_select(sqlite3 *db, const ex_filter *f, int64_t **ids, int *n, char 
                       " AND (?2 IS NULL OR command = ?2) AND (?3 IS NULL OR status = ?3)"
                       " ORDER BY id DESC LIMIT ?4) ORDER BY id";
     if (sqlite3_prepare_v2(db, sql, -1, &st, NULL) != SQLITE_OK) {
-        set_err(err, errlen, "selecting runs: %s", sqlite3_errmsg(db));
+        ag_errf(err, errlen, "selecting runs: %s", sqlite3_errmsg(db));
         return -1;
     }
     if (f && f->name && f->name[0]) sqlite3_bind_text(st, 1, f->name, -1, SQLITE_STATIC);
@@ -70,7 +63,7 @@ int ex_runs_select(sqlite3 *db, const ex_filter *f, int64_t **ids, int *n, char 
         }
     sqlite3_finalize(st);
     if (rc != SQLITE_DONE) {
-        set_err(err, errlen, "selecting runs: %s", rc == SQLITE_NOMEM ? "out of memory" : sqlite3_errmsg(db));
+        ag_errf(err, errlen, "selecting runs: %s", rc == SQLITE_NOMEM ? "out of memory" : sqlite3_errmsg(db));
         free(*ids);
         *ids = NULL;
         *n = 0;
@@ -82,14 +75,14 @@ int ex_runs_select(sqlite3 *db, const ex_filter *f, int64_t **ids, int *n, char 
 int ex_runs_check(sqlite3 *db, const int64_t *ids, int n, char *err, size_t errlen) {
     sqlite3_stmt *st;
     if (sqlite3_prepare_v2(db, "SELECT 1 FROM runs WHERE id = ?", -1, &st, NULL) != SQLITE_OK) {
-        set_err(err, errlen, "%s", sqlite3_errmsg(db));
+        ag_errf(err, errlen, "%s", sqlite3_errmsg(db));
         return -1;
     }
     int rc = 0;
     for (int i = 0; i < n && rc == 0; i++) {
         sqlite3_bind_int64(st, 1, ids[i]);
         if (sqlite3_step(st) != SQLITE_ROW) {
-            set_err(err, errlen, "no run with id %lld in this database", (long long)ids[i]);
+            ag_errf(err, errlen, "no run with id %lld in this database", (long long)ids[i]);
             rc = -1;
         }
         sqlite3_reset(st);
@@ -102,7 +95,7 @@ int ex_table_from_sql(sqlite3 *db, const char *sql, ex_table *t, char *err, size
     memset(t, 0, sizeof *t);
     sqlite3_stmt *st;
     if (sqlite3_prepare_v2(db, sql, -1, &st, NULL) != SQLITE_OK) {
-        set_err(err, errlen, "query failed: %s", sqlite3_errmsg(db));
+        ag_errf(err, errlen, "query failed: %s", sqlite3_errmsg(db));
         return -1;
     }
     int nc = sqlite3_column_count(st);
@@ -117,7 +110,7 @@ int ex_table_from_sql(sqlite3 *db, const char *sql, ex_table *t, char *err, size
         if (ex_table_add(t, vals) != 0) goto nomem;
     }
     if (rc != SQLITE_DONE) {
-        set_err(err, errlen, "query failed: %s", sqlite3_errmsg(db));
+        ag_errf(err, errlen, "query failed: %s", sqlite3_errmsg(db));
         sqlite3_finalize(st);
         ex_table_free(t);
         return -1;
@@ -125,7 +118,7 @@ int ex_table_from_sql(sqlite3 *db, const char *sql, ex_table *t, char *err, size
     sqlite3_finalize(st);
     return 0;
 nomem:
-    set_err(err, errlen, "out of memory");
+    ag_errf(err, errlen, "out of memory");
     sqlite3_finalize(st);
     ex_table_free(t);
     return -1;
@@ -139,7 +132,7 @@ static int table_for_ids(sqlite3 *db, const char *fmt, const int64_t *ids, int n
     free(list);
     if (!sql) {
         memset(t, 0, sizeof *t);
-        set_err(err, errlen, "out of memory");
+        ag_errf(err, errlen, "out of memory");
         return -1;
     }
     int rc = ex_table_from_sql(db, sql, t, err, errlen);
@@ -207,7 +200,7 @@ static int pivot(sqlite3 *db, const char *sql, const int64_t *ids, int n, bool d
                  size_t errlen) {
     sqlite3_stmt *st;
     if (sqlite3_prepare_v2(db, sql, -1, &st, NULL) != SQLITE_OK) {
-        set_err(err, errlen, "query failed: %s", sqlite3_errmsg(db));
+        ag_errf(err, errlen, "query failed: %s", sqlite3_errmsg(db));
         return -1;
     }
     char **vals = calloc((size_t)n + 1, sizeof *vals);
@@ -253,7 +246,7 @@ static int pivot(sqlite3 *db, const char *sql, const int64_t *ids, int n, bool d
     free(key);
     free(vals);
     if (rc != SQLITE_OK) {
-        set_err(err, errlen, "comparing runs: %s", rc == SQLITE_NOMEM ? "out of memory" : sqlite3_errmsg(db));
+        ag_errf(err, errlen, "comparing runs: %s", rc == SQLITE_NOMEM ? "out of memory" : sqlite3_errmsg(db));
         return -1;
     }
     return 0;
@@ -273,9 +266,9 @@ int ex_runs_compare(sqlite3 *db, const int64_t *ids, int n, ex_table *config, ex
                       : NULL;
     free(list);
     int rc = -1;
-    if (!csql || !rsql) set_err(err, errlen, "out of memory");
+    if (!csql || !rsql) ag_errf(err, errlen, "out of memory");
     else if (side_by_side_init(config, "key", ids, n) != 0 || side_by_side_init(results, "result", ids, n) != 0)
-        set_err(err, errlen, "out of memory");
+        ag_errf(err, errlen, "out of memory");
     else if (pivot(db, csql, ids, n, true, config, err, errlen) == 0 &&
              pivot(db, rsql, ids, n, false, results, err, errlen) == 0)
         rc = 0;
@@ -303,7 +296,7 @@ int ex_run_show(sqlite3 *db, int64_t id, FILE *f, char *err, size_t errlen) {
     sqlite3_stmt *st;
     char *sql = sqlite3_mprintf("SELECT * FROM runs WHERE id = %lld", (long long)id);
     if (!sql || sqlite3_prepare_v2(db, sql, -1, &st, NULL) != SQLITE_OK) {
-        set_err(err, errlen, "reading run %lld: %s", (long long)id, sqlite3_errmsg(db));
+        ag_errf(err, errlen, "reading run %lld: %s", (long long)id, sqlite3_errmsg(db));
         sqlite3_free(sql);
         return -1;
     }

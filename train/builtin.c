@@ -8,14 +8,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-
-static void set_err(char *err, size_t errlen, const char *fmt, ...) {
-    if (!err || errlen == 0) return;
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(err, errlen, fmt, ap);
-    va_end(ap);
-}
+#include "autograd/errmsg.h"
 
 /* Uniform double in [0, 1) with 53 random bits. */
 static double uniform53(ag_rng *r) { return (double)(ag_rng_next(r) >> 11) * (1.0 / 9007199254740992.0); }
@@ -46,7 +39,7 @@ int tr_markov_make(tr_markov *m, int A, int k, int support, double eps, uint64_t
                    char *err, size_t errlen) {
     memset(m, 0, sizeof *m);
     if (A < 2 || A > 64 || k < 1 || support < 1 || support > A || !(eps > 0.0 && eps < 1.0)) {
-        set_err(err, errlen,
+        ag_errf(err, errlen,
                 "markov chain: bad parameters (alphabet %d, order %d, support %d, eps %g); expected "
                 "2 <= alphabet <= 64, order >= 1, 1 <= support <= alphabet, 0 < eps < 1",
                 A, k, support, eps);
@@ -56,7 +49,7 @@ int tr_markov_make(tr_markov *m, int A, int k, int support, double eps, uint64_t
     for (int i = 0; i < k; i++) {
         S *= A;
         if (S > 65536) {
-            set_err(err, errlen, "markov chain: alphabet %d and order %d give more than 65536 states", A, k);
+            ag_errf(err, errlen, "markov chain: alphabet %d and order %d give more than 65536 states", A, k);
             return -1;
         }
     }
@@ -71,7 +64,7 @@ int tr_markov_make(tr_markov *m, int A, int k, int support, double eps, uint64_t
         free(next);
         free(perm);
         tr_markov_free(m);
-        set_err(err, errlen, "markov chain: out of memory for %ld states", S);
+        ag_errf(err, errlen, "markov chain: out of memory for %ld states", S);
         return -1;
     }
 
@@ -120,7 +113,7 @@ int tr_markov_make(tr_markov *m, int A, int k, int support, double eps, uint64_t
     free(perm);
     if (!converged) {
         tr_markov_free(m);
-        set_err(err, errlen, "markov chain: stationary distribution did not converge");
+        ag_errf(err, errlen, "markov chain: stationary distribution did not converge");
         return -1;
     }
     return 0;

@@ -12,14 +12,7 @@
 #include <sys/stat.h>
 
 #include "builtin.h"
-
-static void set_err(char *err, size_t errlen, const char *fmt, ...) {
-    if (!err || errlen == 0) return;
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(err, errlen, fmt, ap);
-    va_end(ap);
-}
+#include "autograd/errmsg.h"
 
 /* A byte as it should appear in a message: 'c' when printable, else 0xNN. */
 static const char *byte_str(uint8_t b, char buf[8]) {
@@ -57,7 +50,7 @@ void tr_vocab_byte(tr_vocab *v) {
 int tr_vocab_chars(tr_vocab *v, const uint8_t *text, size_t n, char *err, size_t errlen) {
     memset(v, 0, sizeof *v);
     if (n == 0) {
-        set_err(err, errlen, "character vocabulary: the text is empty; expected at least one byte");
+        ag_errf(err, errlen, "character vocabulary: the text is empty; expected at least one byte");
         return -1;
     }
     bool seen[256] = {false};
@@ -74,7 +67,7 @@ int tr_vocab_encode(const tr_vocab *v, const uint8_t *text, size_t n, int *ids, 
         int id = v->id[text[i]];
         if (id < 0) {
             char bs[8];
-            set_err(err, errlen, "byte %s at offset %zu is not in the %s vocabulary of %d symbols",
+            ag_errf(err, errlen, "byte %s at offset %zu is not in the %s vocabulary of %d symbols",
                     byte_str(text[i], bs), i, v->kind == TR_VOCAB_CHAR ? "char" : "byte", v->size);
             return -1;
         }
@@ -99,25 +92,25 @@ size_t tr_vocab_pack(const tr_vocab *v, uint8_t *out) {
 int tr_vocab_unpack(tr_vocab *v, const uint8_t *buf, size_t len, char *err, size_t errlen) {
     memset(v, 0, sizeof *v);
     if (len < 3) {
-        set_err(err, errlen, "packed vocabulary: %zu bytes; expected at least 3", len);
+        ag_errf(err, errlen, "packed vocabulary: %zu bytes; expected at least 3", len);
         return -1;
     }
     if (buf[0] != TR_VOCAB_BYTE && buf[0] != TR_VOCAB_CHAR) {
-        set_err(err, errlen, "packed vocabulary: kind %u; expected 0 (byte) or 1 (char)", buf[0]);
+        ag_errf(err, errlen, "packed vocabulary: kind %u; expected 0 (byte) or 1 (char)", buf[0]);
         return -1;
     }
     int size = buf[1] + 1;
     if (len != (size_t)size + 2) {
-        set_err(err, errlen, "packed vocabulary: %zu bytes for %d symbols; expected %d", len, size, size + 2);
+        ag_errf(err, errlen, "packed vocabulary: %zu bytes for %d symbols; expected %d", len, size, size + 2);
         return -1;
     }
     for (int i = 1; i < size; i++)
         if (buf[2 + i] <= buf[1 + i]) {
-            set_err(err, errlen, "packed vocabulary: symbols not strictly increasing at id %d", i);
+            ag_errf(err, errlen, "packed vocabulary: symbols not strictly increasing at id %d", i);
             return -1;
         }
     if (buf[0] == TR_VOCAB_BYTE && (size != 256 || buf[2] != 0)) {
-        set_err(err, errlen, "packed vocabulary: a byte vocabulary must have all 256 bytes in order");
+        ag_errf(err, errlen, "packed vocabulary: a byte vocabulary must have all 256 bytes in order");
         return -1;
     }
     v->kind = (tr_vocab_kind)buf[0];
@@ -136,12 +129,12 @@ int tr_vocab_compare(const tr_vocab *a, const char *a_name, const tr_vocab *b, c
     while (i < n && a->sym[i] == b->sym[i]) i++;
     if (i < n) {
         char sa[8], sb[8];
-        set_err(err, errlen,
+        ag_errf(err, errlen,
                 "vocabulary mismatch: %s has %s vocabulary of %d symbols, %s has %s vocabulary of %d "
                 "symbols (first difference at id %d: %s vs %s)",
                 a_name, ka, a->size, b_name, kb, b->size, i, byte_str(a->sym[i], sa), byte_str(b->sym[i], sb));
     } else {
-        set_err(err, errlen, "vocabulary mismatch: %s has %s vocabulary of %d symbols, %s has %s vocabulary of %d symbols",
+        ag_errf(err, errlen, "vocabulary mismatch: %s has %s vocabulary of %d symbols, %s has %s vocabulary of %d symbols",
                 a_name, ka, a->size, b_name, kb, b->size);
     }
     return -1;
@@ -167,20 +160,20 @@ static int read_file(const char *path, uint8_t **buf, size_t *n, char *err, size
     *n = 0;
     FILE *f = fopen(path, "rb");
     if (!f) {
-        set_err(err, errlen, "data file '%s': cannot open: %s; expected a readable text file", path, strerror(errno));
+        ag_errf(err, errlen, "data file '%s': cannot open: %s; expected a readable text file", path, strerror(errno));
         return -1;
     }
     struct stat st;
     if (fstat(fileno(f), &st) != 0 || !S_ISREG(st.st_mode)) {
         fclose(f);
-        set_err(err, errlen, "data file '%s': not a regular file; expected a text file", path);
+        ag_errf(err, errlen, "data file '%s': not a regular file; expected a text file", path);
         return -1;
     }
     size_t size = (size_t)st.st_size;
     uint8_t *b = malloc(size ? size : 1);
     if (!b) {
         fclose(f);
-        set_err(err, errlen, "data file '%s': out of memory for %zu bytes", path, size);
+        ag_errf(err, errlen, "data file '%s': out of memory for %zu bytes", path, size);
         return -1;
     }
     size_t got = fread(b, 1, size, f);
@@ -188,7 +181,7 @@ static int read_file(const char *path, uint8_t **buf, size_t *n, char *err, size
     fclose(f);
     if (bad || got != size) {
         free(b);
-        set_err(err, errlen, "data file '%s': read %zu of %zu bytes; expected the whole file", path, got, size);
+        ag_errf(err, errlen, "data file '%s': read %zu of %zu bytes; expected the whole file", path, got, size);
         return -1;
     }
     *buf = b;
@@ -203,13 +196,13 @@ static int check_text(const char *path, const uint8_t *b, size_t n, char *err, s
     for (size_t i = 0; i < n; i++) {
         uint8_t c = b[i];
         if (c == 0) {
-            set_err(err, errlen, "data file '%s': looks binary (NUL byte at offset %zu); expected a text file", path, i);
+            ag_errf(err, errlen, "data file '%s': looks binary (NUL byte at offset %zu); expected a text file", path, i);
             return -1;
         }
         if ((c < 0x20 && !(c >= '\t' && c <= '\r') && c != 0x1b) || c == 0x7f) ctrl++;
     }
     if (ctrl * 10 > n) {
-        set_err(err, errlen,
+        ag_errf(err, errlen,
                 "data file '%s': looks binary (%zu of %zu bytes are control characters); expected a text file",
                 path, ctrl, n);
         return -1;
@@ -222,14 +215,14 @@ static int check_text(const char *path, const uint8_t *b, size_t n, char *err, s
 static int make_stream(tr_dataset *d, const uint8_t *text, size_t n, char *err, size_t errlen) {
     d->tok = malloc(n ? n : 1);
     if (!d->tok) {
-        set_err(err, errlen, "data '%s': out of memory for %zu tokens", d->spec, n);
+        ag_errf(err, errlen, "data '%s': out of memory for %zu tokens", d->spec, n);
         return -1;
     }
     for (size_t i = 0; i < n; i++) {
         int id = d->vocab.id[text[i]];
         if (id < 0) {
             char bs[8];
-            set_err(err, errlen,
+            ag_errf(err, errlen,
                     "data '%s': byte %s at offset %zu is not in the model's %s vocabulary of %d symbols; "
                     "expected data the vocabulary covers",
                     d->spec, byte_str(text[i], bs), i, d->vocab.kind == TR_VOCAB_CHAR ? "char" : "byte",
@@ -242,13 +235,13 @@ static int make_stream(tr_dataset *d, const uint8_t *text, size_t n, char *err, 
     d->n_train = n / 10 * 9 + (n % 10) * 9 / 10; /* floor(0.9 n) without overflow */
     size_t need = (size_t)d->ctx + 1, n_val = n - d->n_train;
     if (d->n_train < need) {
-        set_err(err, errlen,
+        ag_errf(err, errlen,
                 "data '%s': train split has %zu tokens (first 90%% of %zu); context %d needs at least %zu",
                 d->spec, d->n_train, n, d->ctx, need);
         return -1;
     }
     if (n_val < need) {
-        set_err(err, errlen,
+        ag_errf(err, errlen,
                 "data '%s': validation split has %zu tokens (last 10%% of %zu); context %d needs at least %zu",
                 d->spec, n_val, n, d->ctx, need);
         return -1;
@@ -262,7 +255,7 @@ static int open_text(tr_dataset *d, const char *path, const tr_data_opts *o, cha
     if (read_file(path, &text, &n, err, errlen) != 0) return -1;
     if (n == 0) {
         free(text);
-        set_err(err, errlen, "data file '%s': empty; expected a text file", path);
+        ag_errf(err, errlen, "data file '%s': empty; expected a text file", path);
         return -1;
     }
     if (check_text(path, text, n, err, errlen) != 0) {
@@ -292,7 +285,7 @@ static int builtin_vocab(tr_dataset *d, const tr_data_opts *o, const char *symbo
         for (const char *p = symbols; *p; p++)
             if (d->vocab.id[(uint8_t)*p] < 0) {
                 char bs[8];
-                set_err(err, errlen, "data '%s': symbol %s is not in the model's %s vocabulary of %d symbols",
+                ag_errf(err, errlen, "data '%s': symbol %s is not in the model's %s vocabulary of %d symbols",
                         d->spec, byte_str((uint8_t)*p, bs), d->vocab.kind == TR_VOCAB_CHAR ? "char" : "byte",
                         d->vocab.size);
                 return -1;
@@ -317,7 +310,7 @@ static int open_markov(tr_dataset *d, const tr_data_opts *o, char *err, size_t e
     uint8_t *text = malloc(n);
     if (!text) {
         tr_markov_free(&m);
-        set_err(err, errlen, "data '%s': out of memory for %zu tokens", d->spec, n);
+        ag_errf(err, errlen, "data '%s': out of memory for %zu tokens", d->spec, n);
         return -1;
     }
     ag_rng r;
@@ -358,7 +351,7 @@ static int open_task(tr_dataset *d, int task, const tr_data_opts *o, char *err, 
     if (builtin_vocab(d, o, symbols, err, errlen) != 0) return -1;
     int need = 2 * d->task_max_len + 1; /* the longest example has 2L + 2 tokens = T + 1 */
     if (d->ctx < need) {
-        set_err(err, errlen, "data '%s': examples have up to %d tokens; context %d is too short, expected at least %d",
+        ag_errf(err, errlen, "data '%s': examples have up to %d tokens; context %d is too short, expected at least %d",
                 d->spec, 2 * d->task_max_len + 2, d->ctx, need);
         return -1;
     }
@@ -382,16 +375,16 @@ int tr_dataset_open(tr_dataset **out, const char *spec, const tr_data_opts *o, c
     tr_data_opts def = tr_data_opts_default();
     if (!o) o = &def;
     if (!spec || !*spec) {
-        set_err(err, errlen, "data: empty spec; expected a file path or builtin:NAME (%s)", TR_BUILTIN_NAMES);
+        ag_errf(err, errlen, "data: empty spec; expected a file path or builtin:NAME (%s)", TR_BUILTIN_NAMES);
         return -1;
     }
     if (o->ctx < 1) {
-        set_err(err, errlen, "data '%s': context %d; expected at least 1", spec, o->ctx);
+        ag_errf(err, errlen, "data '%s': context %d; expected at least 1", spec, o->ctx);
         return -1;
     }
     tr_dataset *d = calloc(1, sizeof *d);
     if (!d) {
-        set_err(err, errlen, "data '%s': out of memory", spec);
+        ag_errf(err, errlen, "data '%s': out of memory", spec);
         return -1;
     }
     snprintf(d->spec, sizeof d->spec, "%s", spec);
@@ -409,7 +402,7 @@ int tr_dataset_open(tr_dataset **out, const char *spec, const tr_data_opts *o, c
             for (int i = 0; i < 3; i++)
                 if (strcmp(name, task_names[i]) == 0) task = i;
             if (task < 0) {
-                set_err(err, errlen, "data '%s': unknown built-in dataset '%s'; expected one of: %s", spec, name,
+                ag_errf(err, errlen, "data '%s': unknown built-in dataset '%s'; expected one of: %s", spec, name,
                         TR_BUILTIN_NAMES);
                 rc = -1;
             } else {
@@ -487,7 +480,7 @@ int tr_dataset_prompt(const tr_dataset *d, int i, char *prompt, char *expected, 
 int tr_batch_init(tr_batch *b, int B, int T, char *err, size_t errlen) {
     memset(b, 0, sizeof *b);
     if (B < 1 || T < 1) {
-        set_err(err, errlen, "batch: %d rows of %d positions; expected both at least 1", B, T);
+        ag_errf(err, errlen, "batch: %d rows of %d positions; expected both at least 1", B, T);
         return -1;
     }
     size_t n = (size_t)B * (size_t)T;
@@ -495,7 +488,7 @@ int tr_batch_init(tr_batch *b, int B, int T, char *err, size_t errlen) {
     b->y = malloc(n * sizeof(int));
     if (!b->x || !b->y) {
         tr_batch_free(b);
-        set_err(err, errlen, "batch: out of memory for %d x %d", B, T);
+        ag_errf(err, errlen, "batch: out of memory for %d x %d", B, T);
         return -1;
     }
     b->B = B;
@@ -531,7 +524,7 @@ static void task_row(const tr_dataset *d, const uint8_t *ex, int len, int *x, in
 
 static int check_batch(const tr_dataset *d, const tr_batch *b, char *err, size_t errlen) {
     if (!b->x || !b->y || b->B < 1 || b->T != d->ctx) {
-        set_err(err, errlen, "data '%s': batch has %d positions per row; expected the context %d", d->spec, b->T,
+        ag_errf(err, errlen, "data '%s': batch has %d positions per row; expected the context %d", d->spec, b->T,
                 d->ctx);
         return -1;
     }
@@ -558,7 +551,7 @@ int tr_data_train_batch(const tr_dataset *d, ag_rng *rng, tr_batch *b, char *err
 int tr_data_val_batch(const tr_dataset *d, int i, tr_batch *b, char *err, size_t errlen) {
     if (check_batch(d, b, err, errlen) != 0) return -1;
     if (i < 0) {
-        set_err(err, errlen, "data '%s': validation batch %d; expected an index >= 0", d->spec, i);
+        ag_errf(err, errlen, "data '%s': validation batch %d; expected an index >= 0", d->spec, i);
         return -1;
     }
     int T = b->T;
