@@ -19,71 +19,18 @@ For 2 threads run it with OMP_WAIT_POLICY=PASSIVE (bench_infer.sh does).
 Usage: torch_decode.py [--config small|baseline] [--threads N] [--tokens N] [--repeat N]
 """
 import argparse
-import math
 import resource
 import time
 
 import torch
-import torch.nn as nn
-import torch.nn.functional as F
+
+from torch_model import GPT
 
 CONFIGS = {
     # n_layer, n_head, n_embd, ctx, vocab
     "small": (6, 6, 384, 256, 256),
     "baseline": (4, 4, 128, 64, 65),
 }
-
-
-class Block(nn.Module):
-    def __init__(self, C, H):
-        super().__init__()
-        self.H = H
-        self.ln1 = nn.LayerNorm(C, eps=1e-5)
-        self.qkv = nn.Linear(C, 3 * C)
-        self.proj = nn.Linear(C, C)
-        self.ln2 = nn.LayerNorm(C, eps=1e-5)
-        self.fc = nn.Linear(C, 4 * C)
-        self.mproj = nn.Linear(4 * C, C)
-
-    def forward(self, x, cache, pos):
-        """x [1, T, C] at positions pos..pos+T-1; cache = (k, v) [1, H, ctx, D]."""
-        B, T, C = x.shape
-        H, D = self.H, C // self.H
-        q, k, v = self.qkv(self.ln1(x)).split(C, dim=2)
-        q, k, v = (t.view(B, T, H, D).transpose(1, 2) for t in (q, k, v))
-        kc, vc = cache
-        kc[:, :, pos:pos + T] = k
-        vc[:, :, pos:pos + T] = v
-        keys, vals = kc[:, :, :pos + T], vc[:, :, :pos + T]
-        att = (q @ keys.transpose(-2, -1)) * (1.0 / math.sqrt(D))
-        if T > 1:  # causal mask within the new block
-            mask = torch.ones(T, pos + T, dtype=torch.bool).tril(diagonal=pos)
-            att = att.masked_fill(~mask, float("-inf"))
-        y = (att.softmax(dim=-1) @ vals).transpose(1, 2).contiguous().view(B, T, C)
-        x = x + self.proj(y)
-        return x + self.mproj(F.gelu(self.fc(self.ln2(x)), approximate="tanh"))
-
-
-class GPT(nn.Module):
-    def __init__(self, L, H, C, ctx, V):
-        super().__init__()
-        self.ctx, self.H, self.D = ctx, H, C // H
-        self.wte = nn.Embedding(V, C)
-        self.wpe = nn.Embedding(ctx, C)
-        self.blocks = nn.ModuleList([Block(C, H) for _ in range(L)])
-        self.lnf = nn.LayerNorm(C, eps=1e-5)
-        self.head = nn.Linear(C, V, bias=False)
-
-    def new_cache(self):
-        return [(torch.zeros(1, self.H, self.ctx, self.D), torch.zeros(1, self.H, self.ctx, self.D))
-                for _ in self.blocks]
-
-    def forward(self, ids, cache, pos):
-        T = ids.shape[1]
-        x = self.wte(ids) + self.wpe(torch.arange(pos, pos + T))
-        for b, c in zip(self.blocks, cache):
-            x = b(x, c, pos)
-        return self.head(self.lnf(x[:, -1:]))  # logits of the last position
 
 
 def time_decode(model, n):

@@ -16,14 +16,14 @@ For 2 threads run it with OMP_WAIT_POLICY=PASSIVE (bench_train.sh does).
 Usage: torch_gpt.py [--config small|tiny] [--threads N] [--steps N] [--warmup N]
 """
 import argparse
-import math
 import resource
 import sys
 import time
 
 import torch
-import torch.nn as nn
 import torch.nn.functional as F
+
+from torch_model import GPT
 
 CONFIGS = {
     # n_layer, n_head, n_embd, ctx, batch
@@ -31,51 +31,6 @@ CONFIGS = {
     "tiny": (4, 4, 128, 128, 16),
 }
 VOCAB = 256
-
-
-class Block(nn.Module):
-    def __init__(self, C, H, T):
-        super().__init__()
-        self.H = H
-        self.ln1 = nn.LayerNorm(C, eps=1e-5)
-        self.qkv = nn.Linear(C, 3 * C)
-        self.proj = nn.Linear(C, C)
-        self.ln2 = nn.LayerNorm(C, eps=1e-5)
-        self.fc = nn.Linear(C, 4 * C)
-        self.mproj = nn.Linear(4 * C, C)
-        self.register_buffer("mask", torch.ones(T, T, dtype=torch.bool).tril())
-
-    def forward(self, x):
-        B, T, C = x.shape
-        H, D = self.H, C // self.H
-        q, k, v = self.qkv(self.ln1(x)).split(C, dim=2)
-        q, k, v = (t.view(B, T, H, D).transpose(1, 2) for t in (q, k, v))
-        att = (q @ k.transpose(-2, -1)) * (1.0 / math.sqrt(D))
-        att = att.masked_fill(~self.mask[:T, :T], float("-inf")).softmax(dim=-1)
-        y = (att @ v).transpose(1, 2).contiguous().view(B, T, C)
-        x = x + self.proj(y)
-        return x + self.mproj(F.gelu(self.fc(self.ln2(x)), approximate="tanh"))
-
-
-class GPT(nn.Module):
-    def __init__(self, L, H, C, T):
-        super().__init__()
-        self.wte = nn.Embedding(VOCAB, C)
-        self.wpe = nn.Embedding(T, C)
-        self.blocks = nn.ModuleList(Block(C, H, T) for _ in range(L))
-        self.lnf = nn.LayerNorm(C, eps=1e-5)
-        self.head = nn.Linear(C, VOCAB, bias=False)
-        for n, p in self.named_parameters():
-            if p.dim() >= 2:
-                std = 0.02 / math.sqrt(2 * L) if n.endswith("proj.weight") else 0.02
-                nn.init.normal_(p, 0.0, std)
-
-    def forward(self, idx):
-        T = idx.shape[1]
-        x = self.wte(idx) + self.wpe(torch.arange(T))
-        for b in self.blocks:
-            x = b(x)
-        return self.head(self.lnf(x))
 
 
 def main():
@@ -89,12 +44,8 @@ def main():
     torch.manual_seed(1)
     base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0  # Python + torch, no model
     L, H, C, T, B = CONFIGS[a.config]
-    model = GPT(L, H, C, T)
-    decay = [p for p in model.parameters() if p.dim() >= 2]
-    no_decay = [p for p in model.parameters() if p.dim() < 2]
-    opt = torch.optim.AdamW([{"params": decay, "weight_decay": 0.1},
-                             {"params": no_decay, "weight_decay": 0.0}],
-                            lr=1e-3, betas=(0.9, 0.95), eps=1e-8)
+    model = GPT(L, H, C, T, VOCAB)
+    opt = torch.optim.AdamW(model.param_groups(0.1), lr=1e-3, betas=(0.9, 0.95), eps=1e-8)
     g = torch.Generator().manual_seed(7)
     times, loss = [], None
     for s in range(a.warmup + a.steps):

@@ -22,55 +22,11 @@ import sys
 import time
 
 import torch
-import torch.nn as nn
 import torch.nn.functional as F
 
+from torch_model import GPT
+
 L, H, C, T, B = 4, 4, 128, 64, 12
-
-
-class Block(nn.Module):
-    def __init__(self):
-        super().__init__()
-        self.ln1 = nn.LayerNorm(C, eps=1e-5, elementwise_affine=True)
-        self.ln1.bias = None
-        self.qkv = nn.Linear(C, 3 * C, bias=False)
-        self.proj = nn.Linear(C, C, bias=False)
-        self.ln2 = nn.LayerNorm(C, eps=1e-5)
-        self.ln2.bias = None
-        self.fc = nn.Linear(C, 4 * C, bias=False)
-        self.mproj = nn.Linear(4 * C, C, bias=False)
-        self.register_buffer("mask", torch.ones(T, T, dtype=torch.bool).tril())
-
-    def forward(self, x):
-        b, t, c = x.shape
-        d = c // H
-        q, k, v = self.qkv(self.ln1(x)).split(c, dim=2)
-        q, k, v = (z.view(b, t, H, d).transpose(1, 2) for z in (q, k, v))
-        att = (q @ k.transpose(-2, -1)) * (1.0 / math.sqrt(d))
-        att = att.masked_fill(~self.mask[:t, :t], float("-inf")).softmax(dim=-1)
-        y = (att @ v).transpose(1, 2).contiguous().view(b, t, c)
-        x = x + self.proj(y)
-        return x + self.mproj(F.gelu(self.fc(self.ln2(x)), approximate="tanh"))
-
-
-class GPT(nn.Module):
-    def __init__(self, V):
-        super().__init__()
-        self.wte = nn.Embedding(V, C)
-        self.wpe = nn.Embedding(T, C)
-        self.blocks = nn.ModuleList(Block() for _ in range(L))
-        self.lnf = nn.LayerNorm(C, eps=1e-5)
-        self.lnf.bias = None
-        for n, p in self.named_parameters():
-            if p.dim() >= 2:
-                std = 0.02 / math.sqrt(2 * L) if n.endswith("proj.weight") else 0.02
-                nn.init.normal_(p, 0.0, std)
-
-    def forward(self, idx):
-        x = self.wte(idx) + self.wpe(torch.arange(idx.shape[1]))
-        for blk in self.blocks:
-            x = blk(x)
-        return self.lnf(x) @ self.wte.weight.t()  # tied head
 
 
 def lr_at(step, steps, lr=1e-3, min_lr=1e-4, warmup=100):
@@ -101,12 +57,8 @@ def main():
         ix = torch.randint(len(d) - T, (B,))
         return torch.stack([d[i:i + T] for i in ix]), torch.stack([d[i + 1:i + 1 + T] for i in ix])
 
-    model = GPT(len(chars))
-    decay = [p for p in model.parameters() if p.dim() >= 2]
-    no_decay = [p for p in model.parameters() if p.dim() < 2]
-    opt = torch.optim.AdamW([{"params": decay, "weight_decay": 0.1},
-                             {"params": no_decay, "weight_decay": 0.0}],
-                            lr=1e-3, betas=(0.9, 0.99), eps=1e-8)
+    model = GPT(L, H, C, T, len(chars), bias=False, tied=True)
+    opt = torch.optim.AdamW(model.param_groups(0.1), lr=1e-3, betas=(0.9, 0.99), eps=1e-8)
     results, train_s, t_wall = {}, 0.0, time.perf_counter()
     for step in range(a.steps):
         for g in opt.param_groups:
