@@ -26,17 +26,70 @@ double ag_now(void) {
     return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
 }
 
+static void sgemm1(bool ta, bool tb, int M, int N, int K, float alpha, const float *A, int lda,
+                   const float *B, int ldb, float beta, float *C, int ldc) {
+    cblas_sgemm(CblasRowMajor, ta ? CblasTrans : CblasNoTrans, tb ? CblasTrans : CblasNoTrans, M, N,
+                K, alpha, A, lda, B, ldb, beta, C, ldc);
+}
+
+/* A product worth splitting: at least this many flops (2 M N K), and a block
+ * of at least AG_SPLIT_ALIGN rows or columns per thread. Below that, one
+ * OpenBLAS call (which picks its own thread count). */
+#define SPLIT_MIN_FLOPS 8e6
+
+/* Whether ag_sgemm would split this product over the pool, and along which
+ * dimension: 'M' (rows of C), 'N' (columns of C) or 0 (one call). */
+static char split_dim(int M, int N, int K, int threads) {
+    if (threads < 2 || omp_in_parallel() || 2.0 * M * N * K < SPLIT_MIN_FLOPS) return 0;
+    int big = M >= N ? M : N;
+    if (big < 2 * AG_SPLIT_ALIGN) return 0;
+    return M >= N ? 'M' : 'N';
+}
+
+/* Rows [r0, r1) of C (dim 'M') or columns [r0, r1) (dim 'N'): the same
+ * product restricted to that block, one single-threaded call. Each element of
+ * C is computed by exactly one call, over the whole of K. */
+static void sgemm_block(char dim, int r0, int r1, bool ta, bool tb, int M, int N, int K,
+                        float alpha, const float *A, int lda, const float *B, int ldb, float beta,
+                        float *C, int ldc) {
+    if (r1 <= r0) return;
+    if (dim == 'M') /* row r of op(A) is row r of A, or column r of A^T */
+        sgemm1(ta, tb, r1 - r0, N, K, alpha, A + (ta ? (size_t)r0 : (size_t)r0 * lda), lda, B, ldb,
+               beta, C + (size_t)r0 * ldc, ldc);
+    else /* column c of op(B) is column c of B, or row c of B^T */
+        sgemm1(ta, tb, M, r1 - r0, K, alpha, A, lda, B + (tb ? (size_t)r0 * ldb : (size_t)r0), ldb,
+               beta, C + r0, ldc);
+}
+
+static void sgemm_run(bool ta, bool tb, int M, int N, int K, float alpha, const float *A, int lda,
+                      const float *B, int ldb, float beta, float *C, int ldc) {
+    char dim = split_dim(M, N, K, g_threads);
+    if (!dim) {
+        sgemm1(ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
+        return;
+    }
+    int extent = dim == 'M' ? M : N;
+#pragma omp parallel num_threads(g_threads)
+    {
+        int nt = omp_get_num_threads(), t = omp_get_thread_num();
+        /* blocks of whole AG_SPLIT_ALIGN-row tiles, the last one takes the rest */
+        int tiles = (extent + AG_SPLIT_ALIGN - 1) / AG_SPLIT_ALIGN;
+        int per = (tiles + nt - 1) / nt;
+        int r0 = t * per * AG_SPLIT_ALIGN, r1 = (t + 1) * per * AG_SPLIT_ALIGN;
+        if (r1 > extent) r1 = extent;
+        sgemm_block(dim, r0, r1, ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
+    }
+}
+
 void ag_sgemm(bool ta, bool tb, int M, int N, int K, float alpha, const float *A, int lda,
               const float *B, int ldb, float beta, float *C, int ldc) {
     if (!g_profile) {
-        cblas_sgemm(CblasRowMajor, ta ? CblasTrans : CblasNoTrans, tb ? CblasTrans : CblasNoTrans,
-                    M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
+        sgemm_run(ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
         return;
     }
     bool inner = omp_in_parallel();
     double t0 = ag_now();
-    cblas_sgemm(CblasRowMajor, ta ? CblasTrans : CblasNoTrans, tb ? CblasTrans : CblasNoTrans, M,
-                N, K, alpha, A, lda, B, ldb, beta, C, ldc);
+    sgemm_run(ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
     double dt = ag_now() - t0;
     double flops = 2.0 * M * N * K;
     if (g_trace) {
@@ -62,6 +115,13 @@ void ag_sgemm(bool ta, bool tb, int M, int N, int K, float alpha, const float *A
         g_stats.calls += 1;
         g_stats.seconds += dt;
     }
+}
+
+void ag_sgemm_single(bool ta, bool tb, int M, int N, int K, float alpha, const float *A, int lda,
+                     const float *B, int ldb, float beta, float *C, int ldc) {
+    openblas_set_num_threads(1);
+    sgemm1(ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
+    openblas_set_num_threads(g_threads);
 }
 
 void ag_sgemm_profile(bool enabled) { g_profile = enabled; }

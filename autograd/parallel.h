@@ -22,9 +22,27 @@ int ag_get_threads(void);
 
 /* C[M,N] = alpha * op(A) op(B) + beta * C, row-major, through cblas_sgemm.
  * ta/tb transpose A/B; lda/ldb/ldc are row strides. Every matrix product in
- * pare goes through here so the profiler below sees all of them. */
+ * pare goes through here so the profiler below sees all of them.
+ *
+ * Threads: called outside a parallel region with more than one thread, a
+ * product of at least 8 MFLOP is split over the pool along the larger of M and
+ * N (rows or columns of C) in blocks of whole AG_SPLIT_ALIGN-wide tiles, each
+ * thread making one single-threaded cblas call on its block over the whole of
+ * K. Every element of C is computed by one call, so the result does not depend
+ * on the split; tests/test_ops.c checks it equals one single-threaded call bit
+ * for bit. Smaller products and calls from inside a parallel region are one
+ * cblas call (single-threaded inside a region with the OpenMP build). */
 void ag_sgemm(bool ta, bool tb, int M, int N, int K, float alpha, const float *A, int lda,
               const float *B, int ldb, float beta, float *C, int ldc);
+
+/* Tile width of ag_sgemm's split (a multiple of OpenBLAS's register tiles). */
+#define AG_SPLIT_ALIGN 16
+
+/* The same product as one cblas call with OpenBLAS held to one thread: the
+ * reference the split above is tested against. Not for use inside a parallel
+ * region (it changes OpenBLAS's thread count for the process). */
+void ag_sgemm_single(bool ta, bool tb, int M, int N, int K, float alpha, const float *A, int lda,
+                     const float *B, int ldb, float beta, float *C, int ldc);
 
 /* Optional profiling of ag_sgemm. When enabled, every call is counted with its
  * flops (2*M*N*K) and timed, in two classes:

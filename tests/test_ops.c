@@ -13,6 +13,7 @@
 
 #include "autograd/gradcheck.h"
 #include "autograd/ops.h"
+#include "autograd/parallel.h"
 #include "autograd/params.h"
 #include "autograd/vecmath.h"
 
@@ -461,6 +462,53 @@ static void test_vectorised_gelu_is_bit_exact(void **state) {
     assert_true(isnan(ag_inv_1p_exp(NAN)));
 }
 
+/* ag_sgemm splits large products over the threads (rows or columns of C, one
+ * single-threaded call per block): the result must equal one single-threaded
+ * call bit for bit, for every transpose, beta 0 and 1, ragged blocks and both
+ * split directions. */
+static void test_sgemm_split_matches_single_call(void **state) {
+    (void)state;
+    static const int shapes[][3] = {{1000, 77, 130}, {40, 600, 300}, {2048, 384, 128}, {129, 129, 257}};
+    size_t cap = (size_t)2048 * 600;
+    float *A = malloc(cap * sizeof *A), *B = malloc(cap * sizeof *B);
+    float *C1 = malloc(cap * sizeof *C1), *C2 = malloc(cap * sizeof *C2);
+    assert_non_null(A);
+    assert_non_null(B);
+    assert_non_null(C1);
+    assert_non_null(C2);
+    ag_fill_uniform(A, cap, -1.0f, 1.0f, 11);
+    ag_fill_uniform(B, cap, -1.0f, 1.0f, 12);
+    int saved = ag_get_threads();
+    ag_set_threads(2);
+    for (size_t s = 0; s < sizeof shapes / sizeof shapes[0]; s++)
+        for (int tr = 0; tr < 4; tr++)
+            for (int beta = 0; beta <= 1; beta++) {
+                bool ta = tr & 1, tb = tr & 2;
+                int M = shapes[s][0], N = shapes[s][1], K = shapes[s][2];
+                int lda = ta ? M : K, ldb = tb ? K : N, ldc = N + 3; /* C wider than N */
+                ag_fill_uniform(C1, cap, -1.0f, 1.0f, 13);
+                memcpy(C2, C1, cap * sizeof *C1);
+                ag_sgemm(ta, tb, M, N, K, 0.5f, A, lda, B, ldb, (float)beta, C1, ldc);
+                ag_sgemm_single(ta, tb, M, N, K, 0.5f, A, lda, B, ldb, (float)beta, C2, ldc);
+                assert_memory_equal(C1, C2, cap * sizeof *C1);
+                /* and it is the product: one element against a double sum */
+                int i = M - 1, j = N / 2;
+                double acc = 0.0;
+                for (int k = 0; k < K; k++)
+                    acc += (double)(ta ? A[(size_t)k * lda + i] : A[(size_t)i * lda + k]) *
+                           (tb ? B[(size_t)j * ldb + k] : B[(size_t)k * ldb + j]);
+                float c0 = C1[(size_t)i * ldc + j];
+                ag_fill_uniform(C2, cap, -1.0f, 1.0f, 13); /* C's value before the product */
+                acc = 0.5 * acc + beta * (double)C2[(size_t)i * ldc + j];
+                assert_float_equal(c0, acc, 1e-4);
+            }
+    ag_set_threads(saved);
+    free(A);
+    free(B);
+    free(C1);
+    free(C2);
+}
+
 int main(void) {
 #define T(fn) cmocka_unit_test_setup_teardown(fn, setup, teardown)
     const struct CMUnitTest tests[] = {
@@ -480,6 +528,7 @@ int main(void) {
         T(test_reshape_shares_memory_and_gradient),
         T(test_vectorised_gelu_is_bit_exact),
         T(test_add_mul_long_rows),
+        T(test_sgemm_split_matches_single_call),
     };
     return cmocka_run_group_tests_name("ops", tests, NULL, NULL);
 }
