@@ -2,6 +2,7 @@
 #include "optim.h"
 
 #include <math.h>
+#include <omp.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <string.h>
@@ -129,31 +130,35 @@ int ag_optim_step(ag_optim *o, ag_params *p, char *err, size_t errlen) {
         ib2 = (float)(1.0 / (1.0 - pow((double)o->beta2, (double)t)));
     }
     const float b1 = o->beta1, b2 = o->beta2, eps = o->eps, mu = o->momentum;
-    for (int i = 0; i < p->count; i++) {
-        const ag_optim_group *gr = &o->group[p->group[i]];
-        const float lr = o->lr * gr->lr_mult, wd = gr->weight_decay;
-        size_t off = p->offset[i], n = p->t[i].numel;
-        float *w = p->data + off, *g = p->grad + off; /* [n] */
-        float *m = p->m ? p->m + off : NULL;          /* [n] */
-        float *v = p->v ? p->v + off : NULL;          /* [n] */
-        long nn = (long)n;
-        if (o->kind == AG_OPTIM_ADAMW) {
-            long nblk = (nn + OPT_BLOCK - 1) / OPT_BLOCK;
-#pragma omp parallel for schedule(static) if (n >= AG_PAR_MIN)
-            for (long bk = 0; bk < nblk; bk++) {
-                long j0 = bk * OPT_BLOCK, len = nn - j0 < OPT_BLOCK ? nn - j0 : OPT_BLOCK;
-                adamw_kernel(w + j0, m + j0, v + j0, g + j0, len, lr, wd, b1, b2, eps, ib1, ib2);
+    /* One parallel region for the whole update: the work items are blocks of
+     * OPT_BLOCK elements of every parameter in turn (item k counts them in that order), dealt
+     * round-robin to the threads. The update is elementwise, so the result
+     * does not depend on which thread takes which block. */
+#pragma omp parallel if (p->n >= AG_PAR_MIN)
+    {
+        long nt = omp_get_num_threads(), th = omp_get_thread_num(), item = 0;
+        for (int i = 0; i < p->count; i++) {
+            const ag_optim_group *gr = &o->group[p->group[i]];
+            const float lr = o->lr * gr->lr_mult, wd = gr->weight_decay;
+            size_t off = p->offset[i];
+            long nn = (long)p->t[i].numel;
+            for (long j0 = 0; j0 < nn; j0 += OPT_BLOCK, item++) {
+                if (item % nt != th) continue;
+                long len = nn - j0 < OPT_BLOCK ? nn - j0 : OPT_BLOCK;
+                float *w = p->data + off + j0, *g = p->grad + off + j0; /* [len] */
+                float *m = p->m ? p->m + off + j0 : NULL;               /* [len] */
+                float *v = p->v ? p->v + off + j0 : NULL;               /* [len] */
+                if (o->kind == AG_OPTIM_ADAMW)
+                    adamw_kernel(w, m, v, g, len, lr, wd, b1, b2, eps, ib1, ib2);
+                else if (mu != 0.0f)
+                    for (long j = 0; j < len; j++) {
+                        float bj = mu * m[j] + (g[j] + wd * w[j]);
+                        m[j] = bj;
+                        w[j] -= lr * bj;
+                    }
+                else
+                    for (long j = 0; j < len; j++) w[j] -= lr * (g[j] + wd * w[j]);
             }
-        } else if (mu != 0.0f) {
-#pragma omp parallel for schedule(static) if (n >= AG_PAR_MIN)
-            for (long j = 0; j < nn; j++) {
-                float bj = mu * m[j] + (g[j] + wd * w[j]);
-                m[j] = bj;
-                w[j] -= lr * bj;
-            }
-        } else {
-#pragma omp parallel for schedule(static) if (n >= AG_PAR_MIN)
-            for (long j = 0; j < nn; j++) w[j] -= lr * (g[j] + wd * w[j]);
         }
     }
     o->step = t;

@@ -7,6 +7,7 @@
 #include <stdint.h>
 #include <cmocka.h>
 #include <math.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -366,6 +367,68 @@ static void test_training_is_bit_identical(void **state) {
     ag_set_threads(prev);
 }
 
+/* Many parameters, large enough for the optimizer's parallel region (blocks of
+ * every tensor dealt to the threads): two AdamW steps at 2 threads give the
+ * same bits as at 1 thread, and every element matches the double reference. */
+static void big_adamw_steps(int threads, float *out, size_t *n_out, ref_elem **ref_out) {
+    static const int sizes[] = {40000, 7, 16384, 70001, 1, 33000};
+    enum { NP = sizeof sizes / sizeof sizes[0] };
+    ag_params p;
+    ag_params_init(&p);
+    for (int i = 0; i < NP; i++) {
+        char name[16];
+        snprintf(name, sizeof name, "p%d", i);
+        assert_int_equal(ag_params_add(&p, name, 1, (int[]){sizes[i]}, i % 2), i);
+    }
+    assert_int_equal(ag_params_alloc(&p, AG_PARAMS_GRAD | AG_PARAMS_MOMENTS), 0);
+    for (int i = 0; i < NP; i++) ag_fill_uniform(p.t[i].data, p.t[i].numel, -1, 1, 50 + (uint64_t)i);
+    ag_optim o;
+    ag_optim_adamw(&o, 0.01f, 0.9f, 0.95f, 1e-8f, 0.1f);
+    assert_int_equal(ag_optim_set_group(&o, 1, 0.0f, 0.5f), 0);
+    ref_elem *ref = NULL;
+    if (ref_out) {
+        ref = malloc(p.n * sizeof *ref);
+        assert_non_null(ref);
+        for (int i = 0; i < NP; i++)
+            for (size_t j = 0; j < p.t[i].numel; j++) ref[p.offset[i] + j] = (ref_elem){p.t[i].data[j], 0, 0};
+    }
+    int prev = ag_get_threads();
+    ag_set_threads(threads);
+    for (int s = 1; s <= 2; s++) {
+        fill_grads(&p, (uint64_t)s);
+        assert_int_equal(ag_optim_step(&o, &p, NULL, 0), 0);
+        for (int i = 0; i < NP && ref; i++)
+            for (size_t j = 0; j < p.t[i].numel; j++)
+                ref_adamw(&ref[p.offset[i] + j], p.t[i].grad[j], 0.01 * (i % 2 ? 0.5 : 1.0), 0.9, 0.95, 1e-8,
+                          i % 2 ? 0.0 : 0.1, s);
+    }
+    ag_set_threads(prev);
+    for (int i = 0; i < NP && ref; i++)
+        for (size_t j = 0; j < p.t[i].numel; j++)
+            assert_float_equal(p.t[i].data[j], ref[p.offset[i] + j].w, 1e-6);
+    memcpy(out, p.data, p.n * sizeof(float));
+    *n_out = p.n;
+    if (ref_out) *ref_out = ref;
+    ag_params_free(&p);
+}
+
+static void test_parallel_step_matches_one_thread(void **state) {
+    (void)state;
+    size_t cap = 200000, n1, n2;
+    float *a = malloc(cap * sizeof *a), *b = malloc(cap * sizeof *b);
+    assert_non_null(a);
+    assert_non_null(b);
+    ref_elem *ref = NULL;
+    big_adamw_steps(2, a, &n1, &ref);
+    big_adamw_steps(1, b, &n2, NULL);
+    assert_int_equal(n1, n2);
+    assert_true(n1 <= cap);
+    assert_memory_equal(a, b, n1 * sizeof(float));
+    free(ref);
+    free(a);
+    free(b);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_adamw_one_step),
@@ -379,6 +442,7 @@ int main(void) {
         cmocka_unit_test(test_step_errors),
         cmocka_unit_test(test_resume_from_saved_step),
         cmocka_unit_test(test_training_is_bit_identical),
+        cmocka_unit_test(test_parallel_step_matches_one_thread),
     };
     return cmocka_run_group_tests_name("optim", tests, NULL, NULL);
 }
