@@ -123,9 +123,14 @@ void ag_attn_probs_bwd(float *dq, float *dk, const float *dP, const float *P, co
 
 /* L[m, m] <- the lower triangle (diagonal included) of P's block at (i0, i0). */
 static void lower_block(float *L, const float *Ph, int T, int i0, int m) {
-    for (int r = 0; r < m; r++)
-        for (int cidx = 0; cidx < m; cidx++)
-            L[r * m + cidx] = cidx <= r ? Ph[(size_t)(i0 + r) * T + i0 + cidx] : 0.0f;
+    for (int r = 0; r < m; r++) {
+        const float *src = Ph + (size_t)(i0 + r) * T + i0; /* [r + 1] */
+        float *dst = L + (size_t)r * m;                      /* [m] */
+#pragma omp simd
+        for (int cidx = 0; cidx <= r; cidx++) dst[cidx] = src[cidx];
+#pragma omp simd
+        for (int cidx = r + 1; cidx < m; cidx++) dst[cidx] = 0.0f;
+    }
 }
 
 void ag_attn_apply_fwd(float *out, const float *P, const float *v, int BH, int T, int D) {
@@ -162,8 +167,12 @@ void ag_attn_apply_bwd(float *dP, float *dv, const float *dout, const float *P, 
                     ag_sgemm(false, true, m, i0, D, 1.0f, gb, D, vh, D, 1.0f, dPb, T);
                 /* diagonal block: lower triangle of dout[i0:i1] v[i0:i1]^T */
                 ag_sgemm(false, true, m, m, D, 1.0f, gb, D, vh + (size_t)i0 * D, D, 0.0f, L, m);
-                for (int r = 0; r < m; r++)
-                    for (int cidx = 0; cidx <= r; cidx++) dPb[(size_t)r * T + i0 + cidx] += L[r * m + cidx];
+                for (int r = 0; r < m; r++) {
+                    float *dst = dPb + (size_t)r * T + i0; /* [r + 1] */
+                    const float *src = L + (size_t)r * m;  /* [r + 1] */
+#pragma omp simd
+                    for (int cidx = 0; cidx <= r; cidx++) dst[cidx] += src[cidx];
+                }
             }
             if (dv) {
                 if (i0 > 0) /* dv[0:i0] += P[i0:i1, 0:i0]^T dout[i0:i1] */
@@ -303,10 +312,12 @@ ag_tensor *ag_split_heads(ag_ctx *c, ag_tensor *x, int n_head, int part, int npa
 #pragma omp parallel for schedule(static) if (x->numel > PAR_COPY_MIN)
     for (int bh = 0; bh < B * H; bh++) {
         int b = bh / H, h = bh % H;
-        for (int t = 0; t < T; t++)
-            memcpy(out->data + ((size_t)bh * T + t) * D,
-                   x->data + ((size_t)b * T + t) * W + (size_t)part * C + (size_t)h * D,
-                   (size_t)D * sizeof(float));
+        for (int t = 0; t < T; t++) { /* a loop, not memcpy: D is small, a call per row costs more */
+            float *dst = out->data + ((size_t)bh * T + t) * D;                                 /* [D] */
+            const float *src = x->data + ((size_t)b * T + t) * W + (size_t)part * C + (size_t)h * D; /* [D] */
+#pragma omp simd
+            for (int d = 0; d < D; d++) dst[d] = src[d];
+        }
     }
     ag_node *n = ag_record(c, "split_heads", split_heads_backward, out, x, NULL, NULL);
     if (n) {
@@ -348,9 +359,12 @@ ag_tensor *ag_merge_heads(ag_ctx *c, ag_tensor *y) {
 #pragma omp parallel for schedule(static) if (y->numel > PAR_COPY_MIN)
     for (int bh = 0; bh < B * H; bh++) {
         int b = bh / H, h = bh % H;
-        for (int t = 0; t < T; t++)
-            memcpy(out->data + ((size_t)b * T + t) * C + (size_t)h * D,
-                   y->data + ((size_t)bh * T + t) * D, (size_t)D * sizeof(float));
+        for (int t = 0; t < T; t++) { /* a loop, not memcpy: D is small */
+            float *dst = out->data + ((size_t)b * T + t) * C + (size_t)h * D; /* [D] */
+            const float *src = y->data + ((size_t)bh * T + t) * D;           /* [D] */
+#pragma omp simd
+            for (int d = 0; d < D; d++) dst[d] = src[d];
+        }
     }
     if (!ag_record(c, "merge_heads", merge_heads_backward, out, y, NULL, NULL) && ag_error(c))
         return NULL;
