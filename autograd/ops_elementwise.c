@@ -57,6 +57,18 @@ AG_SIMD_CLONES static void colsum_block(double *acc, const float *g, const float
     }
 }
 
+void ag_colsum_add_share(float *db, const float *g, const float *x, size_t rows, size_t cols, int t, int nt) {
+    long nblk = (long)((cols + AG_COL_BLOCK - 1) / AG_COL_BLOCK);
+    long b0 = nblk * t / nt, b1 = nblk * (t + 1) / nt; /* this thread's blocks */
+    for (long blk = b0; blk < b1; blk++) {
+        size_t j0 = (size_t)blk * AG_COL_BLOCK;
+        size_t j1 = j0 + AG_COL_BLOCK < cols ? j0 + AG_COL_BLOCK : cols;
+        double acc[AG_COL_BLOCK] = {0};
+        colsum_block(acc, g, x, rows, cols, j0, j1);
+        for (size_t j = j0; j < j1; j++) db[j] += (float)acc[j - j0];
+    }
+}
+
 void ag_colsum_add(float *db, const float *g, const float *x, size_t rows, size_t cols) {
     /* db[j] += sum_r g[r,j] (* x[r,j]), each column summed in row order in
      * double by the one thread that owns its block of AG_COL_BLOCK columns. */

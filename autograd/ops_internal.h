@@ -22,6 +22,12 @@
  * [rows, cols]. Each column is summed in row order, in double. */
 void ag_colsum_add(float *db, const float *g, const float *x, size_t rows, size_t cols);
 
+/* The part of ag_colsum_add that thread t of nt does (its contiguous run of
+ * AG_COL_BLOCK-column blocks; possibly none), with the same bits: every
+ * column is still one sum in row order. For use inside a parallel region in
+ * which every thread calls it with the same arguments and its own t. */
+void ag_colsum_add_share(float *db, const float *g, const float *x, size_t rows, size_t cols, int t, int nt);
+
 /* What ag_sum_blocks adds up, element by element. */
 typedef enum { AG_RED_SUM, AG_RED_ABS, AG_RED_SQDIFF, AG_RED_SQ } ag_red_kind;
 

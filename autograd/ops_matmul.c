@@ -1,5 +1,6 @@
 /* ops_matmul.c - matrix products through cblas_sgemm, forward beside backward. */
 #include <assert.h>
+#include <omp.h>
 #include <string.h>
 
 #include "ops.h"
@@ -99,10 +100,24 @@ ag_tensor *ag_matmul(ag_ctx *c, ag_tensor *a, ag_tensor *b, bool ta, bool tb) {
 static void linear_backward(ag_node *n) {
     ag_tensor *x = n->in[0], *w = n->in[1], *bias = n->in[2], *out = n->out;
     int N = (int)ag_rows(x), Ci = ag_cols(x), Co = w->shape[0];
-    if (x->grad) ag_sgemm(false, false, N, Ci, Co, 1.0f, out->grad, Co, w->data, Ci, 1.0f, x->grad, Ci);
-    if (w->grad) ag_sgemm(true, false, Co, Ci, N, 1.0f, out->grad, Co, x->data, Ci, 1.0f, w->grad, Ci);
-    if (bias && bias->grad) /* column sums in row order, in double (deterministic) */
-        ag_colsum_add(bias->grad, out->grad, NULL, (size_t)N, (size_t)Co);
+    /* The three gradients are independent: one parallel region in which each
+     * thread takes its share of each (the split ag_sgemm would make, so the
+     * bits are those of one call each), instead of three regions. */
+    bool split = (x->grad && ag_sgemm_split(N, Ci, Co)) || (w->grad && ag_sgemm_split(Co, Ci, N));
+#pragma omp parallel num_threads(ag_get_threads()) if (split)
+    {
+        if (x->grad) /* dx[N,Ci] += dout[N,Co] w[Co,Ci] */
+            ag_sgemm_share(0, false, false, N, Ci, Co, 1.0f, out->grad, Co, w->data, Ci, 1.0f, x->grad, Ci);
+        if (w->grad) /* dw[Co,Ci] += dout^T x */
+            ag_sgemm_share(1, true, false, Co, Ci, N, 1.0f, out->grad, Co, x->data, Ci, 1.0f, w->grad, Ci);
+        if (bias && bias->grad) { /* column sums in row order, in double (deterministic) */
+            if (split)
+                ag_colsum_add_share(bias->grad, out->grad, NULL, (size_t)N, (size_t)Co, omp_get_thread_num(),
+                                    omp_get_num_threads());
+            else
+                ag_colsum_add(bias->grad, out->grad, NULL, (size_t)N, (size_t)Co);
+        }
+    }
 }
 
 ag_tensor *ag_linear(ag_ctx *c, ag_tensor *x, ag_tensor *w, ag_tensor *bias) {
@@ -115,11 +130,25 @@ ag_tensor *ag_linear(ag_ctx *c, ag_tensor *x, ag_tensor *w, ag_tensor *bias) {
     shape[x->ndim - 1] = Co;
     ag_tensor *out = ag_new(c, x->ndim, shape, "linear");
     if (!out) return NULL;
-    if (bias) { /* out = bias in every row, then out += x w^T (beta = 1) */
+    if (bias && ag_sgemm_split(N, Co, Ci) == 'M') {
+        /* one region: each thread fills its rows with the bias and computes
+         * them (out += x w^T, beta = 1), the rows ag_sgemm's split gives it */
+#pragma omp parallel num_threads(ag_get_threads())
+        {
+            int r0, r1;
+            ag_split_rows(N, Co, Ci, &r0, &r1);
+            for (int r = r0; r < r1; r++) memcpy(out->data + (size_t)r * Co, bias->data, (size_t)Co * sizeof(float));
+            if (r1 > r0)
+                ag_sgemm(false, true, r1 - r0, Co, Ci, 1.0f, x->data + (size_t)r0 * Ci, Ci, w->data, Ci, 1.0f,
+                         out->data + (size_t)r0 * Co, Co);
+        }
+    } else {
+        if (bias) { /* out = bias in every row, then out += x w^T (beta = 1) */
 #pragma omp parallel for schedule(static) if ((size_t)N * Co >= AG_PAR_MIN)
-        for (int r = 0; r < N; r++) memcpy(out->data + (size_t)r * Co, bias->data, (size_t)Co * sizeof(float));
+            for (int r = 0; r < N; r++) memcpy(out->data + (size_t)r * Co, bias->data, (size_t)Co * sizeof(float));
+        }
+        ag_sgemm(false, true, N, Co, Ci, 1.0f, x->data, Ci, w->data, Ci, bias ? 1.0f : 0.0f, out->data, Co);
     }
-    ag_sgemm(false, true, N, Co, Ci, 1.0f, x->data, Ci, w->data, Ci, bias ? 1.0f : 0.0f, out->data, Co);
     if (!ag_record(c, "linear", linear_backward, out, x, w, bias) && ag_error(c)) return NULL;
     return out;
 }

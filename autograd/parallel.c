@@ -39,11 +39,27 @@ static void sgemm1(bool ta, bool tb, int M, int N, int K, float alpha, const flo
 
 /* Whether ag_sgemm would split this product over the pool, and along which
  * dimension: 'M' (rows of C), 'N' (columns of C) or 0 (one call). */
-static char split_dim(int M, int N, int K, int threads) {
-    if (threads < 2 || omp_in_parallel() || 2.0 * M * N * K < SPLIT_MIN_FLOPS) return 0;
+static char split_dim_nt(int M, int N, int K, int threads) {
+    if (threads < 2 || 2.0 * M * N * K < SPLIT_MIN_FLOPS) return 0;
     int big = M >= N ? M : N;
     if (big < 2 * AG_SPLIT_ALIGN) return 0;
     return M >= N ? 'M' : 'N';
+}
+
+static char split_dim(int M, int N, int K, int threads) {
+    return omp_in_parallel() ? 0 : split_dim_nt(M, N, K, threads);
+}
+
+char ag_sgemm_split(int M, int N, int K) { return split_dim(M, N, K, g_threads); }
+
+/* Thread t of nt's block [r0, r1) of [0, extent): whole AG_SPLIT_ALIGN
+ * tiles, the last block takes the rest; blocks past the end are empty. */
+static void split_block(int extent, int t, int nt, int *r0, int *r1) {
+    int tiles = (extent + AG_SPLIT_ALIGN - 1) / AG_SPLIT_ALIGN;
+    int per = (tiles + nt - 1) / nt;
+    long a = (long)t * per * AG_SPLIT_ALIGN, b = (long)(t + 1) * per * AG_SPLIT_ALIGN;
+    *r0 = (int)(a < extent ? a : extent);
+    *r1 = (int)(b < extent ? b : extent);
 }
 
 /* Rows [r0, r1) of C (dim 'M') or columns [r0, r1) (dim 'N'): the same
@@ -68,16 +84,34 @@ static void sgemm_run(bool ta, bool tb, int M, int N, int K, float alpha, const 
         sgemm1(ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
         return;
     }
-    int extent = dim == 'M' ? M : N;
 #pragma omp parallel num_threads(g_threads)
     {
-        int nt = omp_get_num_threads(), t = omp_get_thread_num();
-        /* blocks of whole AG_SPLIT_ALIGN-row tiles, the last one takes the rest */
-        int tiles = (extent + AG_SPLIT_ALIGN - 1) / AG_SPLIT_ALIGN;
-        int per = (tiles + nt - 1) / nt;
-        int r0 = t * per * AG_SPLIT_ALIGN, r1 = (t + 1) * per * AG_SPLIT_ALIGN;
-        if (r1 > extent) r1 = extent;
+        int r0, r1;
+        split_block(dim == 'M' ? M : N, omp_get_thread_num(), omp_get_num_threads(), &r0, &r1);
         sgemm_block(dim, r0, r1, ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
+    }
+}
+
+void ag_sgemm_share(int owner, bool ta, bool tb, int M, int N, int K, float alpha, const float *A,
+                    int lda, const float *B, int ldb, float beta, float *C, int ldc) {
+    int nt = omp_get_num_threads(), t = omp_get_thread_num();
+    char dim = nt > 1 ? split_dim_nt(M, N, K, nt) : 0;
+    if (!dim) {
+        if (t == owner % nt) sgemm1(ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
+        return;
+    }
+    int r0, r1;
+    split_block(dim == 'M' ? M : N, t, nt, &r0, &r1);
+    sgemm_block(dim, r0, r1, ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
+}
+
+void ag_split_rows(int M, int N, int K, int *r0, int *r1) {
+    int nt = omp_get_num_threads(), t = omp_get_thread_num();
+    if (nt > 1 && split_dim_nt(M, N, K, nt) == 'M') {
+        split_block(M, t, nt, r0, r1);
+    } else {
+        *r0 = 0;
+        *r1 = t == 0 ? M : 0;
     }
 }
 

@@ -38,6 +38,28 @@ void ag_sgemm(bool ta, bool tb, int M, int N, int K, float alpha, const float *A
 /* Tile width of ag_sgemm's split (a multiple of OpenBLAS's register tiles). */
 #define AG_SPLIT_ALIGN 16
 
+/* How ag_sgemm, called here (outside or inside a parallel region) with the
+ * current thread count, would split an M x N x K product: 'M' (by rows of C),
+ * 'N' (by columns) or 0 (one call). */
+char ag_sgemm_split(int M, int N, int K);
+
+/* For ops that put several independent products (and their own loops) into
+ * one parallel region instead of one region each: called by every thread of
+ * the region with the same arguments, computes this thread's share of C under
+ * the split ag_sgemm would use with the region's thread count, so the bits are
+ * those of one call. A product too small to split is computed whole by thread
+ * `owner` (mod the thread count); outside a region (one thread) it is all of
+ * it. The share is one single-threaded cblas call (the OpenMP build of
+ * OpenBLAS does not nest). Not profiled by ag_sgemm_profile. */
+void ag_sgemm_share(int owner, bool ta, bool tb, int M, int N, int K, float alpha, const float *A,
+                    int lda, const float *B, int ldb, float beta, float *C, int ldc);
+
+/* The rows [r0, r1) of an M x N x K product's C that this thread of the
+ * current region computes in ag_sgemm_share when the split is by rows;
+ * otherwise thread 0 gets all rows and the others none. Lets an op prepare
+ * (for example fill with a bias) exactly the rows its thread will compute. */
+void ag_split_rows(int M, int N, int K, int *r0, int *r1);
+
 /* The same product as one cblas call with OpenBLAS held to one thread: the
  * reference the split above is tested against. Not for use inside a parallel
  * region (it changes OpenBLAS's thread count for the process). */

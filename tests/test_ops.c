@@ -509,6 +509,77 @@ static void test_sgemm_split_matches_single_call(void **state) {
     free(C2);
 }
 
+/* ag_linear's forward and backward split their products over the threads in
+ * one region each (bias rows filled by the thread computing them; dx, dW and
+ * the bias gradient shared out in one region): the output and every gradient
+ * at 2 threads equal those at 1 thread bit for bit, and match double sums. */
+enum { LN_ROWS = 300, LN_IN = 130, LN_OUT = 140 };
+
+static void linear_run(int threads, float *res, size_t *nres) {
+    ag_params p;
+    ag_params_init(&p);
+    ag_params_add(&p, "x", 2, (int[]){LN_ROWS, LN_IN}, 0);
+    ag_params_add(&p, "w", 2, (int[]){LN_OUT, LN_IN}, 0);
+    ag_params_add(&p, "b", 1, (int[]){LN_OUT}, 0);
+    assert_int_equal(ag_params_alloc(&p, AG_PARAMS_GRAD), 0);
+    ag_fill_uniform(p.data, p.n, -1.0f, 1.0f, 21);
+    ag_fill_uniform(p.grad, p.n, -1.0f, 1.0f, 22); /* gradients accumulate onto this */
+    float *seed = malloc((size_t)LN_ROWS * LN_OUT * sizeof *seed);
+    assert_non_null(seed);
+    ag_fill_uniform(seed, (size_t)LN_ROWS * LN_OUT, -1.0f, 1.0f, 23);
+    int prev = ag_get_threads();
+    ag_set_threads(threads);
+    ag_ctx *c = ag_ctx_new();
+    ag_tensor *x = ag_param(&p, 0), *w = ag_param(&p, 1), *b = ag_param(&p, 2);
+    ag_tensor *y = ag_linear(c, x, w, b);
+    assert_non_null(y);
+    assert_int_equal(ag_backward_seed(c, y, seed), 0);
+    ag_set_threads(prev);
+    /* spot checks against double sums (grads started at the fill of seed 22) */
+    float g0[3];
+    {
+        float *init = malloc(p.n * sizeof *init);
+        assert_non_null(init);
+        ag_fill_uniform(init, p.n, -1.0f, 1.0f, 22);
+        g0[0] = init[p.offset[0] + 7 * LN_IN + 5];  /* dx[7, 5] */
+        g0[1] = init[p.offset[1] + 9 * LN_IN + 100]; /* dw[9, 100] */
+        g0[2] = init[p.offset[2] + 133];            /* db[133] */
+        free(init);
+    }
+    double yr = b->data[11], dx = 0, dw = 0, db = 0;
+    for (int k = 0; k < LN_IN; k++) yr += (double)x->data[250 * LN_IN + k] * w->data[11 * LN_IN + k];
+    for (int j = 0; j < LN_OUT; j++) dx += (double)seed[7 * LN_OUT + j] * w->data[j * LN_IN + 5];
+    for (int r = 0; r < LN_ROWS; r++) {
+        dw += (double)seed[r * LN_OUT + 9] * x->data[r * LN_IN + 100];
+        db += seed[r * LN_OUT + 133];
+    }
+    assert_float_equal(y->data[250 * LN_OUT + 11], yr, 1e-4);
+    assert_float_equal(x->grad[7 * LN_IN + 5], g0[0] + dx, 1e-4);
+    assert_float_equal(w->grad[9 * LN_IN + 100], g0[1] + dw, 1e-4);
+    assert_float_equal(b->grad[133], g0[2] + db, 1e-4);
+    memcpy(res, y->data, y->numel * sizeof(float));
+    memcpy(res + y->numel, p.grad, p.n * sizeof(float));
+    *nres = y->numel + p.n;
+    free(seed);
+    ag_ctx_free(c);
+    ag_params_free(&p);
+}
+
+static void test_linear_split_matches_one_thread(void **state) {
+    (void)state;
+    size_t cap = (size_t)LN_ROWS * LN_OUT + (size_t)(LN_ROWS + LN_OUT + 1) * LN_IN + 1024, n1, n2;
+    float *a = malloc(cap * sizeof *a), *b = malloc(cap * sizeof *b);
+    assert_non_null(a);
+    assert_non_null(b);
+    linear_run(2, a, &n1);
+    linear_run(1, b, &n2);
+    assert_int_equal(n1, n2);
+    assert_true(n1 <= cap);
+    assert_memory_equal(a, b, n1 * sizeof(float));
+    free(a);
+    free(b);
+}
+
 int main(void) {
 #define T(fn) cmocka_unit_test_setup_teardown(fn, setup, teardown)
     const struct CMUnitTest tests[] = {
@@ -529,6 +600,7 @@ int main(void) {
         T(test_vectorised_gelu_is_bit_exact),
         T(test_add_mul_long_rows),
         T(test_sgemm_split_matches_single_call),
+        T(test_linear_split_matches_one_thread),
     };
     return cmocka_run_group_tests_name("ops", tests, NULL, NULL);
 }
