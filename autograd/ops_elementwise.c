@@ -8,6 +8,7 @@
  */
 #include <assert.h>
 #include <math.h>
+#include <omp.h>
 #include <stddef.h>
 
 #include "ops.h"
@@ -91,20 +92,25 @@ static void add_backward(ag_node *n) {
     ag_tensor *a = n->in[0], *b = n->in[1], *out = n->out;
     size_t N = a->numel, nb = b->numel, reps = N / nb;
     const float *g = out->grad; /* [reps, nb] */
-    if (a->grad) {
-        float *da = a->grad; /* [reps, nb] */
-        long nn = (long)N;
-#pragma omp parallel for simd schedule(static) if (N >= AG_PAR_MIN)
-        for (long i = 0; i < nn; i++) da[i] += g[i];
-    }
-    if (b->grad) {
-        if (reps == 1) {
-            float *db = b->grad; /* [nb] */
-            long nn = (long)N;
-#pragma omp parallel for simd schedule(static) if (N >= AG_PAR_MIN)
+    float *da = a->grad, *db = b->grad; /* [reps, nb], [nb] (or NULL) */
+    long nn = (long)N;
+    /* both gradients in one parallel region; a barrier between them only if
+     * they share memory (add(x, x)) */
+    bool alias = da && db && ag_overlaps(da, N, db, nb);
+#pragma omp parallel if (N >= AG_PAR_MIN)
+    {
+        if (da) {
+#pragma omp for simd schedule(static) nowait
+            for (long i = 0; i < nn; i++) da[i] += g[i];
+        }
+        if (alias) {
+#pragma omp barrier
+        }
+        if (db && reps == 1) {
+#pragma omp for simd schedule(static) nowait
             for (long i = 0; i < nn; i++) db[i] += g[i];
-        } else {
-            ag_colsum_add(b->grad, g, NULL, reps, nb);
+        } else if (db) {
+            ag_colsum_add_share(db, g, NULL, reps, nb, omp_get_thread_num(), omp_get_num_threads());
         }
     }
 }

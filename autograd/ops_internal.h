@@ -7,6 +7,7 @@
 #ifndef PARE_AG_OPS_INTERNAL_H
 #define PARE_AG_OPS_INTERNAL_H
 
+#include <stdbool.h>
 #include <stddef.h>
 
 /* Loops over fewer elements than this stay serial. */
@@ -27,6 +28,11 @@ void ag_colsum_add(float *db, const float *g, const float *x, size_t rows, size_
  * column is still one sum in row order. For use inside a parallel region in
  * which every thread calls it with the same arguments and its own t. */
 void ag_colsum_add_share(float *db, const float *g, const float *x, size_t rows, size_t cols, int t, int nt);
+
+/* Whether float ranges a[0..na) and b[0..nb) share memory (NULL: no). */
+static inline bool ag_overlaps(const float *a, size_t na, const float *b, size_t nb) {
+    return a && b && a < b + nb && b < a + na;
+}
 
 /* What ag_sum_blocks adds up, element by element. */
 typedef enum { AG_RED_SUM, AG_RED_ABS, AG_RED_SQDIFF, AG_RED_SQ } ag_red_kind;

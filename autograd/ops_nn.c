@@ -176,24 +176,34 @@ static void layernorm_backward(ag_node *n) {
     size_t N = ag_rows(x);
     int C = ag_cols(x);
     const float *X = x->data, *W = w->data, *G = out->grad; /* [N, C], [C], [N, C] */
-    if (x->grad) {
-        float *dX = x->grad; /* [N, C] */
-        long nn = (long)N;
-#pragma omp parallel for schedule(static) if (N * (size_t)C >= AG_PAR_MIN)
-        for (long r = 0; r < nn; r++)
-            ln_row_bwd(dX + (size_t)r * C, X + (size_t)r * C, G + (size_t)r * C, W, C, s->mean[r], s->rstd[r]);
-    }
-    if (w->grad || (b && b->grad)) {
-        /* column blocks in parallel, rows in order: deterministic */
-        long nblk = (C + AG_COL_BLOCK - 1) / AG_COL_BLOCK;
-#pragma omp parallel for schedule(static) if (N * (size_t)C >= AG_PAR_MIN && nblk > 1)
-        for (long blk = 0; blk < nblk; blk++) {
-            int j0 = (int)blk * AG_COL_BLOCK, j1 = j0 + AG_COL_BLOCK < C ? j0 + AG_COL_BLOCK : C;
-            double aw[AG_COL_BLOCK] = {0}, ab[AG_COL_BLOCK] = {0};
-            ln_cols_bwd(aw, ab, X, G, s->mean, s->rstd, N, C, j0, j1);
-            for (int j = j0; j < j1; j++) {
-                if (w->grad) w->grad[j] += (float)aw[j - j0];
-                if (b && b->grad) b->grad[j] += (float)ab[j - j0];
+    bool cols = w->grad || (b && b->grad);
+    /* the input gradient's rows and the weight/bias gradients' column blocks
+     * write different buffers: one parallel region, no barrier between them */
+    bool alias = x->grad && cols && (ag_overlaps(x->grad, x->numel, w->grad, C) ||
+                                     (b && ag_overlaps(x->grad, x->numel, b->grad, C)));
+    long nn = (long)N, nblk = (C + AG_COL_BLOCK - 1) / AG_COL_BLOCK;
+#pragma omp parallel if (N * (size_t)C >= AG_PAR_MIN)
+    {
+        if (x->grad) {
+            float *dX = x->grad; /* [N, C] */
+#pragma omp for schedule(static) nowait
+            for (long r = 0; r < nn; r++)
+                ln_row_bwd(dX + (size_t)r * C, X + (size_t)r * C, G + (size_t)r * C, W, C, s->mean[r], s->rstd[r]);
+        }
+        if (alias) {
+#pragma omp barrier
+        }
+        if (cols) {
+            /* column blocks in parallel, rows in order: deterministic */
+#pragma omp for schedule(static) nowait
+            for (long blk = 0; blk < nblk; blk++) {
+                int j0 = (int)blk * AG_COL_BLOCK, j1 = j0 + AG_COL_BLOCK < C ? j0 + AG_COL_BLOCK : C;
+                double aw[AG_COL_BLOCK] = {0}, ab[AG_COL_BLOCK] = {0};
+                ln_cols_bwd(aw, ab, X, G, s->mean, s->rstd, N, C, j0, j1);
+                for (int j = j0; j < j1; j++) {
+                    if (w->grad) w->grad[j] += (float)aw[j - j0];
+                    if (b && b->grad) b->grad[j] += (float)ab[j - j0];
+                }
             }
         }
     }

@@ -580,6 +580,59 @@ static void test_linear_split_matches_one_thread(void **state) {
     free(b);
 }
 
+/* layernorm's and add's backwards run their two gradients in one parallel
+ * region (no barrier unless the buffers overlap): at 2 threads every gradient
+ * equals the 1-thread one bit for bit, including add(x, x), whose two
+ * gradients are the same buffer, and a broadcast bias. */
+enum { RG_N = 512, RG_C = 200 };
+
+static void region_run(int threads, float *res, size_t *nres) {
+    ag_params p;
+    ag_params_init(&p);
+    ag_params_add(&p, "x", 2, (int[]){RG_N, RG_C}, 0);
+    ag_params_add(&p, "y", 2, (int[]){RG_N, RG_C}, 0);
+    ag_params_add(&p, "w", 1, (int[]){RG_C}, 0);
+    ag_params_add(&p, "b", 1, (int[]){RG_C}, 0);
+    assert_int_equal(ag_params_alloc(&p, AG_PARAMS_GRAD), 0);
+    ag_fill_uniform(p.data, p.n, -1.0f, 1.0f, 31);
+    int prev = ag_get_threads();
+    ag_set_threads(threads);
+    ag_ctx *c = ag_ctx_new();
+    ag_tensor *x = ag_param(&p, 0), *y = ag_param(&p, 1);
+    ag_tensor *h = ag_layernorm(c, x, ag_param(&p, 2), ag_param(&p, 3), 1e-5f); /* [N, C] */
+    h = ag_add(c, h, y);
+    h = ag_add(c, h, h); /* both inputs the same tensor */
+    h = ag_add(c, h, ag_param(&p, 3));
+    assert_non_null(h);
+    float *seed = malloc(h->numel * sizeof *seed);
+    assert_non_null(seed);
+    ag_fill_uniform(seed, h->numel, -1.0f, 1.0f, 32);
+    assert_int_equal(ag_backward_seed(c, h, seed), 0);
+    ag_set_threads(prev);
+    /* spot check: d(out)/dy = 2 seed (the add(h, h) doubles it) */
+    assert_float_equal(y->grad[3 * RG_C + 4], 2.0f * seed[3 * RG_C + 4], 0);
+    memcpy(res, p.grad, p.n * sizeof(float));
+    *nres = p.n;
+    free(seed);
+    ag_ctx_free(c);
+    ag_params_free(&p);
+}
+
+static void test_two_gradient_regions_match_one_thread(void **state) {
+    (void)state;
+    size_t cap = 2 * (size_t)RG_N * RG_C + 2 * RG_C + 1024, n1, n2;
+    float *a = malloc(cap * sizeof *a), *b = malloc(cap * sizeof *b);
+    assert_non_null(a);
+    assert_non_null(b);
+    region_run(2, a, &n1);
+    region_run(1, b, &n2);
+    assert_int_equal(n1, n2);
+    assert_true(n1 <= cap);
+    assert_memory_equal(a, b, n1 * sizeof(float));
+    free(a);
+    free(b);
+}
+
 int main(void) {
 #define T(fn) cmocka_unit_test_setup_teardown(fn, setup, teardown)
     const struct CMUnitTest tests[] = {
@@ -601,6 +654,7 @@ int main(void) {
         T(test_add_mul_long_rows),
         T(test_sgemm_split_matches_single_call),
         T(test_linear_split_matches_one_thread),
+        T(test_two_gradient_regions_match_one_thread),
     };
     return cmocka_run_group_tests_name("ops", tests, NULL, NULL);
 }
