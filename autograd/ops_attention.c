@@ -33,8 +33,9 @@
 #include "parallel.h"
 #include "vecmath.h"
 
-/* Below this many floats a layout copy is not worth waking the threads. */
-#define PAR_COPY_MIN (1 << 15)
+/* Below this many floats a layout copy is not worth waking the threads
+ * (see AG_PAR_MIN in ops_internal.h). */
+#define PAR_COPY_MIN (1 << 19)
 
 static inline int imin(int a, int b) { return a < b ? a : b; }
 

@@ -10,8 +10,12 @@
 #include <stdbool.h>
 #include <stddef.h>
 
-/* Loops over fewer elements than this stay serial. */
-#define AG_PAR_MIN ((size_t)1 << 15)
+/* Loops over fewer elements than this stay serial. Waking the second thread
+ * (OMP_WAIT_POLICY=PASSIVE, a futex wake and a sleep at the join) costs tens
+ * of microseconds here, about what one thread needs for an elementwise pass
+ * over 2^17..2^18 floats; docs/performance.md has the measurement (1 << 15
+ * before: the nanoGPT-baseline shapes, 768 x 128, then ran 3% slower). */
+#define AG_PAR_MIN ((size_t)1 << 18)
 
 /* Columns per block in column-parallel reductions (bias-like gradients). */
 #define AG_COL_BLOCK 64

@@ -13,6 +13,7 @@
 
 #include "autograd/gradcheck.h"
 #include "autograd/ops.h"
+#include "autograd/ops_internal.h"
 #include "autograd/parallel.h"
 #include "autograd/params.h"
 #include "autograd/vecmath.h"
@@ -376,7 +377,8 @@ static void test_reshape_shares_memory_and_gradient(void **state) {
  * gradients against plain loops. */
 static void test_add_mul_long_rows(void **state) {
     fixture *f = *state;
-    const int C = 9000, R = 5;
+    const int C = 9000, R = 30; /* R * C above AG_PAR_MIN: the parallel loops */
+    assert_true((size_t)R * C >= AG_PAR_MIN);
     ag_tensor *a = ag_new(f->c, 2, (int[]){R, C}, "a"), *b = ag_new(f->c, 1, &C, "b");
     ag_tensor *s = ag_new(f->c, 2, (int[]){R, C}, "s");
     assert_true(a && b && s);
@@ -584,7 +586,8 @@ static void test_linear_split_matches_one_thread(void **state) {
  * region (no barrier unless the buffers overlap): at 2 threads every gradient
  * equals the 1-thread one bit for bit, including add(x, x), whose two
  * gradients are the same buffer, and a broadcast bias. */
-enum { RG_N = 512, RG_C = 200 };
+enum { RG_N = 1400, RG_C = 200 };
+_Static_assert((size_t)RG_N * RG_C >= AG_PAR_MIN, "the test must reach the parallel loops");
 
 static void region_run(int threads, float *res, size_t *nres) {
     ag_params p;
