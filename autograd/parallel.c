@@ -92,17 +92,56 @@ static void sgemm_run(bool ta, bool tb, int M, int N, int K, float alpha, const 
     }
 }
 
+/* Profiling: trace_call records a product's shape (as a standalone cblas call
+ * would have it) for bench/bench_block's replay; count_call adds its flops
+ * and time (inner: from inside a parallel region, time summed over threads). */
+static void trace_call(bool inner, bool ta, bool tb, int M, int N, int K, int lda, int ldb,
+                       int ldc, float alpha, float beta) {
+    if (!g_trace) return;
+    size_t idx;
+#pragma omp atomic capture
+    idx = g_trace_n++;
+    if (idx < g_trace_cap)
+        g_trace[idx] = (ag_sgemm_call){ta, tb, inner, M, N, K, lda, ldb, ldc, alpha, beta};
+}
+
+static void count_call(bool inner, double flops, double dt) {
+    if (inner) {
+#pragma omp atomic
+        g_stats.flops += flops;
+#pragma omp atomic
+        g_stats.calls += 1;
+#pragma omp atomic
+        g_stats.inner_flops += flops;
+#pragma omp atomic
+        g_stats.inner_calls += 1;
+#pragma omp atomic
+        g_stats.inner_thread_seconds += dt;
+    } else {
+        g_stats.flops += flops;
+        g_stats.calls += 1;
+        g_stats.seconds += dt;
+    }
+}
+
 void ag_sgemm_share(int owner, bool ta, bool tb, int M, int N, int K, float alpha, const float *A,
                     int lda, const float *B, int ldb, float beta, float *C, int ldc) {
     int nt = omp_get_num_threads(), t = omp_get_thread_num();
     char dim = nt > 1 ? split_dim_nt(M, N, K, nt) : 0;
-    if (!dim) {
-        if (t == owner % nt) sgemm1(ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
-        return;
+    int r0 = 0, r1 = 0;
+    bool mine = dim ? true : t == owner % nt;
+    if (dim) split_block(dim == 'M' ? M : N, t, nt, &r0, &r1);
+    if (!mine) return;
+    double t0 = g_profile ? ag_now() : 0.0;
+    if (!dim) sgemm1(ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
+    else sgemm_block(dim, r0, r1, ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
+    if (g_profile) {
+        /* each thread counts its own block; the product is traced once, as
+         * one top-level call (what it would be without the split) */
+        double rows = dim == 'M' ? r1 - r0 : M, cols = dim == 'N' ? r1 - r0 : N;
+        if (rows > 0 && cols > 0) count_call(true, 2.0 * rows * cols * K, ag_now() - t0);
+        if (t == (dim ? 0 : owner % nt)) trace_call(false, ta, tb, M, N, K, lda, ldb, ldc, alpha, beta);
     }
-    int r0, r1;
-    split_block(dim == 'M' ? M : N, t, nt, &r0, &r1);
-    sgemm_block(dim, r0, r1, ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
 }
 
 void ag_split_rows(int M, int N, int K, int *r0, int *r1) {
@@ -124,31 +163,8 @@ void ag_sgemm(bool ta, bool tb, int M, int N, int K, float alpha, const float *A
     bool inner = omp_in_parallel();
     double t0 = ag_now();
     sgemm_run(ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
-    double dt = ag_now() - t0;
-    double flops = 2.0 * M * N * K;
-    if (g_trace) {
-        size_t idx;
-#pragma omp atomic capture
-        idx = g_trace_n++;
-        if (idx < g_trace_cap)
-            g_trace[idx] = (ag_sgemm_call){ta, tb, inner, M, N, K, lda, ldb, ldc, alpha, beta};
-    }
-    if (inner) {
-#pragma omp atomic
-        g_stats.flops += flops;
-#pragma omp atomic
-        g_stats.calls += 1;
-#pragma omp atomic
-        g_stats.inner_flops += flops;
-#pragma omp atomic
-        g_stats.inner_calls += 1;
-#pragma omp atomic
-        g_stats.inner_thread_seconds += dt;
-    } else {
-        g_stats.flops += flops;
-        g_stats.calls += 1;
-        g_stats.seconds += dt;
-    }
+    count_call(inner, 2.0 * M * N * K, ag_now() - t0);
+    trace_call(inner, ta, tb, M, N, K, lda, ldb, ldc, alpha, beta);
 }
 
 void ag_sgemm_single(bool ta, bool tb, int M, int N, int K, float alpha, const float *A, int lda,
