@@ -364,6 +364,14 @@ void inf_deq_q4_scalar(const inf_weight *w, float *out, int ldo, int rb0, int rb
  * microseconds, more than a small layer's whole product. */
 #define INF_PAR_MIN (1 << 18)
 
+/* The same for the integer kernels, which are about ten times faster per
+ * weight than f32: a decode product of the "small" model (at most 384 x 1536
+ * weights) takes about 15 us on one thread, less than one wake-up, and
+ * splitting it made 2-thread decode 2.7x slower than 1 thread under
+ * OMP_WAIT_POLICY=PASSIVE (docs/inference.md). Batched products (prompts)
+ * cross this line and use every thread. */
+#define INF_QPAR_MIN (1 << 22)
+
 int inf_matmul(inf_kctx *k, const inf_weight *w, const float *x, int T, float *out) {
     if (w->dtype == INF_F32) {
         if (T == 1) {
@@ -396,7 +404,7 @@ int inf_matmul(inf_kctx *k, const inf_weight *w, const float *x, int T, float *o
     /* work items of two row blocks: a decode kernel may share its activation
      * loads between them (each row's arithmetic is the same either way) */
     int nb = w->NB, np = (nb + 1) / 2;
-#pragma omp parallel for schedule(static) if ((size_t)w->N * w->K * T >= INF_PAR_MIN)
+#pragma omp parallel for schedule(static) if ((size_t)w->N * w->K * T >= INF_QPAR_MIN)
     for (int b = 0; b < np; b++) f(k, w, T, out, 2 * b, 2 * b + 2 < nb ? 2 * b + 2 : nb);
     return 0;
 }
