@@ -7,6 +7,8 @@
 #include <stddef.h>
 #include <stdint.h>
 #include <cmocka.h>
+
+#include "test_files.h"
 #include <ftw.h>
 #include <math.h>
 #include <stdio.h>
@@ -25,17 +27,9 @@ typedef struct fixture {
     FILE *warn; /* captures the log's warnings */
 } fixture;
 
-static int rm_one(const char *p, const struct stat *sb, int flag, struct FTW *ftw) {
-    (void)sb;
-    (void)flag;
-    (void)ftw;
-    return remove(p);
-}
-
 static int setup(void **state) {
     fixture *f = calloc(1, sizeof *f);
-    snprintf(f->dir, sizeof f->dir, "/tmp/pare-test-db-XXXXXX");
-    if (!mkdtemp(f->dir)) return -1;
+    if (test_tmpdir(f->dir, sizeof f->dir, "db") != 0) return -1;
     snprintf(f->db, sizeof f->db, "%s/runs.db", f->dir);
     f->warn = tmpfile();
     *state = f;
@@ -45,7 +39,7 @@ static int setup(void **state) {
 static int teardown(void **state) {
     fixture *f = *state;
     chmod(f->dir, 0700);
-    nftw(f->dir, rm_one, 16, FTW_DEPTH | FTW_PHYS);
+    test_rmtree(f->dir);
     fclose(f->warn);
     free(f);
     return 0;
@@ -109,13 +103,6 @@ static char *query_text(sqlite3 *db, const char *sql) {
     return buf;
 }
 
-static void write_file(const char *path, const char *text) {
-    FILE *fp = fopen(path, "wb");
-    assert_non_null(fp);
-    fputs(text, fp);
-    fclose(fp);
-}
-
 /* ---- SHA-256 --------------------------------------------------------------- */
 
 static void sha_hex(const void *msg, size_t n, char hex[65]) {
@@ -163,7 +150,7 @@ static void test_sha256_file(void **state) {
     fixture *f = *state;
     char path[160], hex[65], err[256];
     snprintf(path, sizeof path, "%s/abc.txt", f->dir);
-    write_file(path, "abc");
+    test_write_file(path, "abc");
     uint64_t bytes = 0;
     assert_int_equal(ex_sha256_file(path, hex, &bytes, err, sizeof err), 0);
     assert_string_equal(hex, "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad");
@@ -229,7 +216,7 @@ static void test_migrates_a_version_1_database(void **state) {
  * writer; so is a version-1 database the writer opens. */
 static void test_migrates_an_empty_file_and_from_the_writer(void **state) {
     fixture *f = *state;
-    write_file(f->db, "");
+    test_write_file(f->db, "");
     ex_log_opts o = quick_opts(f, 1000);
     ex_log *log = ex_log_open_opts(f->db, &o);
     int run = ex_run_begin(log, "train", "a", "x=1\n", 1, 0, NULL);
@@ -305,7 +292,7 @@ static void test_run_records_everything(void **state) {
     fixture *f = *state;
     char ckpt[160];
     snprintf(ckpt, sizeof ckpt, "%s/model.ckpt", f->dir);
-    write_file(ckpt, "abc");
+    test_write_file(ckpt, "abc");
     ex_log_opts o = quick_opts(f, 1000);
     o.flush_rows = 7; /* several flushes */
     ex_log *log = ex_log_open_opts(f->db, &o);
@@ -369,7 +356,7 @@ static void test_lineage_chain(void **state) {
         ids[i] = ex_run_id(log, run);
         char path[160];
         snprintf(path, sizeof path, "%s/%s.ckpt", f->dir, names[i]);
-        write_file(path, names[i]); /* distinct content, distinct hash */
+        test_write_file(path, names[i]); /* distinct content, distinct hash */
         ex_metric(log, run, 1, "train_loss", 3.0 - i);
         ex_artifact(log, run, "checkpoint", path);
         ex_run_end(log, run, EX_FINISHED);
@@ -497,7 +484,7 @@ static void test_corrupt_file(void **state) {
     char junk[4096];
     for (size_t i = 0; i < sizeof junk - 1; i++) junk[i] = (char)('A' + i % 26);
     junk[sizeof junk - 1] = '\0';
-    write_file(f->db, junk);
+    test_write_file(f->db, junk);
     ex_log_opts o = quick_opts(f, 100);
     ex_log *log = ex_log_open_opts(f->db, &o);
     int rows = log_a_run(log, 20);

@@ -7,6 +7,8 @@
 #include <stddef.h>
 #include <stdint.h>
 #include <cmocka.h>
+
+#include "test_files.h"
 #include <ftw.h>
 #include <math.h>
 #include <stdio.h>
@@ -27,27 +29,12 @@ typedef struct fixture {
     sqlite3 *conn;
 } fixture;
 
-static int rm_one(const char *p, const struct stat *sb, int flag, struct FTW *ftw) {
-    (void)sb;
-    (void)flag;
-    (void)ftw;
-    return remove(p);
-}
-
-static void write_file(const char *path, const char *text) {
-    FILE *fp = fopen(path, "wb");
-    assert_non_null(fp);
-    fputs(text, fp);
-    fclose(fp);
-}
-
 /* A teacher (train, 50 steps), a student trained from its checkpoint, a
  * quantized export of the student with an eval of that file, and a sweep of
  * three runs over lr. */
 static int setup(void **state) {
     fixture *f = calloc(1, sizeof *f);
-    snprintf(f->dir, sizeof f->dir, "/tmp/pare-test-plot-XXXXXX");
-    if (!mkdtemp(f->dir)) return -1;
+    if (test_tmpdir(f->dir, sizeof f->dir, "plot") != 0) return -1;
     snprintf(f->db, sizeof f->db, "%s/pare.db", f->dir);
     ex_log_opts o = ex_log_opts_default();
     o.warn = stderr;
@@ -63,7 +50,7 @@ static int setup(void **state) {
     ex_result(log, t, "val_loss", 1.30);
     ex_result(log, t, "params", 800000);
     snprintf(path, sizeof path, "%s/teacher.ckpt", f->dir);
-    write_file(path, "teacher weights");
+    test_write_file(path, "teacher weights");
     ex_artifact(log, t, "checkpoint", path);
     ex_run_end(log, t, EX_FINISHED);
     f->teacher = ex_run_id(log, t);
@@ -74,14 +61,14 @@ static int setup(void **state) {
     ex_metric(log, s, 30, "val_loss", 1.45);
     ex_result(log, s, "val_loss", 1.45);
     snprintf(path, sizeof path, "%s/student.pare", f->dir);
-    write_file(path, "student f32 model, rather larger than the int8 one ...............................");
+    test_write_file(path, "student f32 model, rather larger than the int8 one ...............................");
     ex_artifact(log, s, "model", path);
     ex_run_end(log, s, EX_FINISHED);
     f->student = ex_run_id(log, s);
 
     int q = ex_run_begin(log, "export", "", "method=int8\ninput=student.ckpt\n", 1, f->student, NULL);
     snprintf(path, sizeof path, "%s/student-int8.pare", f->dir);
-    write_file(path, "int8 model");
+    test_write_file(path, "int8 model");
     ex_artifact(log, q, "model", path);
     ex_run_end(log, q, EX_FINISHED);
     f->quant = ex_run_id(log, q);
@@ -119,7 +106,7 @@ static int setup(void **state) {
 static int teardown(void **state) {
     fixture *f = *state;
     sqlite3_close(f->conn);
-    nftw(f->dir, rm_one, 16, FTW_DEPTH | FTW_PHYS);
+    test_rmtree(f->dir);
     free(f);
     return 0;
 }
