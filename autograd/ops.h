@@ -82,6 +82,18 @@ ag_tensor *ag_attn_probs(ag_ctx *c, ag_tensor *q, ag_tensor *k);
  * gradient. The product skips the masked upper triangle. */
 ag_tensor *ag_attn_apply(ag_ctx *c, ag_tensor *P, ag_tensor *v);
 
+/* attn_probs read straight from a fused qkv [B, T, 3C] (q = columns [0, C),
+ * k = [C, 2C), each split into n_head heads of C/n_head): the same P
+ * [B, H, T, T] as attn_probs(split_heads(qkv, H, 0, 3), split_heads(qkv, H,
+ * 1, 3)) without the copies; the backward adds into qkv's gradient. n_head
+ * must divide C and 3 must divide qkv's last dimension. */
+ag_tensor *ag_attn_probs_qkv(ag_ctx *c, ag_tensor *qkv, int n_head);
+
+/* merge_heads(attn_apply(P, split_heads(qkv, H, 2, 3))) in one op: v read
+ * from columns [2C, 3C) of qkv [B, T, 3C], out [B, T, C]; H = P->shape[1].
+ * P is taken as causal as in attn_apply. */
+ag_tensor *ag_attn_apply_merge(ag_ctx *c, ag_tensor *P, ag_tensor *qkv);
+
 /* Both of the above; if probs is not NULL, *probs receives P (an arena
  * tensor like any other, NULL on error). The kernels run in parallel over the
  * B*H heads and give the same bits for any thread count. */

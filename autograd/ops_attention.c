@@ -66,19 +66,44 @@ AG_SIMD_CLONES static void causal_softmax_row(float *row, int n, int T) {
     for (int j = n; j < T; j++) row[j] = 0.0f;
 }
 
-void ag_attn_probs_fwd(float *P, const float *q, const float *k, int BH, int T, int D, float scale) {
+/* Where head h's [T, D] rows live: at (h / H) * sb + (h % H) * sh floats from
+ * the base, rows ld floats apart. Contiguous heads [BH, T, D] are {1, T*D, 0,
+ * D}; part p of a fused qkv [B, T, 3C] is {H, T*3C, D, 3C} from base + p*C;
+ * an output [B, T, C] is {H, T*C, D, C}. */
+typedef struct head_layout {
+    int H;
+    size_t sb, sh;
+    int ld;
+} head_layout;
+
+static inline size_t head_off(const head_layout *l, int h) {
+    return (size_t)(h / l->H) * l->sb + (size_t)(h % l->H) * l->sh;
+}
+
+static inline head_layout contiguous(int T, int D) {
+    return (head_layout){1, (size_t)T * D, 0, D};
+}
+
+static void probs_fwd(float *P, const float *q, const float *k, const head_layout *L, int BH,
+                      int T, int D, float scale) {
+    int ld = L->ld;
 #pragma omp parallel for schedule(static)
     for (int h = 0; h < BH; h++) {
-        const float *qh = q + (size_t)h * T * D, *kh = k + (size_t)h * T * D; /* [T, D] */
-        float *Ph = P + (size_t)h * T * T;                                    /* [T, T] */
+        const float *qh = q + head_off(L, h), *kh = k + head_off(L, h); /* [T, D], stride ld */
+        float *Ph = P + (size_t)h * T * T;                              /* [T, T] */
         for (int i0 = 0; i0 < T; i0 += AG_ATTN_BLOCK) {
             int i1 = imin(i0 + AG_ATTN_BLOCK, T), m = i1 - i0;
             /* S[i0:i1, 0:i1] = scale q[i0:i1] k[0:i1]^T; columns >= i1 are masked */
-            ag_sgemm(false, true, m, i1, D, scale, qh + (size_t)i0 * D, D, kh, D, 0.0f,
+            ag_sgemm(false, true, m, i1, D, scale, qh + (size_t)i0 * ld, ld, kh, ld, 0.0f,
                      Ph + (size_t)i0 * T, T);
             for (int i = i0; i < i1; i++) causal_softmax_row(Ph + (size_t)i * T, i + 1, T);
         }
     }
+}
+
+void ag_attn_probs_fwd(float *P, const float *q, const float *k, int BH, int T, int D, float scale) {
+    head_layout L = contiguous(T, D);
+    probs_fwd(P, q, k, &L, BH, T, D, scale);
 }
 
 /* sum_j a[j] b[j] for j < n in 8 lanes, in an order fixed by this code (as
@@ -93,14 +118,16 @@ AG_SIMD_CLONES static float dot_lanes(const float *a, const float *b, int n) {
     return sum;
 }
 
-void ag_attn_probs_bwd(float *dq, float *dk, const float *dP, const float *P, const float *q,
-                       const float *k, int BH, int T, int D, float scale, float *scratch,
-                       int nthreads) {
+/* q, k, dq, dk all in layout L. */
+static void probs_bwd(float *dq, float *dk, const float *dP, const float *P, const float *q,
+                      const float *k, const head_layout *L, int BH, int T, int D, float scale,
+                      float *scratch, int nthreads) {
     size_t per_thread = ag_attn_scratch_floats(T);
+    int ld = L->ld;
 #pragma omp parallel for schedule(static) num_threads(nthreads)
     for (int h = 0; h < BH; h++) {
         float *dS = scratch + (size_t)omp_get_thread_num() * per_thread; /* [m, i1] */
-        size_t o = (size_t)h * T * D;
+        size_t o = head_off(L, h);
         const float *Ph = P + (size_t)h * T * T, *dPh = dP + (size_t)h * T * T; /* [T, T] */
         for (int i0 = 0; i0 < T; i0 += AG_ATTN_BLOCK) {
             int i1 = imin(i0 + AG_ATTN_BLOCK, T), m = i1 - i0;
@@ -113,13 +140,20 @@ void ag_attn_probs_bwd(float *dq, float *dk, const float *dP, const float *P, co
                 for (int j = i + 1; j < i1; j++) ds[j] = 0.0f;
             }
             if (dq) /* dq[i0:i1] += dS[m, i1] k[0:i1] */
-                ag_sgemm(false, false, m, D, i1, 1.0f, dS, i1, k + o, D, 1.0f,
-                         dq + o + (size_t)i0 * D, D);
+                ag_sgemm(false, false, m, D, i1, 1.0f, dS, i1, k + o, ld, 1.0f,
+                         dq + o + (size_t)i0 * ld, ld);
             if (dk) /* dk[0:i1] += dS[m, i1]^T q[i0:i1] */
-                ag_sgemm(true, false, i1, D, m, 1.0f, dS, i1, q + o + (size_t)i0 * D, D, 1.0f,
-                         dk + o, D);
+                ag_sgemm(true, false, i1, D, m, 1.0f, dS, i1, q + o + (size_t)i0 * ld, ld, 1.0f,
+                         dk + o, ld);
         }
     }
+}
+
+void ag_attn_probs_bwd(float *dq, float *dk, const float *dP, const float *P, const float *q,
+                       const float *k, int BH, int T, int D, float scale, float *scratch,
+                       int nthreads) {
+    head_layout L = contiguous(T, D);
+    probs_bwd(dq, dk, dP, P, q, k, &L, BH, T, D, scale, scratch, nthreads);
 }
 
 /* L[m, m] <- the lower triangle (diagonal included) of P's block at (i0, i0). */
@@ -134,40 +168,50 @@ static void lower_block(float *L, const float *Ph, int T, int i0, int m) {
     }
 }
 
-void ag_attn_apply_fwd(float *out, const float *P, const float *v, int BH, int T, int D) {
+/* v in layout Lv, out in layout Lo. */
+static void apply_fwd(float *out, const float *P, const float *v, const head_layout *Lv,
+                      const head_layout *Lo, int BH, int T, int D) {
+    int lv = Lv->ld, lo = Lo->ld;
 #pragma omp parallel for schedule(static)
     for (int h = 0; h < BH; h++) {
         float L[AG_ATTN_BLOCK * AG_ATTN_BLOCK]; /* masked diagonal block of P */
-        const float *Ph = P + (size_t)h * T * T, *vh = v + (size_t)h * T * D;
-        float *oh = out + (size_t)h * T * D;
+        const float *Ph = P + (size_t)h * T * T, *vh = v + head_off(Lv, h);
+        float *oh = out + head_off(Lo, h);
         for (int i0 = 0; i0 < T; i0 += AG_ATTN_BLOCK) {
             int i1 = imin(i0 + AG_ATTN_BLOCK, T), m = i1 - i0;
-            float *ob = oh + (size_t)i0 * D; /* [m, D] */
+            float *ob = oh + (size_t)i0 * lo; /* [m, D] */
             if (i0 > 0) /* out[i0:i1] = P[i0:i1, 0:i0] v[0:i0] */
-                ag_sgemm(false, false, m, D, i0, 1.0f, Ph + (size_t)i0 * T, T, vh, D, 0.0f, ob, D);
+                ag_sgemm(false, false, m, D, i0, 1.0f, Ph + (size_t)i0 * T, T, vh, lv, 0.0f, ob, lo);
             lower_block(L, Ph, T, i0, m); /* out[i0:i1] += tril(P[i0:i1, i0:i1]) v[i0:i1] */
-            ag_sgemm(false, false, m, D, m, 1.0f, L, m, vh + (size_t)i0 * D, D,
-                     i0 > 0 ? 1.0f : 0.0f, ob, D);
+            ag_sgemm(false, false, m, D, m, 1.0f, L, m, vh + (size_t)i0 * lv, lv,
+                     i0 > 0 ? 1.0f : 0.0f, ob, lo);
         }
     }
 }
 
-void ag_attn_apply_bwd(float *dP, float *dv, const float *dout, const float *P, const float *v,
-                       int BH, int T, int D) {
+void ag_attn_apply_fwd(float *out, const float *P, const float *v, int BH, int T, int D) {
+    head_layout L = contiguous(T, D);
+    apply_fwd(out, P, v, &L, &L, BH, T, D);
+}
+
+/* v, dv in layout Lv, dout in layout Lo. */
+static void apply_bwd(float *dP, float *dv, const float *dout, const float *P, const float *v,
+                      const head_layout *Lv, const head_layout *Lo, int BH, int T, int D) {
+    int lv = Lv->ld, lo = Lo->ld;
 #pragma omp parallel for schedule(static)
     for (int h = 0; h < BH; h++) {
         float L[AG_ATTN_BLOCK * AG_ATTN_BLOCK]; /* masked diagonal block of P, then of dP */
-        const float *Ph = P + (size_t)h * T * T, *vh = v + (size_t)h * T * D;
-        const float *gh = dout + (size_t)h * T * D;
+        const float *Ph = P + (size_t)h * T * T, *vh = v + head_off(Lv, h);
+        const float *gh = dout + head_off(Lo, h);
         for (int i0 = 0; i0 < T; i0 += AG_ATTN_BLOCK) {
             int i1 = imin(i0 + AG_ATTN_BLOCK, T), m = i1 - i0;
-            const float *gb = gh + (size_t)i0 * D; /* dout[i0:i1]  [m, D] */
+            const float *gb = gh + (size_t)i0 * lo; /* dout[i0:i1]  [m, D] */
             if (dP) {
                 float *dPb = dP + (size_t)h * T * T + (size_t)i0 * T; /* rows i0:i1 of dP */
                 if (i0 > 0) /* dP[i0:i1, 0:i0] += dout[i0:i1] v[0:i0]^T */
-                    ag_sgemm(false, true, m, i0, D, 1.0f, gb, D, vh, D, 1.0f, dPb, T);
+                    ag_sgemm(false, true, m, i0, D, 1.0f, gb, lo, vh, lv, 1.0f, dPb, T);
                 /* diagonal block: lower triangle of dout[i0:i1] v[i0:i1]^T */
-                ag_sgemm(false, true, m, m, D, 1.0f, gb, D, vh + (size_t)i0 * D, D, 0.0f, L, m);
+                ag_sgemm(false, true, m, m, D, 1.0f, gb, lo, vh + (size_t)i0 * lv, lv, 0.0f, L, m);
                 for (int r = 0; r < m; r++) {
                     float *dst = dPb + (size_t)r * T + i0; /* [r + 1] */
                     const float *src = L + (size_t)r * m;  /* [r + 1] */
@@ -176,15 +220,21 @@ void ag_attn_apply_bwd(float *dP, float *dv, const float *dout, const float *P, 
                 }
             }
             if (dv) {
+                float *dvh = dv + head_off(Lv, h);
                 if (i0 > 0) /* dv[0:i0] += P[i0:i1, 0:i0]^T dout[i0:i1] */
-                    ag_sgemm(true, false, i0, D, m, 1.0f, Ph + (size_t)i0 * T, T, gb, D, 1.0f,
-                             dv + (size_t)h * T * D, D);
+                    ag_sgemm(true, false, i0, D, m, 1.0f, Ph + (size_t)i0 * T, T, gb, lo, 1.0f,
+                             dvh, lv);
                 lower_block(L, Ph, T, i0, m); /* dv[i0:i1] += tril(P_block)^T dout[i0:i1] */
-                ag_sgemm(true, false, m, D, m, 1.0f, L, m, gb, D, 1.0f,
-                         dv + (size_t)h * T * D + (size_t)i0 * D, D);
+                ag_sgemm(true, false, m, D, m, 1.0f, L, m, gb, lo, 1.0f, dvh + (size_t)i0 * lv, lv);
             }
         }
     }
+}
+
+void ag_attn_apply_bwd(float *dP, float *dv, const float *dout, const float *P, const float *v,
+                       int BH, int T, int D) {
+    head_layout L = contiguous(T, D);
+    apply_bwd(dP, dv, dout, P, v, &L, &L, BH, T, D);
 }
 
 /* ====================================================== naive references */
@@ -424,6 +474,78 @@ ag_tensor *ag_attn_apply(ag_ctx *c, ag_tensor *P, ag_tensor *v) {
     if (!out) return NULL;
     ag_attn_apply_fwd(out->data, P->data, v->data, B * H, T, D);
     if (!ag_record(c, "attn_apply", attn_apply_backward, out, P, v, NULL) && ag_error(c))
+        return NULL;
+    return out;
+}
+
+/* ------------------------------------------------- attn_probs_qkv
+ * The same P as attn_probs on split_heads(qkv, H, 0/1, 3), read straight from
+ * the fused qkv [B, T, 3C] (q at columns [0, C), k at [C, 2C)); the backward
+ * adds dq and dk into those columns of qkv's gradient.
+ * iarg[0] = scratch thread count, iarg[1] = H. */
+
+static head_layout qkv_layout(int H, int T, int C) {
+    return (head_layout){H, (size_t)T * 3 * C, (size_t)(C / H), 3 * C};
+}
+
+static void attn_probs_qkv_backward(ag_node *n) {
+    ag_tensor *x = n->in[0], *P = n->out;
+    if (!x->grad) return;
+    int H = n->iarg[1], B = x->shape[0], T = x->shape[1], C = x->shape[2] / 3, D = C / H;
+    head_layout L = qkv_layout(H, T, C);
+    probs_bwd(x->grad, x->grad + C, P->grad, P->data, x->data, x->data + C, &L, B * H, T, D,
+              n->farg[0], n->saved, n->iarg[0]);
+}
+
+ag_tensor *ag_attn_probs_qkv(ag_ctx *c, ag_tensor *qkv, int n_head) {
+    if (!qkv) return NULL;
+    assert(qkv->ndim == 3 && n_head >= 1 && qkv->shape[2] % (3 * n_head) == 0);
+    int B = qkv->shape[0], T = qkv->shape[1], C = qkv->shape[2] / 3, H = n_head, D = C / H;
+    float scale = 1.0f / sqrtf((float)D);
+    ag_tensor *P = ag_new(c, 4, (int[]){B, H, T, T}, "attn_probs_qkv");
+    if (!P) return NULL;
+    head_layout L = qkv_layout(H, T, C);
+    probs_fwd(P->data, qkv->data, qkv->data + C, &L, B * H, T, D, scale);
+    ag_node *n = ag_record(c, "attn_probs_qkv", attn_probs_qkv_backward, P, qkv, NULL, NULL);
+    if (n) {
+        int nthreads = omp_get_max_threads();
+        n->saved = ag_alloc(c, (size_t)nthreads * ag_attn_scratch_floats(T) * sizeof(float));
+        if (!n->saved) return NULL;
+        n->iarg[0] = nthreads;
+        n->iarg[1] = H;
+        n->farg[0] = scale;
+    } else if (ag_error(c)) {
+        return NULL;
+    }
+    return P;
+}
+
+/* ---------------------------------------------- attn_apply_merge
+ * out[b, t, h*D + d] = (P v)[b, h, t, d] with v read from columns [2C, 3C) of
+ * qkv [B, T, 3C]: merge_heads(attn_apply(P, split_heads(qkv, H, 2, 3))).
+ * dP += dout v^T (lower triangle), dqkv[.., 2C:3C] += P^T dout. */
+
+static void attn_apply_merge_backward(ag_node *n) {
+    ag_tensor *P = n->in[0], *x = n->in[1], *out = n->out;
+    int H = P->shape[1], B = x->shape[0], T = x->shape[1], C = x->shape[2] / 3, D = C / H;
+    head_layout Lv = qkv_layout(H, T, C), Lo = {H, (size_t)T * C, (size_t)D, C};
+    apply_bwd(P->grad, x->grad ? x->grad + 2 * C : NULL, out->grad, P->data, x->data + 2 * C, &Lv,
+              &Lo, B * H, T, D);
+}
+
+ag_tensor *ag_attn_apply_merge(ag_ctx *c, ag_tensor *P, ag_tensor *qkv) {
+    if (!P || !qkv) return NULL;
+    assert(P->ndim == 4 && qkv->ndim == 3);
+    int B = qkv->shape[0], T = qkv->shape[1], H = P->shape[1];
+    assert(H >= 1 && qkv->shape[2] % (3 * H) == 0);
+    int C = qkv->shape[2] / 3, D = C / H;
+    assert(P->shape[0] == B && P->shape[2] == T && P->shape[3] == T);
+    ag_tensor *out = ag_new(c, 3, (int[]){B, T, C}, "attn_apply_merge");
+    if (!out) return NULL;
+    head_layout Lv = qkv_layout(H, T, C), Lo = {H, (size_t)T * C, (size_t)D, C};
+    apply_fwd(out->data, P->data, qkv->data + 2 * C, &Lv, &Lo, B * H, T, D);
+    if (!ag_record(c, "attn_apply_merge", attn_apply_merge_backward, out, P, qkv, NULL) &&
+        ag_error(c))
         return NULL;
     return out;
 }

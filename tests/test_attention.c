@@ -503,6 +503,90 @@ static void test_probs_extreme_and_nan(void **state) {
     free(R);
 }
 
+/* The fused ops on a qkv [B, T, 3C]: probabilities and output, both read. */
+static ag_tensor *f_qkv_fused(ag_ctx *c, ag_params *in, void *u) {
+    int H = *(int *)u;
+    ag_tensor *x = ag_param(in, 0);
+    ag_tensor *P = ag_attn_probs_qkv(c, x, H);
+    return concat(c, P, ag_attn_apply_merge(c, P, x));
+}
+/* The output alone. */
+static ag_tensor *f_qkv_fused_out(ag_ctx *c, ag_params *in, void *u) {
+    int H = *(int *)u;
+    ag_tensor *x = ag_param(in, 0);
+    return ag_attn_apply_merge(c, ag_attn_probs_qkv(c, x, H), x);
+}
+
+static void test_gradcheck_qkv_fused(void **state) {
+    (void)state;
+    for (size_t si = 1; si < N_SHAPES; si++) {
+        const shape4 *s = &k_shapes[si];
+        ag_params p;
+        int sh[1][4] = {{s->B, s->T, 3 * s->H * s->D, 1}};
+        make_inputs(&p, 1, sh, (int[]){3}, 4100 + si);
+        int H = s->H;
+        check_gc(f_qkv_fused, &H, &p, 21 + si, "qkv fused", s);
+        check_gc(f_qkv_fused_out, &H, &p, 31 + si, "qkv fused out", s);
+        ag_params_free(&p);
+    }
+}
+
+/* The fused ops against split_heads + attn_probs/attn_apply + merge_heads:
+ * P, the output and the gradients of qkv and P (a loss on both) at 2 threads,
+ * bit for bit. Shapes: one block, a ragged second block, D odd. */
+static void test_qkv_fused_matches_composition(void **state) {
+    (void)state;
+    static const int cases[][4] = {{2, 3, 17, 5}, {2, 4, 130, 8}, {1, 2, 64, 32}};
+    int saved = omp_get_max_threads();
+    omp_set_num_threads(2);
+    for (size_t ci = 0; ci < sizeof cases / sizeof cases[0]; ci++) {
+        int B = cases[ci][0], H = cases[ci][1], T = cases[ci][2], D = cases[ci][3], C = H * D;
+        ag_params p;
+        int sh[1][4] = {{B, T, 3 * C, 1}};
+        make_inputs(&p, 1, sh, (int[]){3}, 4200 + ci);
+        size_t np = (size_t)B * H * T * T, no = (size_t)B * T * C, nx = (size_t)B * T * 3 * C;
+        float *R = malloc((np + no) * sizeof(float));
+        float *res[2][4]; /* P, out, dqkv, dP */
+        assert_non_null(R);
+        ag_fill_uniform(R, np + no, -1.0f, 1.0f, 77 + ci);
+        for (int way = 0; way < 2; way++) {
+            ag_params_zero_grad(&p);
+            ag_ctx *c = ag_ctx_new();
+            ag_tensor *x = ag_param(&p, 0), *P, *y;
+            if (way == 0) {
+                ag_tensor *q = ag_split_heads(c, x, H, 0, 3), *k = ag_split_heads(c, x, H, 1, 3);
+                ag_tensor *v = ag_split_heads(c, x, H, 2, 3);
+                y = ag_merge_heads(c, ag_attention(c, q, k, v, &P));
+            } else {
+                P = ag_attn_probs_qkv(c, x, H);
+                y = ag_attn_apply_merge(c, P, x);
+            }
+            assert_non_null(y);
+            assert_int_equal(y->ndim, 3);
+            assert_int_equal(y->shape[2], C);
+            assert_int_equal(ag_backward_seed(c, concat(c, P, y), R), 0);
+            float *bufs[4] = {P->data, y->data, x->grad, P->grad};
+            size_t ns[4] = {np, no, nx, np};
+            for (int i = 0; i < 4; i++) {
+                res[way][i] = malloc(ns[i] * sizeof(float));
+                assert_non_null(res[way][i]);
+                memcpy(res[way][i], bufs[i], ns[i] * sizeof(float));
+            }
+            ag_ctx_free(c);
+        }
+        size_t ns[4] = {np, no, nx, np};
+        for (int i = 0; i < 4; i++) {
+            assert_true(max_abs(res[0][i], ns[i]) > 0.0f);
+            assert_memory_equal(res[0][i], res[1][i], ns[i] * sizeof(float));
+            free(res[0][i]);
+            free(res[1][i]);
+        }
+        free(R);
+        ag_params_free(&p);
+    }
+    omp_set_num_threads(saved);
+}
+
 /* Layout: split then merge of a [B, T, C] tensor is the identity, and part p
  * of a fused [B, T, 3C] picks channels [pC, (p+1)C). */
 static void test_split_merge_layout(void **state) {
@@ -540,6 +624,8 @@ static void test_null_and_inference(void **state) {
     assert_null(ag_merge_heads(c, NULL));
     assert_null(ag_attn_probs(c, NULL, NULL));
     assert_null(ag_attn_apply(c, NULL, NULL));
+    assert_null(ag_attn_probs_qkv(c, NULL, 2));
+    assert_null(ag_attn_apply_merge(c, NULL, NULL));
     ag_tensor *P = (ag_tensor *)1;
     assert_null(ag_attention(c, NULL, NULL, NULL, &P));
     assert_null(P);
@@ -603,6 +689,8 @@ int main(void) {
         cmocka_unit_test(test_probs_rows),
         cmocka_unit_test(test_probs_extreme_and_nan),
         cmocka_unit_test(test_split_merge_layout),
+        cmocka_unit_test(test_gradcheck_qkv_fused),
+        cmocka_unit_test(test_qkv_fused_matches_composition),
         cmocka_unit_test(test_null_and_inference),
         cmocka_unit_test(test_sgemm_inside_parallel_region),
     };

@@ -240,13 +240,11 @@ ag_tensor *tr_gpt_forward(ag_ctx *c, tr_gpt *m, const int *ids, int B, int T, co
         ag_tensor *a = ag_layernorm(c, x, W(c, m, opt, y->ln1_w), Bias(c, m, opt, y->ln1_b, &bad),
                                     TR_GPT_LN_EPS);                                       /* [B,T,C] */
         ag_tensor *qkv = ag_linear(c, a, W(c, m, opt, y->qkv_w), Bias(c, m, opt, y->qkv_b, &bad)); /* [B,T,3C] */
-        ag_tensor *q = ag_split_heads(c, qkv, H, 0, 3);                                   /* [B,H,T,D] */
-        ag_tensor *k = ag_split_heads(c, qkv, H, 1, 3);
-        ag_tensor *v = ag_split_heads(c, qkv, H, 2, 3);
-        ag_tensor *P = NULL;
-        ag_tensor *att = ag_attention(c, q, k, v, opt && opt->probs ? &P : NULL);         /* [B,H,T,D] */
+        /* q, k, v read in place from qkv (no head copies): the same bits as
+         * split_heads + attention + merge_heads (test_attention) */
+        ag_tensor *P = ag_attn_probs_qkv(c, qkv, H);                                      /* [B,H,T,T] */
         if (opt && opt->probs) opt->probs[l] = P;
-        ag_tensor *merged = ag_merge_heads(c, att);                                       /* [B,T,C] */
+        ag_tensor *merged = ag_attn_apply_merge(c, P, qkv);                               /* [B,T,C] */
         ag_tensor *proj = ag_linear(c, merged, W(c, m, opt, y->proj_w), Bias(c, m, opt, y->proj_b, &bad));
         x = ag_add(c, x, proj);
         /* MLP sub-block */
