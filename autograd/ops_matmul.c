@@ -152,3 +152,91 @@ ag_tensor *ag_linear(ag_ctx *c, ag_tensor *x, ag_tensor *w, ag_tensor *bias) {
     if (!ag_record(c, "linear", linear_backward, out, x, w, bias) && ag_error(c)) return NULL;
     return out;
 }
+
+/* ------------------------------------------------------------- linear_gelu
+ * pre[N,Co] = x w^T + bias;  out = GELU(pre)
+ * dpre = 0 + dout GELU'(pre) (scratch, not a gradient: written whole, with the
+ * bits the unfused GELU backward leaves in the zeroed gradient of the linear's
+ * output), then the three gradients of linear_backward from dpre. */
+
+typedef struct {
+    float *pre, *dpre; /* [N, Co] each, in the arena */
+} lg_saved;
+
+#define LG_ROWS 64 /* rows per work item of the GELU passes */
+
+static void linear_gelu_backward(ag_node *n) {
+    ag_tensor *x = n->in[0], *w = n->in[1], *bias = n->in[2], *out = n->out;
+    const lg_saved *s = n->saved;
+    int N = (int)ag_rows(x), Ci = ag_cols(x), Co = w->shape[0];
+    long nblk = (N + LG_ROWS - 1) / LG_ROWS;
+    bool split = (x->grad && ag_sgemm_split(N, Ci, Co)) || (w->grad && ag_sgemm_split(Co, Ci, N));
+    bool par = split || (size_t)N * Co >= AG_PAR_MIN;
+#pragma omp parallel num_threads(ag_get_threads()) if (par)
+    {
+#pragma omp for schedule(static)
+        for (long b = 0; b < nblk; b++) { /* dpre = 0 + dout GELU'(pre), rows of block b */
+            size_t i0 = (size_t)b * LG_ROWS * Co;
+            long r1 = (b + 1) * LG_ROWS < N ? (b + 1) * LG_ROWS : N;
+            size_t len = (size_t)(r1 - b * LG_ROWS) * Co;
+            ag_gelu_grad_kernel(s->dpre + i0, s->pre + i0, out->grad + i0, (long)len);
+        } /* implicit barrier: every row of dpre is ready */
+        if (x->grad) /* dx[N,Ci] += dpre[N,Co] w[Co,Ci] */
+            ag_sgemm_share(0, false, false, N, Ci, Co, 1.0f, s->dpre, Co, w->data, Ci, 1.0f, x->grad, Ci);
+        if (w->grad) /* dw[Co,Ci] += dpre^T x */
+            ag_sgemm_share(1, true, false, Co, Ci, N, 1.0f, s->dpre, Co, x->data, Ci, 1.0f, w->grad, Ci);
+        if (bias && bias->grad)
+            ag_colsum_add_share(bias->grad, s->dpre, NULL, (size_t)N, (size_t)Co, omp_get_thread_num(),
+                                omp_get_num_threads());
+    }
+}
+
+ag_tensor *ag_linear_gelu(ag_ctx *c, ag_tensor *x, ag_tensor *w, ag_tensor *bias) {
+    if (!x || !w) return NULL;
+    assert(w->ndim == 2 && ag_cols(x) == w->shape[1]);
+    assert(!bias || (int)bias->numel == w->shape[0]);
+    int N = (int)ag_rows(x), Ci = ag_cols(x), Co = w->shape[0];
+    int shape[AG_MAX_DIMS];
+    memcpy(shape, x->shape, sizeof shape);
+    shape[x->ndim - 1] = Co;
+    ag_tensor *out = ag_new(c, x->ndim, shape, "linear_gelu");
+    if (!out) return NULL;
+    lg_saved *s = ag_alloc(c, sizeof *s);
+    if (!s) return NULL;
+    s->pre = ag_alloc(c, (size_t)N * Co * sizeof(float));
+    s->dpre = ag_alloc(c, (size_t)N * Co * sizeof(float));
+    if (!s->pre || !s->dpre) return NULL;
+    float *pre = s->pre;
+    if (bias && ag_sgemm_split(N, Co, Ci) == 'M') {
+        /* one region: each thread fills its rows with the bias, computes them
+         * (pre += x w^T, beta = 1) and applies the GELU to them */
+#pragma omp parallel num_threads(ag_get_threads())
+        {
+            int r0, r1;
+            ag_split_rows(N, Co, Ci, &r0, &r1);
+            for (int r = r0; r < r1; r++) memcpy(pre + (size_t)r * Co, bias->data, (size_t)Co * sizeof(float));
+            if (r1 > r0) {
+                ag_sgemm(false, true, r1 - r0, Co, Ci, 1.0f, x->data + (size_t)r0 * Ci, Ci, w->data, Ci, 1.0f,
+                         pre + (size_t)r0 * Co, Co);
+                ag_gelu_fwd_kernel(out->data + (size_t)r0 * Co, pre + (size_t)r0 * Co, (long)(r1 - r0) * Co);
+            }
+        }
+    } else {
+        if (bias)
+            for (int r = 0; r < N; r++) memcpy(pre + (size_t)r * Co, bias->data, (size_t)Co * sizeof(float));
+        ag_sgemm(false, true, N, Co, Ci, 1.0f, x->data, Ci, w->data, Ci, bias ? 1.0f : 0.0f, pre, Co);
+        long nblk = (N + LG_ROWS - 1) / LG_ROWS;
+#pragma omp parallel for schedule(static) if ((size_t)N * Co >= AG_PAR_MIN)
+        for (long b = 0; b < nblk; b++) {
+            long r1 = (b + 1) * LG_ROWS < N ? (b + 1) * LG_ROWS : N;
+            size_t i0 = (size_t)b * LG_ROWS * Co;
+            ag_gelu_fwd_kernel(out->data + i0, pre + i0, (long)(r1 - b * LG_ROWS) * Co);
+        }
+    }
+    ag_node *n = ag_record(c, "linear_gelu", linear_gelu_backward, out, x, w, bias);
+    if (n)
+        n->saved = s;
+    else if (ag_error(c))
+        return NULL;
+    return out;
+}
