@@ -29,14 +29,6 @@ ag_tensor *ag_matmul(ag_ctx *c, ag_tensor *a, ag_tensor *b, bool ta, bool tb);
  * linear uses (PyTorch's weight layout). */
 ag_tensor *ag_linear(ag_ctx *c, ag_tensor *x, ag_tensor *w, ag_tensor *bias);
 
-/* out = GELU(x w^T + bias): ag_gelu(ag_linear(x, w, bias)) as one op, with the
- * same bits. The product, the bias and the GELU of each row run in one
- * parallel region; the pre-activation lives in an arena buffer of the op (not
- * a tensor), and the backward turns dout into its gradient in a scratch
- * buffer before the linear layer's three gradients. Returns NULL (error in
- * the context) when the arena cannot hold the output or the buffers. */
-ag_tensor *ag_linear_gelu(ag_ctx *c, ag_tensor *x, ag_tensor *w, ag_tensor *bias);
-
 /* ---- elementwise (ops_elementwise.c) ---- */
 
 /* out = a + b. b has a's shape, or the shape of a's trailing dimensions

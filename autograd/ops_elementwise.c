@@ -247,30 +247,18 @@ ag_tensor *ag_scale(ag_ctx *c, ag_tensor *a, float s) {
 static inline float gelu_m2u(float x) { return -2.0f * GELU_K * (x + GELU_A * x * x * x); }
 
 /* y[n] = GELU(x[n]) */
-AG_SIMD_CLONES void ag_gelu_fwd_kernel(float *y, const float *x, long n) {
+AG_SIMD_CLONES static void gelu_fwd_kernel(float *y, const float *x, long n) {
 #pragma omp simd
     for (long i = 0; i < n; i++) y[i] = x[i] * ag_inv_1p_exp(gelu_m2u(x[i]));
 }
 
 /* dx[n] += g[n] GELU'(x[n]) */
-AG_SIMD_CLONES void ag_gelu_bwd_kernel(float *dx, const float *x, const float *g, long n) {
+AG_SIMD_CLONES static void gelu_bwd_kernel(float *dx, const float *x, const float *g, long n) {
 #pragma omp simd
     for (long i = 0; i < n; i++) {
         float xi = x[i], s = ag_inv_1p_exp(gelu_m2u(xi));
         float d = s + 2.0f * xi * s * (1.0f - s) * GELU_K * (1.0f + 3.0f * GELU_A * xi * xi);
         dx[i] += g[i] * d;
-    }
-}
-
-/* dx[n] = 0 + g[n] GELU'(x[n]): the value the kernel above leaves in a zeroed
- * buffer, bit for bit (adding +0 turns -0 into +0, as the zeroed buffer does),
- * for a scratch buffer that is not a gradient. */
-AG_SIMD_CLONES void ag_gelu_grad_kernel(float *dx, const float *x, const float *g, long n) {
-#pragma omp simd
-    for (long i = 0; i < n; i++) {
-        float xi = x[i], s = ag_inv_1p_exp(gelu_m2u(xi));
-        float d = s + 2.0f * xi * s * (1.0f - s) * GELU_K * (1.0f + 3.0f * GELU_A * xi * xi);
-        dx[i] = 0.0f + g[i] * d;
     }
 }
 
@@ -283,7 +271,7 @@ static void gelu_backward(ag_node *n) {
 #pragma omp parallel for schedule(static) if (N >= AG_PAR_MIN)
     for (long b = 0; b < nblk; b++) {
         size_t i0 = (size_t)b * GELU_BLOCK, len = N - i0 < GELU_BLOCK ? N - i0 : GELU_BLOCK;
-        ag_gelu_bwd_kernel(dx + i0, x + i0, g + i0, (long)len);
+        gelu_bwd_kernel(dx + i0, x + i0, g + i0, (long)len);
     }
 }
 
@@ -298,7 +286,7 @@ ag_tensor *ag_gelu(ag_ctx *c, ag_tensor *a) {
 #pragma omp parallel for schedule(static) if (N >= AG_PAR_MIN)
     for (long b = 0; b < nblk; b++) {
         size_t i0 = (size_t)b * GELU_BLOCK, len = N - i0 < GELU_BLOCK ? N - i0 : GELU_BLOCK;
-        ag_gelu_fwd_kernel(y + i0, x + i0, (long)len);
+        gelu_fwd_kernel(y + i0, x + i0, (long)len);
     }
     if (!ag_record(c, "gelu", gelu_backward, out, a, NULL, NULL) && ag_error(c)) return NULL;
     return out;

@@ -33,14 +33,6 @@ void ag_colsum_add(float *db, const float *g, const float *x, size_t rows, size_
  * which every thread calls it with the same arguments and its own t. */
 void ag_colsum_add_share(float *db, const float *g, const float *x, size_t rows, size_t cols, int t, int nt);
 
-/* GELU kernels of ops_elementwise.c, shared with ag_linear_gelu:
- * y[n] = GELU(x[n]);  dx[n] += g[n] GELU'(x[n]). Elementwise, so any split of
- * a buffer into calls gives the same bits. */
-void ag_gelu_fwd_kernel(float *y, const float *x, long n);
-void ag_gelu_bwd_kernel(float *dx, const float *x, const float *g, long n);
-/* dx[n] = 0 + g[n] GELU'(x[n]): ag_gelu_bwd_kernel into a zeroed buffer, same bits. */
-void ag_gelu_grad_kernel(float *dx, const float *x, const float *g, long n);
-
 /* Whether float ranges a[0..na) and b[0..nb) share memory (NULL: no). */
 static inline bool ag_overlaps(const float *a, size_t na, const float *b, size_t nb) {
     return a && b && a < b + nb && b < a + na;

@@ -58,10 +58,6 @@ static ag_tensor *f_linear(ag_ctx *c, ag_params *in, void *user) {
     (void)user;
     return ag_linear(c, T0(), T1(), T2());
 }
-static ag_tensor *f_linear_gelu(ag_ctx *c, ag_params *in, void *user) {
-    (void)user;
-    return ag_linear_gelu(c, T0(), T1(), T2());
-}
 static ag_tensor *f_add(ag_ctx *c, ag_params *in, void *user) {
     (void)user;
     return ag_add(c, T0(), T1());
@@ -158,8 +154,6 @@ static const gc_case cases[] = {
     {"linear_bias", f_linear, 3, {S2(5, 4), S2(3, 4), S1(3)}, {0}, 0, 0, 0, 0, -1, 1, false},
     {"linear_nobias", f_linear, 2, {S2(5, 4), S2(3, 4)}, {0}, 0, 0, 0, 0, -1, 1, false},
     {"linear_bias_3d", f_linear, 3, {S3(2, 3, 6), S2(4, 6), S1(4)}, {0}, 0, 0, 0, 0, -1, 1, false},
-    {"linear_gelu_bias", f_linear_gelu, 3, {S2(5, 4), S2(3, 4), S1(3)}, {0}, 0, 0, 0, 0, -1, 1, false},
-    {"linear_gelu_nobias_3d", f_linear_gelu, 2, {S3(2, 3, 6), S2(4, 6)}, {0}, 0, 0, 0, 0, -1, 1, false},
     /* add and mul: same shape, bias [C] over [B,T,C], positions [T,C] over [B,T,C] */
     {"add_same", f_add, 2, {S2(3, 5), S2(3, 5)}, {0}, 0, 0, 0, 0, -1, 1, false},
     {"add_bias", f_add, 2, {S3(2, 3, 4), S1(4)}, {0}, 0, 0, 0, 0, -1, 1, false},
@@ -279,7 +273,7 @@ static void test_broken_ops_exceed_tolerance(void **state) {
 /* Every op declared in ops.h outside the attention section has a row. */
 static void test_every_op_has_a_row(void **state) {
     (void)state;
-    ag_gc_fn need[] = {f_matmul, f_linear, f_linear_gelu, f_add, f_mul, f_scale, f_gelu, f_reshape, f_embedding,
+    ag_gc_fn need[] = {f_matmul, f_linear, f_add, f_mul, f_scale, f_gelu, f_reshape, f_embedding,
                        f_layernorm, f_softmax, f_cross_entropy, f_kl, f_mse, f_l1, f_sum, f_mean};
     for (size_t i = 0; i < sizeof need / sizeof need[0]; i++) {
         int rows = 0;

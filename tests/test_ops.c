@@ -582,57 +582,6 @@ static void test_linear_split_matches_one_thread(void **state) {
     free(b);
 }
 
-/* ag_linear_gelu equals ag_gelu(ag_linear(...)) bit for bit: output and the
- * gradients of x, w and bias, at 2 threads (row split of the forward, one
- * region in the backward) and at 1 thread, with and without a bias. */
-enum { LG_N = 2048, LG_IN = 128, LG_OUT = 512 };
-_Static_assert((size_t)LG_N * LG_OUT >= AG_PAR_MIN, "the test must reach the parallel loops");
-
-static void lg_run(int threads, bool fused, bool bias, float *res, size_t *nres) {
-    ag_params p;
-    ag_params_init(&p);
-    ag_params_add(&p, "x", 2, (int[]){LG_N, LG_IN}, 0);
-    ag_params_add(&p, "w", 2, (int[]){LG_OUT, LG_IN}, 0);
-    ag_params_add(&p, "b", 1, (int[]){LG_OUT}, 0);
-    assert_int_equal(ag_params_alloc(&p, AG_PARAMS_GRAD), 0);
-    ag_fill_uniform(p.data, p.n, -1.0f, 1.0f, 41);
-    int prev = ag_get_threads();
-    ag_set_threads(threads);
-    ag_ctx *c = ag_ctx_new();
-    ag_tensor *x = ag_param(&p, 0), *w = ag_param(&p, 1), *b = bias ? ag_param(&p, 2) : NULL;
-    ag_tensor *h = fused ? ag_linear_gelu(c, x, w, b) : ag_gelu(c, ag_linear(c, x, w, b));
-    assert_non_null(h);
-    float *seed = malloc(h->numel * sizeof *seed);
-    assert_non_null(seed);
-    ag_fill_uniform(seed, h->numel, -1.0f, 1.0f, 42);
-    assert_int_equal(ag_backward_seed(c, h, seed), 0);
-    ag_set_threads(prev);
-    memcpy(res, h->data, h->numel * sizeof(float));
-    memcpy(res + h->numel, p.grad, p.n * sizeof(float));
-    *nres = h->numel + p.n;
-    free(seed);
-    ag_ctx_free(c);
-    ag_params_free(&p);
-}
-
-static void test_linear_gelu_matches_composition(void **state) {
-    (void)state;
-    size_t cap = (size_t)LG_N * LG_OUT + (size_t)(LG_N + LG_OUT) * LG_IN + LG_OUT, n1, n2;
-    float *a = malloc(cap * sizeof *a), *b = malloc(cap * sizeof *b);
-    assert_non_null(a);
-    assert_non_null(b);
-    for (int threads = 1; threads <= 2; threads++)
-        for (int bias = 0; bias <= 1; bias++) {
-            lg_run(threads, true, bias, a, &n1);
-            lg_run(threads, false, bias, b, &n2);
-            assert_int_equal(n1, n2);
-            assert_true(n1 <= cap);
-            assert_memory_equal(a, b, n1 * sizeof(float));
-        }
-    free(a);
-    free(b);
-}
-
 /* layernorm's and add's backwards run their two gradients in one parallel
  * region (no barrier unless the buffers overlap): at 2 threads every gradient
  * equals the 1-thread one bit for bit, including add(x, x), whose two
@@ -708,7 +657,6 @@ int main(void) {
         T(test_add_mul_long_rows),
         T(test_sgemm_split_matches_single_call),
         T(test_linear_split_matches_one_thread),
-        T(test_linear_gelu_matches_composition),
         T(test_two_gradient_regions_match_one_thread),
     };
     return cmocka_run_group_tests_name("ops", tests, NULL, NULL);

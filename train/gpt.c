@@ -250,7 +250,8 @@ ag_tensor *tr_gpt_forward(ag_ctx *c, tr_gpt *m, const int *ids, int B, int T, co
         /* MLP sub-block */
         ag_tensor *h = ag_layernorm(c, x, W(c, m, opt, y->ln2_w), Bias(c, m, opt, y->ln2_b, &bad),
                                     TR_GPT_LN_EPS);                                       /* [B,T,C] */
-        ag_tensor *g = ag_linear_gelu(c, h, W(c, m, opt, y->fc_w), Bias(c, m, opt, y->fc_b, &bad)); /* [B,T,M] */
+        ag_tensor *fc = ag_linear(c, h, W(c, m, opt, y->fc_w), Bias(c, m, opt, y->fc_b, &bad)); /* [B,T,M] */
+        ag_tensor *g = ag_gelu(c, fc);
         ag_tensor *mp = ag_linear(c, g, W(c, m, opt, y->mproj_w), Bias(c, m, opt, y->mproj_b, &bad)); /* [B,T,C] */
         x = ag_add(c, x, mp);
         if (opt && opt->hidden) opt->hidden[l + 1] = x;
