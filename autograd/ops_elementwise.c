@@ -115,10 +115,11 @@ static void add_backward(ag_node *n) {
     }
 }
 
-ag_tensor *ag_add(ag_ctx *c, ag_tensor *a, ag_tensor *b) {
-    if (!a || !b) return NULL;
+/* The forward of add and mul: out[r, j] = a[r, j] (+ or *) b[j], split over
+ * (row, column block) items so that same-shape operands use every thread. */
+static ag_tensor *broadcast_forward(ag_ctx *c, ag_tensor *a, ag_tensor *b, bool mul) {
     size_t reps = broadcast_reps(a, b), nb = b->numel;
-    ag_tensor *out = ag_new(c, a->ndim, a->shape, "add");
+    ag_tensor *out = ag_new(c, a->ndim, a->shape, mul ? "mul" : "add");
     if (!out) return NULL;
     const float *A = a->data, *Bv = b->data; /* [reps, nb], [nb] */
     float *O = out->data;                    /* [reps, nb] */
@@ -130,9 +131,21 @@ ag_tensor *ag_add(ag_ctx *c, ag_tensor *a, ag_tensor *b) {
         bc_item(&sp, it, &r, &j0, &j1);
         const float *ar = A + r * nb;
         float *orow = O + r * nb;
+        if (mul) {
 #pragma omp simd
-        for (size_t j = j0; j < j1; j++) orow[j] = ar[j] + Bv[j];
+            for (size_t j = j0; j < j1; j++) orow[j] = ar[j] * Bv[j];
+        } else {
+#pragma omp simd
+            for (size_t j = j0; j < j1; j++) orow[j] = ar[j] + Bv[j];
+        }
     }
+    return out;
+}
+
+ag_tensor *ag_add(ag_ctx *c, ag_tensor *a, ag_tensor *b) {
+    if (!a || !b) return NULL;
+    ag_tensor *out = broadcast_forward(c, a, b, false);
+    if (!out) return NULL;
     if (!ag_record(c, "add", add_backward, out, a, b, NULL) && ag_error(c)) return NULL;
     return out;
 }
@@ -175,22 +188,8 @@ static void mul_backward(ag_node *n) {
 
 ag_tensor *ag_mul(ag_ctx *c, ag_tensor *a, ag_tensor *b) {
     if (!a || !b) return NULL;
-    size_t reps = broadcast_reps(a, b), nb = b->numel;
-    ag_tensor *out = ag_new(c, a->ndim, a->shape, "mul");
+    ag_tensor *out = broadcast_forward(c, a, b, true);
     if (!out) return NULL;
-    const float *A = a->data, *Bv = b->data; /* [reps, nb], [nb] */
-    float *O = out->data;                    /* [reps, nb] */
-    bc_split sp = bc_make(nb);
-    long items = (long)(reps * sp.per_row);
-#pragma omp parallel for schedule(static) if (a->numel >= AG_PAR_MIN && items > 1)
-    for (long it = 0; it < items; it++) {
-        size_t r, j0, j1;
-        bc_item(&sp, it, &r, &j0, &j1);
-        const float *ar = A + r * nb;
-        float *orow = O + r * nb;
-#pragma omp simd
-        for (size_t j = j0; j < j1; j++) orow[j] = ar[j] * Bv[j];
-    }
     if (!ag_record(c, "mul", mul_backward, out, a, b, NULL) && ag_error(c)) return NULL;
     return out;
 }
