@@ -406,8 +406,10 @@ int cmd_train(int argc, char **argv) {
     signal(SIGINT, SIG_DFL);
     if (st == TR_DIVERGED) {
         fprintf(stderr, "pare train: %s\n", t.err);
-        fprintf(stderr, "pare train: no checkpoint was written for this step%s%s\n",
-                o.out[0] ? "; the last good one stays at " : "", o.out);
+        if (o.out[0] && access(o.out, F_OK) == 0)
+            fprintf(stderr, "pare train: no checkpoint was written for this step; %s was not overwritten\n", o.out);
+        else if (o.out[0])
+            fprintf(stderr, "pare train: no checkpoint had been saved yet (--ckpt-every N saves one every N steps)\n");
         status = PARE_EXIT_DIVERGED;
         goto done;
     }

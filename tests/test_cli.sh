@@ -95,5 +95,21 @@ else
   fail "SIGINT: exit $st, expected 130: $(tail -3 "$dir/int.txt")"
 fi
 
+# divergence: a weight decay of 1000 per step (lr 10 x 100) makes the weights overflow within a few
+# steps. The run must stop with status 3 naming the step, make no update, and leave the checkpoint
+# saved before it (--ckpt-every 3) intact and loadable; the run log records the run as diverged.
+div=(--data builtin:markov --n-layer 1 --n-head 1 --n-embd 16 --ctx 16 --batch 2 --threads 1 --steps 50
+     --lr 10 --min-lr 10 --warmup 0 --weight-decay 100 --eval-every 0 --sample-tokens 0)
+expect 3 "no checkpoint had been saved yet" -- "$PARE" train "${div[@]}" --out "$dir/div0.ckpt"
+[[ -e "$dir/div0.ckpt" ]] && fail "a diverged run without --ckpt-every wrote $dir/div0.ckpt"
+out=$("$PARE" train "${div[@]}" --ckpt-every 3 --out "$dir/div.ckpt" 2>&1)
+st=$?
+[[ $st == 3 ]] || fail "diverging run exited $st, expected 3: $out"
+[[ $out =~ diverged\ at\ step\ ([0-9]+) ]] || fail "divergence message names no step: $out"
+[[ $out == *"$dir/div.ckpt was not overwritten"* ]] || fail "divergence message does not name the kept checkpoint: $out"
+"$PARE" eval "$dir/div.ckpt" --batches 1 --db none >/dev/null 2>&1 || fail "the checkpoint saved before divergence does not load"
+runs=$("$PARE" runs --status diverged 2>&1)
+[[ $(grep -c ' train ' <<<"$runs") == 2 ]] || fail "the run log does not list both diverged runs as diverged: $runs"
+
 if ((fails)); then echo "$fails failure(s)"; exit 1; fi
 echo "all CLI checks passed"
