@@ -200,6 +200,29 @@ static int quantize_act(inf_kctx *k, const float *x, int T, int K, int G, int dt
 
 int inf_quantize_act(inf_kctx *k, const float *x, int T, int K, int G) { return quantize_act(k, x, T, K, G, -1); }
 
+int inf_kctx_reserve(inf_kctx *k, int T, int K) {
+    size_t na = (size_t)T * k->limbs * K, ca = k->cap_a, cs = k->cap_s;
+    if (grow((void **)&k->a, &ca, na, 1) || grow((void **)&k->au, &k->cap_a, na, 1) ||
+        grow((void **)&k->sx, &k->cap_t, (size_t)T, sizeof(float)) || grow((void **)&k->asum, &cs, na, sizeof(int32_t)))
+        return -1;
+    k->cap_s = cs;
+    return 0;
+}
+
+int inf_matvec_prepare(inf_kctx *k, const inf_weight *w, const float *x) {
+    if (w->dtype == INF_F32) return 0;
+    return quantize_act(k, x, 1, w->K, w->G, w->dtype);
+}
+
+void inf_matvec_rows(const inf_kctx *k, const inf_weight *w, const float *x, float *out, int rb0, int rb1) {
+    if (w->dtype == INF_F32) {
+        int r1 = rb1 * INF_ROWS < w->N ? rb1 * INF_ROWS : w->N;
+        inf_fkernel_for(k->isa)(w->f32, x, w->K, out, rb0 * INF_ROWS, r1);
+        return;
+    }
+    inf_qkernel_for(k->isa, w->dtype)(k, w, 1, out, rb0, rb1);
+}
+
 /* ------------------------------------------------------------------ weights */
 
 int inf_weight_init(inf_weight *w, const inf_tensor *t, char *err, size_t errlen) {

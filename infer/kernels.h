@@ -102,6 +102,21 @@ void inf_kctx_free(inf_kctx *k); /* k may be NULL */
  * cannot be allocated. */
 int inf_matmul(inf_kctx *k, const inf_weight *w, const float *x, int T, float *out);
 
+/* Grows k's activation scratch for T tokens of up to K columns (every group
+ * size), so that later products of that size allocate nothing. Returns 0, or
+ * -1 (out of memory). */
+int inf_kctx_reserve(inf_kctx *k, int T, int K);
+
+/* One token's product in pieces, for callers that split rows over their own
+ * threads (the runtime's decode step). inf_matvec_prepare makes x[K]'s
+ * activation limbs for w's kernels in k (nothing for f32; -1 when scratch
+ * cannot be allocated, else 0); inf_matvec_rows then writes out[r] for rows
+ * r in [rb0 * 16, min(rb1 * 16, N)) of out[N] = W x, x being the same vector
+ * given to prepare. Each row's result is the bits inf_matmul(k, w, x, 1, out)
+ * gives it, however the rows are split. */
+int inf_matvec_prepare(inf_kctx *k, const inf_weight *w, const float *x);
+void inf_matvec_rows(const inf_kctx *k, const inf_weight *w, const float *x, float *out, int rb0, int rb1);
+
 /* Splits x[T, K] into limbs as described above (exposed for the tests). */
 int inf_quantize_act(inf_kctx *k, const float *x, int T, int K, int G);
 

@@ -60,6 +60,12 @@ typedef struct inf_session {
     float *x, *a, *qkv, *y, *h, *att, *row; /* scratch for up to cap tokens */
     int cap;
     double *probs;           /* [V] sampling scratch */
+    /* the one-token decode step (runtime.c): per-thread scratch for up to
+     * nthr threads and the stages' work counters */
+    int nthr;
+    inf_kctx *tk;            /* [nthr] kernel contexts (activation limbs) */
+    float *tln;              /* [nthr, C] layer norm outputs */
+    struct inf_stage *stage; /* [n_layer * 5 + 2]: the stages, then the count of threads done */
 } inf_session;
 
 /* Makes a session for m (which must outlive it) with the kernels' instruction

@@ -18,6 +18,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "autograd/parallel.h"
 #include "autograd/rng.h"
 #include "compress/quant.h"
 #include "infer/export.h"
@@ -149,6 +150,41 @@ static void test_q8_group_parity(void **state) { check_quantized(*state, INF_Q8,
 static void test_q4_parity(void **state) { check_quantized(*state, INF_Q4, 32); }
 static void test_q4a_parity(void **state) { check_quantized(*state, INF_Q4A, 64); }
 
+/* The decode step splits each token's work over the threads: logits of
+ * every position are the same bits at 1, 2 and 3 threads, for every storage
+ * type (and the same as the 1-thread decode of a fresh session). */
+static void test_decode_same_bits_any_thread_count(void **state) {
+    fixture *f = *state;
+    const int dtypes[4] = {INF_F32, INF_Q8, INF_Q4, INF_Q4A};
+    int V = 65;
+    for (int di = 0; di < 4; di++) {
+        char err[512];
+        inf_export_opts o = {dtypes[di], dtypes[di] == INF_F32 ? 0 : 32, false, NULL};
+        if (inf_export_gpt(&f->m, &f->v, &o, f->path, err, sizeof err)) fail_msg("%s", err);
+        inf_model m;
+        if (inf_model_open(&m, f->path, err, sizeof err)) fail_msg("%s", err);
+        float *ref = malloc(sizeof(float) * CTX * V), *got = malloc(sizeof(float) * CTX * V);
+        for (int nt = 1; nt <= 3; nt++) {
+            ag_set_threads(nt);
+            inf_session s;
+            assert_int_equal(inf_session_init(&s, &m, inf_isa_best(), 3, err, sizeof err), 0);
+            for (int rep = 0; rep < 2; rep++) { /* the second pass reuses the session's scratch */
+                inf_session_reset(&s);
+                float *out = nt == 1 && rep == 0 ? ref : got;
+                for (int t = 0; t < CTX; t++)
+                    assert_int_equal(inf_forward(&s, &f->ids[t], 1, out + t * V, false, err, sizeof err), 0);
+                if (out == got && memcmp(got, ref, sizeof(float) * CTX * V) != 0)
+                    fail_msg("%s decode at %d threads (pass %d) differs from 1 thread", inf_type(dtypes[di])->name,
+                             nt, rep);
+            }
+            inf_session_free(&s);
+        }
+        ag_set_threads(1);
+        free(ref), free(got);
+        inf_model_close(&m);
+    }
+}
+
 static void test_greedy_256_tokens_identical(void **state) {
     fixture *f = *state;
     char err[512];
@@ -225,6 +261,7 @@ int main(void) {
         cmocka_unit_test_setup_teardown(test_q8_group_parity, setup, teardown),
         cmocka_unit_test_setup_teardown(test_q4_parity, setup, teardown),
         cmocka_unit_test_setup_teardown(test_q4a_parity, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_decode_same_bits_any_thread_count, setup, teardown),
         cmocka_unit_test_setup_teardown(test_greedy_256_tokens_identical, setup, teardown),
         cmocka_unit_test(test_pick_rules),
         cmocka_unit_test_setup_teardown(test_bad_input, setup, teardown),
