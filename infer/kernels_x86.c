@@ -6,6 +6,7 @@
 #if defined(__x86_64__)
 #include <immintrin.h>
 #include <math.h>
+#include <stdint.h>
 #include <string.h>
 
 #include "kernels_internal.h"
@@ -18,6 +19,25 @@ static inline int32_t load_i32(const void *p) {
     int32_t v;
     memcpy(&v, p, 4);
     return v;
+}
+
+/* The f32 matrix-vector kernels stream the weight from memory (the small
+ * model's 44 MB do not fit in L3); one core's hardware prefetchers keep too
+ * few lines in flight for the four row streams, so the kernels also ask for
+ * the same columns INF_PF_ROWS rows ahead, into L2 (prefetcht1). Measured on
+ * the small model, 1 thread: about 300 -> 460 tokens/s; prefetching into L1
+ * (prefetcht0) gained nothing, 4 to 32 rows ahead were alike. Prefetches
+ * change no result (and never fault, past the end of the matrix either). */
+#define INF_PF_ROWS 8
+
+/* Prefetches column k of the 4 rows starting INF_PF_ROWS rows after w0 (an
+ * address computed as an integer: it may lie past the matrix). */
+INLINE void prefetch4(const float *w0, int K, int k) {
+    uintptr_t p = (uintptr_t)w0 + sizeof(float) * ((size_t)INF_PF_ROWS * K + (size_t)k), row = sizeof(float) * (size_t)K;
+    _mm_prefetch((const char *)p, _MM_HINT_T1);
+    _mm_prefetch((const char *)(p + row), _MM_HINT_T1);
+    _mm_prefetch((const char *)(p + 2 * row), _MM_HINT_T1);
+    _mm_prefetch((const char *)(p + 3 * row), _MM_HINT_T1);
 }
 
 /* ================================================================== AVX2 */
@@ -39,6 +59,7 @@ T_AVX2 void inf_f32_avx2(const float *w, const float *x, int K, float *out, int 
         const float *w0 = w + (size_t)r * K, *w1 = w0 + K, *w2 = w1 + K, *w3 = w2 + K;
         __m256 a0 = _mm256_setzero_ps(), b0 = a0, a1 = a0, b1 = a0, a2 = a0, b2 = a0, a3 = a0, b3 = a0;
         for (int k = 0; k < K16; k += 16) {
+            prefetch4(w0, K, k);
             __m256 xl = _mm256_loadu_ps(x + k), xh = _mm256_loadu_ps(x + k + 8);
             a0 = _mm256_fmadd_ps(_mm256_loadu_ps(w0 + k), xl, a0);
             b0 = _mm256_fmadd_ps(_mm256_loadu_ps(w0 + k + 8), xh, b0);
@@ -195,6 +216,7 @@ T_512 void inf_f32_avx512(const float *w, const float *x, int K, float *out, int
         const float *w0 = w + (size_t)r * K, *w1 = w0 + K, *w2 = w1 + K, *w3 = w2 + K;
         __m512 a0 = _mm512_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
         for (int k = 0; k < K16; k += 16) {
+            prefetch4(w0, K, k);
             __m512 xv = _mm512_loadu_ps(x + k);
             a0 = _mm512_fmadd_ps(_mm512_loadu_ps(w0 + k), xv, a0);
             a1 = _mm512_fmadd_ps(_mm512_loadu_ps(w1 + k), xv, a1);
