@@ -19,6 +19,7 @@
 #ifndef PARE_AG_ATTENTION_KERNELS_H
 #define PARE_AG_ATTENTION_KERNELS_H
 
+#include <stdbool.h>
 #include <stddef.h>
 
 /* Rows of P handled per block in the fast kernels: a block of rows [i0, i1)
@@ -51,6 +52,52 @@ void ag_attn_apply_fwd(float *out, const float *P, const float *v, int BH, int T
  * be NULL. */
 void ag_attn_apply_bwd(float *dP, float *dv, const float *dout, const float *P, const float *v,
                        int BH, int T, int D);
+
+/* ---- direct per-head products (attn_direct.c) ---- */
+
+/* Whether the attention kernels above compute their per-head products q k^T,
+ * P v, dout v^T, dS k, dS^T q and P^T dout with the direct kernels below (head width D of
+ * 16, 32, 48 or 64 on a CPU with AVX-512F) rather than through ag_sgemm. The
+ * choice is made per call from D and the CPU, so it is the same for every run
+ * on one machine; the two paths differ in the last bits (another summation
+ * order). */
+bool ag_attn_direct(int D);
+
+/* Tests: false makes ag_attn_direct return false (the ag_sgemm path) until
+ * called again with true. Not thread-safe; call between steps. */
+void ag_attn_direct_set(bool enabled);
+
+/* C[r, 0:D] = (or +=, when acc) sum over k < lim(r) of A[r, k] B[k, 0:D] for
+ * r < m, where lim(r) = K when diag < 0, else min(K, r + diag + 1) (the
+ * causal bound: row r of a block starting at row diag of the head). Row
+ * strides lda, ldb, ldc. Each element is one sum in increasing k of fused
+ * multiply-adds from 0, then stored or added to C: ag_attn_nn_ref's bits.
+ * The fast path needs D in {16, 32, 48, 64} and AVX-512F, else it runs the
+ * reference. */
+void ag_attn_nn(int D, int m, int K, int diag, const float *A, int lda, const float *B, int ldb, bool acc,
+                float *C, int ldc);
+
+/* C[j, 0:D] += sum over s(j) <= r < m of A[r, j] B[r, 0:D] for j < n (A read
+ * transposed), where s(j) = 0 when diag < 0, else max(0, j - diag) (rows at
+ * or below the diagonal). Same order and bits as ag_attn_tn_ref. */
+void ag_attn_tn(int D, int n, int m, int diag, const float *A, int lda, const float *B, int ldb, float *C,
+                int ldc);
+
+/* C[r, j] = alpha sum_d A[r, d] B[j, d] (+ C[r, j], when acc) for r < m and
+ * j < lim(r), lim as in ag_attn_nn with K = n: B read transposed (q k^T,
+ * dout v^T). Each element is one sum over d in increasing order of fused
+ * multiply-adds from 0, times alpha, then stored or added; elements past
+ * lim(r) are not touched. Same bits as ag_attn_nt_ref. */
+void ag_attn_nt(int D, int m, int n, int diag, float alpha, const float *A, int lda, const float *B, int ldb,
+                bool acc, float *C, int ldc);
+
+/* The scalar references of the three above (fmaf in the same order). */
+void ag_attn_nn_ref(int D, int m, int K, int diag, const float *A, int lda, const float *B, int ldb,
+                    bool acc, float *C, int ldc);
+void ag_attn_tn_ref(int D, int n, int m, int diag, const float *A, int lda, const float *B, int ldb,
+                    float *C, int ldc);
+void ag_attn_nt_ref(int D, int m, int n, int diag, float alpha, const float *A, int lda, const float *B,
+                    int ldb, bool acc, float *C, int ldc);
 
 /* ---- naive references (plain loops, double accumulation, one thread) ---- */
 

@@ -401,9 +401,12 @@ static void kbuf_run(kbuf *b, bool fast, int threads) {
 
 static void test_fast_matches_reference(void **state) {
     (void)state;
-    /* T: one block, exactly two blocks, a ragged last block; D odd and 64 */
-    static const int cases[][3] = {{3, 17, 5}, {2, 128, 7}, {4, 131, 16}, {2, 200, 64}};
-    for (size_t ci = 0; ci < sizeof cases / sizeof cases[0]; ci++) {
+    /* T: one block, exactly two blocks, a ragged last block; D odd, 16, 32 and
+     * 64 (the direct kernels where the CPU has them), then all through ag_sgemm */
+    static const int cases[][3] = {{3, 17, 5}, {2, 128, 7}, {4, 131, 16}, {3, 128, 32}, {2, 200, 64}};
+    for (size_t cj = 0; cj < 2 * sizeof cases / sizeof cases[0]; cj++) {
+        size_t ci = cj % (sizeof cases / sizeof cases[0]);
+        ag_attn_direct_set(cj == ci);
         int BH = cases[ci][0], T = cases[ci][1], D = cases[ci][2];
         kbuf f, r;
         kbuf_init(&f, BH, T, D, 50 + ci);
@@ -422,12 +425,14 @@ static void test_fast_matches_reference(void **state) {
         kbuf_free(&f);
         kbuf_free(&r);
     }
+    ag_attn_direct_set(true);
 }
 
 /* The same inputs at 1 and 2 threads give the same bits. */
 static void test_thread_count_independent(void **state) {
     (void)state;
-    int BH = 5, T = 150, D = 12;
+    for (int D = 12; D <= 32; D += 20) { /* ag_sgemm's path, the direct one */
+    int BH = 5, T = 150;
     kbuf a, b;
     kbuf_init(&a, BH, T, D, 90);
     kbuf_init(&b, BH, T, D, 90);
@@ -442,6 +447,81 @@ static void test_thread_count_independent(void **state) {
     assert_memory_equal(a.dv, b.dv, nx);
     kbuf_free(&a);
     kbuf_free(&b);
+    }
+}
+
+/* The direct products (attn_direct.c) against their scalar references, bit
+ * for bit: every head width, ragged row groups, several panels, the causal
+ * bound at several offsets, row strides wider than the rows, assign and
+ * accumulate; elements outside what the contract writes stay untouched. */
+static void test_direct_kernels_match_reference(void **state) {
+    (void)state;
+    if (!ag_attn_direct(32)) {
+        fprintf(stderr, "test_direct_kernels_match_reference: skipped, this CPU has no AVX-512F "
+                        "(the attention ops use ag_sgemm here)\n");
+        skip();
+    }
+    static const int dims[][2] = {{1, 1}, {7, 5}, {64, 64}, {67, 130}, {13, 300}, {64, 128}};
+    static const int diags[] = {-1, 0, 3, 64};
+    int checked = 0;
+    for (int D = 16; D <= 64; D += 16)
+        for (size_t di = 0; di < sizeof dims / sizeof dims[0]; di++)
+            for (size_t gi = 0; gi < sizeof diags / sizeof diags[0]; gi++)
+                for (int acc = 0; acc < 2; acc++) {
+                    int m = dims[di][0], n = dims[di][1], diag = diags[gi];
+                    int la = (n > D ? n : D) + 3, lb = 3 * D, lc = (n > D ? n : D) + 5;
+                    size_t na = (size_t)(m > n ? m : n) * la, nb = (size_t)(m > n ? m : n) * lb;
+                    size_t nc = (size_t)(m > n ? m : n) * lc;
+                    float *A = malloc(na * sizeof(float)), *Bm = malloc(nb * sizeof(float));
+                    float *C1 = malloc(nc * sizeof(float)), *C2 = malloc(nc * sizeof(float));
+                    assert_true(A && Bm && C1 && C2);
+                    uint64_t seed = 1000 + (uint64_t)checked;
+                    ag_fill_uniform(A, na, -1.0f, 1.0f, seed);
+                    ag_fill_uniform(Bm, nb, -1.0f, 1.0f, seed + 1);
+                    for (int way = 0; way < 3; way++) {
+                        ag_fill_uniform(C1, nc, -1.0f, 1.0f, seed + 2);
+                        memcpy(C2, C1, nc * sizeof(float));
+                        if (way == 0) { /* C[m, D] (+)= A[m, n] B[n, D] */
+                            ag_attn_nn(D, m, n, diag, A, la, Bm, lb, acc, C1, lc);
+                            ag_attn_nn_ref(D, m, n, diag, A, la, Bm, lb, acc, C2, lc);
+                        } else if (way == 1) { /* C[n, D] += A[m, n]^T B[m, D] */
+                            ag_attn_tn(D, n, m, diag, A, la, Bm, lb, C1, lc);
+                            ag_attn_tn_ref(D, n, m, diag, A, la, Bm, lb, C2, lc);
+                        } else { /* C[m, n] (+)= alpha A[m, D] B[n, D]^T */
+                            float alpha = acc ? 1.0f : 0.17677669f;
+                            ag_attn_nt(D, m, n, diag, alpha, A, la, Bm, lb, acc, C1, lc);
+                            ag_attn_nt_ref(D, m, n, diag, alpha, A, la, Bm, lb, acc, C2, lc);
+                        }
+                        if (memcmp(C1, C2, nc * sizeof(float)) != 0)
+                            fprintf(stderr, "direct kernel %d differs: D=%d m=%d n=%d diag=%d acc=%d\n", way, D, m,
+                                    n, diag, acc);
+                        assert_memory_equal(C1, C2, nc * sizeof(float));
+                        checked++;
+                    }
+                    free(A);
+                    free(Bm);
+                    free(C1);
+                    free(C2);
+                }
+    assert_int_equal(checked, 4 * 6 * 4 * 2 * 3);
+}
+
+/* The attention ops on the direct path (D = 16, where the CPU has AVX-512F):
+ * gradient checks of the fused qkv ops and of attn_probs / attn_apply. */
+static ag_tensor *f_qkv_fused(ag_ctx *c, ag_params *in, void *u);
+static void test_gradcheck_direct(void **state) {
+    (void)state;
+    const shape4 s = {2, 2, 19, 16};
+    ag_params p;
+    int sh[1][4] = {{s.B, s.T, 3 * s.H * s.D, 1}};
+    make_inputs(&p, 1, sh, (int[]){3}, 4300);
+    int H = s.H;
+    check_gc(f_qkv_fused, &H, &p, 41, "qkv fused D16", &s);
+    ag_params_free(&p);
+    int sa[3][4] = {{s.B, s.H, s.T, s.D}, {s.B, s.H, s.T, s.D}, {s.B, s.H, s.T, s.D}};
+    make_inputs(&p, 3, sa, NULL, 4301);
+    check_gc(f_attention_and_probs, NULL, &p, 42, "attention D16", &s);
+    ag_params_free(&p);
 }
 
 /* Rows of P are probabilities: >= 0, summing to 1, exactly 0 above the diagonal. */
@@ -686,6 +766,8 @@ int main(void) {
         cmocka_unit_test(test_gradcheck_catches_broken_backward),
         cmocka_unit_test(test_fast_matches_reference),
         cmocka_unit_test(test_thread_count_independent),
+        cmocka_unit_test(test_direct_kernels_match_reference),
+        cmocka_unit_test(test_gradcheck_direct),
         cmocka_unit_test(test_probs_rows),
         cmocka_unit_test(test_probs_extreme_and_nan),
         cmocka_unit_test(test_split_merge_layout),
