@@ -135,10 +135,28 @@ inf_qkernel inf_qkernel_for(inf_isa isa, int dtype);
 typedef void (*inf_dkernel)(const inf_weight *w, float *out, int ldo, int rb0, int rb1);
 inf_dkernel inf_dkernel_for(inf_isa isa, int dtype);
 
-/* y[n] += a * x[n] (each element one multiply and one add: the same bits on
- * every instruction set). */
-typedef void (*inf_axpy_fn)(float *y, float a, const float *x, int n);
-inf_axpy_fn inf_axpy_for(inf_isa isa);
+/* Attention's weighted sum of value rows: y[n] = sum over j in [0, m) of
+ * (c[j] * scale) v[j, :n] (v rows ldv apart), accumulated from +0 in the
+ * order j = 0, 1, ..., each step one multiply and one add per element: the
+ * same bits on every instruction set (the AVX-512 version keeps y in
+ * registers instead of loading and storing it for every row). */
+typedef void (*inf_wsum_fn)(float *y, const float *c, float scale, const float *v, int m, int n, int ldv);
+inf_wsum_fn inf_wsum_for(inf_isa isa);
+
+/* exp(x) by a 32-entry table and a degree-3 polynomial in double, the
+ * algorithm of glibc's expf (since 2.28) with its constants and, where glibc
+ * fuses a multiply-add on FMA machines, the same fused operations, so on
+ * such a machine it returns expf's bits (tests/test_kernels.c counts the
+ * agreement and checks 1 ulp anywhere). |x| >= 88, infinities and NaN go
+ * to libm's expf. The runtime's GELU uses it so that a SIMD version can give
+ * the same bits as this scalar one. */
+float inf_expf(float x);
+
+/* x[i] = gelu(x[i] + b[i]) for i < n (b may be NULL: no bias), the tanh form
+ * of the training op written as x / (1 + exp(-2 sqrt(2/pi) (x + 0.044715 x^3)))
+ * with inf_expf; every instruction set gives the same bits. */
+typedef void (*inf_gelu_fn)(float *x, const float *b, int n);
+inf_gelu_fn inf_gelu_for(inf_isa isa);
 
 /* out[N] = W[N, K] x[K] for rows [r0, r1), f32. */
 typedef void (*inf_fkernel)(const float *w, const float *x, int K, float *out, int r0, int r1);

@@ -240,12 +240,73 @@ T_512 void inf_f32_avx512(const float *w, const float *x, int K, float *out, int
     }
 }
 
-T_512 void inf_axpy_avx512(float *y, float a, const float *x, int n) {
-    __m512 va = _mm512_set1_ps(a);
+T_512 void inf_wsum_avx512(float *y, const float *c, float scale, const float *v, int m, int n, int ldv) {
+    for (int i0 = 0; i0 < n; i0 += 64) { /* up to 64 columns (4 registers) per pass over the rows */
+        int w = n - i0 < 64 ? n - i0 : 64;
+        __mmask16 mk[4];
+#pragma GCC unroll 4
+        for (int q = 0; q < 4; q++) {
+            int left = w - 16 * q;
+            mk[q] = left >= 16 ? (__mmask16)0xffff : left > 0 ? (__mmask16)((1u << left) - 1u) : 0;
+        }
+        __m512 acc[4] = {_mm512_setzero_ps(), _mm512_setzero_ps(), _mm512_setzero_ps(), _mm512_setzero_ps()};
+        for (int j = 0; j < m; j++) {
+            __m512 a = _mm512_set1_ps(c[j] * scale);
+            const float *vj = v + (size_t)j * ldv + i0;
+#pragma GCC unroll 4
+            for (int q = 0; q < 4; q++)
+                acc[q] = _mm512_add_ps(acc[q], _mm512_mul_ps(a, _mm512_maskz_loadu_ps(mk[q], vj + 16 * q)));
+        }
+#pragma GCC unroll 4
+        for (int q = 0; q < 4; q++) _mm512_mask_storeu_ps(y + i0 + 16 * q, mk[q], acc[q]);
+    }
+}
+
+/* inf_expf on 8 doubles (x exact conversions of floats below 88 in
+ * magnitude): the same operations, the table lookup by two two-register
+ * permutes. */
+INLINE T_512 __m512d exp8(__m512d xd, __m512d t0, __m512d t1, __m512d t2, __m512d t3) {
+    const __m512d inv = _mm512_set1_pd(INF_EXP_INVLN2N), shift = _mm512_set1_pd(INF_EXP_SHIFT);
+    __m512d kd = _mm512_fmadd_pd(inv, xd, shift);
+    __m512i ki = _mm512_castpd_si512(kd);
+    kd = _mm512_sub_pd(kd, shift);
+    __m512d r = _mm512_fmsub_pd(inv, xd, kd);
+    __m512i idx = _mm512_and_si512(ki, _mm512_set1_epi64(31));
+    __m512d lo = _mm512_permutex2var_pd(t0, idx, t1), hi = _mm512_permutex2var_pd(t2, idx, t3);
+    __m512d tab = _mm512_mask_blend_pd(_mm512_test_epi64_mask(idx, _mm512_set1_epi64(16)), lo, hi);
+    __m512d sc = _mm512_castsi512_pd(_mm512_add_epi64(_mm512_castpd_si512(tab), _mm512_slli_epi64(ki, 47)));
+    __m512d z = _mm512_fmadd_pd(r, _mm512_set1_pd(INF_EXP_C0), _mm512_set1_pd(INF_EXP_C1));
+    __m512d r2 = _mm512_mul_pd(r, r);
+    __m512d y = _mm512_fmadd_pd(r, _mm512_set1_pd(INF_EXP_C2), _mm512_set1_pd(1.0));
+    y = _mm512_fmadd_pd(z, r2, y);
+    return _mm512_mul_pd(y, sc);
+}
+
+T_512 void inf_gelu_avx512(float *x, const float *b, int n) {
+    const __m512d t0 = _mm512_loadu_pd((const void *)inf_exp_tab), t1 = _mm512_loadu_pd((const void *)(inf_exp_tab + 8));
+    const __m512d t2 = _mm512_loadu_pd((const void *)(inf_exp_tab + 16)), t3 = _mm512_loadu_pd((const void *)(inf_exp_tab + 24));
+    const __m512 k = _mm512_set1_ps(-2.0f * INF_GELU_K), a = _mm512_set1_ps(INF_GELU_A), one = _mm512_set1_ps(1.0f);
     int i = 0;
-    for (; i + 16 <= n; i += 16)
-        _mm512_storeu_ps(y + i, _mm512_add_ps(_mm512_loadu_ps(y + i), _mm512_mul_ps(va, _mm512_loadu_ps(x + i))));
-    for (; i < n; i++) y[i] = y[i] + a * x[i];
+    for (; i + 16 <= n; i += 16) {
+        __m512 v = _mm512_loadu_ps(x + i);
+        if (b) v = _mm512_add_ps(v, _mm512_loadu_ps(b + i));
+        __m512 u = _mm512_mul_ps(k, _mm512_add_ps(v, _mm512_mul_ps(_mm512_mul_ps(_mm512_mul_ps(a, v), v), v)));
+        __m512i top = _mm512_and_si512(_mm512_srli_epi32(_mm512_castps_si512(u), 20), _mm512_set1_epi32(0x7ff));
+        __m512 e;
+        if (_mm512_cmpge_epi32_mask(top, _mm512_set1_epi32(INF_EXP_BIG))) { /* rare: libm for these 16 */
+            float ut[16], et[16];
+            _mm512_storeu_ps(ut, u);
+            for (int j = 0; j < 16; j++) et[j] = inf_expf(ut[j]);
+            e = _mm512_loadu_ps(et);
+        } else {
+            __m256 elo = _mm512_cvtpd_ps(exp8(_mm512_cvtps_pd(_mm512_castps512_ps256(u)), t0, t1, t2, t3));
+            __m256 ehi = _mm512_cvtpd_ps(
+                exp8(_mm512_cvtps_pd(_mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(u), 1))), t0, t1, t2, t3));
+            e = _mm512_castpd_ps(_mm512_insertf64x4(_mm512_castps_pd(_mm512_castps256_ps512(elo)), _mm256_castps_pd(ehi), 1));
+        }
+        _mm512_storeu_ps(x + i, _mm512_div_ps(v, _mm512_add_ps(one, e)));
+    }
+    inf_gelu_scalar(x + i, b ? b + i : NULL, n - i);
 }
 
 INLINE T_512 __m512 finish16(int L, const __m512 *y) {

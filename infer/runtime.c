@@ -172,8 +172,6 @@ static void add_bias(float *x, const float *b, int T, int N) {
         for (int j = 0; j < N; j++) x[(size_t)t * N + j] += b[j];
 }
 
-#define GELU_K 0.7978845608028654f /* sqrt(2/pi) */
-#define GELU_A 0.044715f
 
 static int decode_token(inf_session *s, int id, float *logits);
 
@@ -190,6 +188,7 @@ static int forward_chunk(inf_session *s, const int *ids, int T, float *logits, b
         for (int j = 0; j < C; j++) xr[j] += s->row[j];
     }
     float scale = 1.0f / sqrtf((float)D);
+    inf_gelu_fn gelu = inf_gelu_for(s->k.isa);
     for (int l = 0; l < m->n_layer; l++) {
         const inf_layer *L = &m->layer[l];
         layernorm(s->a, s->x, L->ln1_w, L->ln1_b, T, C, m->eps);
@@ -206,7 +205,7 @@ static int forward_chunk(inf_session *s, const int *ids, int T, float *logits, b
             }
         long nth = (long)T * H;
         inf_fkernel dot = inf_fkernel_for(s->k.isa);
-        inf_axpy_fn axpy = inf_axpy_for(s->k.isa);
+        inf_wsum_fn wsum = inf_wsum_for(s->k.isa);
 #pragma omp parallel for schedule(static) if (nth * (pos + T) * D >= (1 << 18))
         for (long th = 0; th < nth; th++) {
             int t = (int)(th / H), h = (int)(th % H), p = pos + t;
@@ -225,20 +224,14 @@ static int forward_chunk(inf_session *s, const int *ids, int T, float *logits, b
                 sum += sc[j];
             }
             float inv = (float)(1.0 / sum);
-            float *yo = s->y + (size_t)t * C + (size_t)h * D; /* [D] */
-            memset(yo, 0, (size_t)D * sizeof(float));
-            for (int j = 0; j <= p; j++) axpy(yo, sc[j] * inv, vh + (size_t)j * D, D);
+            wsum(s->y + (size_t)t * C + (size_t)h * D, sc, inv, vh, p + 1, D, D);
         }
         if (inf_matmul(&s->k, &L->proj, s->y, T, s->a)) return -1;
         add_bias(s->a, L->proj_b, T, C);
         for (size_t i = 0; i < (size_t)T * C; i++) s->x[i] += s->a[i];
         layernorm(s->a, s->x, L->ln2_w, L->ln2_b, T, C, m->eps);
         if (inf_matmul(&s->k, &L->fc, s->a, T, s->h)) return -1;
-        add_bias(s->h, L->fc_b, T, M);
-        for (size_t i = 0; i < (size_t)T * M; i++) {
-            float v = s->h[i];
-            s->h[i] = v / (1.0f + expf(-2.0f * GELU_K * (v + GELU_A * v * v * v)));
-        }
+        for (int t = 0; t < T; t++) gelu(s->h + (size_t)t * M, L->fc_b, M);
         if (inf_matmul(&s->k, &L->mproj, s->h, T, s->a)) return -1;
         add_bias(s->a, L->mproj_b, T, C);
         for (size_t i = 0; i < (size_t)T * C; i++) s->x[i] += s->a[i];
@@ -326,15 +319,14 @@ static int product_stage(struct inf_stage *st, const struct inf_stage *prev, int
     while (claim(st, n, chunk, &u0, &u1)) {
         inf_matvec_rows(k, w, x, out, u0, u1);
         int r0 = u0 * INF_ROWS, r1 = u1 * INF_ROWS < w->N ? u1 * INF_ROWS : w->N;
-        if (b && post != POST_NONE)
-            for (int r = r0; r < r1; r++) out[r] += b[r];
-        if (post == POST_GELU)
-            for (int r = r0; r < r1; r++) {
-                float v = out[r];
-                out[r] = v / (1.0f + expf(-2.0f * GELU_K * (v + GELU_A * v * v * v)));
-            }
-        else if (post == POST_RESIDUAL)
-            for (int r = r0; r < r1; r++) res[r] += out[r];
+        if (post == POST_GELU) {
+            inf_gelu_for(k->isa)(out + r0, b ? b + r0 : NULL, r1 - r0);
+        } else if (post != POST_NONE) {
+            if (b)
+                for (int r = r0; r < r1; r++) out[r] += b[r];
+            if (post == POST_RESIDUAL)
+                for (int r = r0; r < r1; r++) res[r] += out[r];
+        }
         finish(st, u1 - u0);
     }
     return 0;
@@ -350,7 +342,7 @@ static void attention_stage(inf_session *s, struct inf_stage *st, const struct i
     if (!stage_open(st, H, prev, prev_n)) return;
     float *kc = s->kc + (size_t)l * ctx * C, *vc = s->vc + (size_t)l * ctx * C;
     inf_fkernel dot = inf_fkernel_for(s->k.isa);
-    inf_axpy_fn axpy = inf_axpy_for(s->k.isa);
+    inf_wsum_fn wsum = inf_wsum_for(s->k.isa);
     float scale = 1.0f / sqrtf((float)D);
     while (claim(st, H, 1, &h, &h1)) {
         const float *q = s->qkv + (size_t)h * D; /* [D] */
@@ -370,9 +362,7 @@ static void attention_stage(inf_session *s, struct inf_stage *st, const struct i
             sum += sc[j];
         }
         float inv = (float)(1.0 / sum);
-        float *yo = s->y + (size_t)h * D; /* [D] */
-        memset(yo, 0, (size_t)D * sizeof(float));
-        for (int j = 0; j <= p; j++) axpy(yo, sc[j] * inv, vh + (size_t)j * D, D);
+        wsum(s->y + (size_t)h * D, sc, inv, vh, p + 1, D, D); /* y[h D ..] = sum_j p_j v_j */
         finish(st, 1);
     }
 }

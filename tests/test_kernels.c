@@ -149,6 +149,87 @@ static void test_f32_matvec_simd_equals_scalar(void **state) {
     }
 }
 
+/* Attention's weighted sum: the written-out loop (y = y + (c_j s) v_j from
+ * +0, row after row), and every SIMD version gives its bits; widths below,
+ * at and above one register pass (64 columns) and with a tail. */
+static void test_wsum_simd_equals_scalar(void **state) {
+    (void)state;
+    const int ns[5] = {16, 24, 64, 100, 128}, ms[3] = {1, 7, 65};
+    for (int ni = 0; ni < 5; ni++)
+        for (int mi = 0; mi < 3; mi++) {
+            int n = ns[ni], m = ms[mi], ldv = n + 3;
+            float *v = malloc(sizeof(float) * (size_t)m * ldv), *c = malloc(sizeof(float) * (size_t)m);
+            float ref[128], loop[128], got[130];
+            fill(v, (size_t)m * ldv, 31 + ni, 1.0f);
+            fill(c, (size_t)m, 41 + mi, 1.0f);
+            c[0] = -0.0f; /* a -0 product: the sum starts from +0 */
+            float scale = 0.37f;
+            for (int i = 0; i < n; i++) loop[i] = 0.0f;
+            for (int j = 0; j < m; j++)
+                for (int i = 0; i < n; i++) loop[i] = loop[i] + (c[j] * scale) * v[(size_t)j * ldv + i];
+            inf_wsum_for(INF_ISA_SCALAR)(ref, c, scale, v, m, n, ldv);
+            assert_memory_equal(ref, loop, sizeof(float) * (size_t)n);
+            for (int isa = INF_ISA_AVX2; isa < INF_ISA_COUNT; isa++) {
+                if (!inf_isa_supported((inf_isa)isa)) continue;
+                got[n] = got[n + 1] = 12345.0f;
+                inf_wsum_for((inf_isa)isa)(got, c, scale, v, m, n, ldv);
+                assert_memory_equal(got, ref, sizeof(float) * (size_t)n);
+                assert_true(got[n] == 12345.0f && got[n + 1] == 12345.0f); /* nothing written past n */
+            }
+            free(v), free(c);
+        }
+}
+
+static double ulp_diff(float a, float b) {
+    int32_t ia, ib;
+    memcpy(&ia, &a, 4), memcpy(&ib, &b, 4);
+    if (ia < 0) ia = INT32_MIN - ia; /* monotonic integer order of floats */
+    if (ib < 0) ib = INT32_MIN - ib;
+    return fabs((double)ia - (double)ib);
+}
+
+/* inf_expf is within 1 ulp of libm's expf over [-104, 89] (and equal to it on
+ * glibc with FMA: the count is printed), gives expf's results for the
+ * values it hands to libm, and GELU's SIMD version gives the scalar bits
+ * (with and without bias, with a tail, and with arguments that need libm). */
+static void test_expf_and_gelu(void **state) {
+    (void)state;
+    int n = 0, same = 0;
+    for (float x = -104.0f; x < 89.0f; x += 0.0013f, n++) {
+        float e = inf_expf(x), ref = expf(x);
+        if (ulp_diff(e, ref) > 1.0) fail_msg("inf_expf(%.9g) = %.9g, expf %.9g", (double)x, (double)e, (double)ref);
+        same += memcmp(&e, &ref, 4) == 0;
+    }
+    print_message("inf_expf equals libm expf on %d of %d arguments\n", same, n);
+    const float special[7] = {0.0f, -0.0f, 1e-30f, 88.5f, -150.0f, INFINITY, -INFINITY};
+    for (int i = 0; i < 7; i++) {
+        float e = inf_expf(special[i]), ref = expf(special[i]);
+        assert_memory_equal(&e, &ref, 4);
+    }
+    assert_true(isnan(inf_expf(NAN)));
+    enum { N = 83 };
+    float x[N], b[N], ref[N], got[N];
+    fill(x, N, 51, 3.0f);
+    fill(b, N, 52, 1.0f);
+    x[5] = -40.0f, x[20] = 40.0f, x[21] = NAN; /* exp arguments beyond 88 in magnitude */
+    for (int withb = 0; withb < 2; withb++) {
+        memcpy(ref, x, sizeof x);
+        inf_gelu_scalar(ref, withb ? b : NULL, N);
+        for (int i = 0; i < N; i++) { /* the formula, with libm's expf */
+            if (i == 21) continue;
+            float v = withb ? x[i] + b[i] : x[i];
+            float want = v / (1.0f + expf(-2.0f * INF_GELU_K * (v + INF_GELU_A * v * v * v)));
+            assert_true(ulp_diff(ref[i], want) <= 2.0);
+        }
+        for (int isa = INF_ISA_AVX2; isa < INF_ISA_COUNT; isa++) {
+            if (!inf_isa_supported((inf_isa)isa)) continue;
+            memcpy(got, x, sizeof x);
+            inf_gelu_for((inf_isa)isa)(got, withb ? b : NULL, N);
+            assert_memory_equal(got, ref, sizeof ref);
+        }
+    }
+}
+
 /* x ~= sx (a0 + a1/254 + a2/254^2) within sx / (2 * 254^2) (plus float
 
  * rounding of u = x / sx), and group sums are the sums of the limbs. */
@@ -221,6 +302,8 @@ int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_quantized_simd_equals_scalar_and_dequantized),
         cmocka_unit_test(test_f32_matvec_simd_equals_scalar),
+        cmocka_unit_test(test_wsum_simd_equals_scalar),
+        cmocka_unit_test(test_expf_and_gelu),
         cmocka_unit_test(test_activation_limbs),
         cmocka_unit_test(test_activation_limbs_simd_equals_scalar),
     };
