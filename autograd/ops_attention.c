@@ -88,21 +88,26 @@ static void probs_fwd(float *P, const float *q, const float *k, const head_layou
                       int T, int D, float scale) {
     int ld = L->ld;
     bool direct = ag_attn_direct(D);
-#pragma omp parallel for schedule(static)
-    for (int h = 0; h < BH; h++) {
-        const float *qh = q + head_off(L, h), *kh = k + head_off(L, h); /* [T, D], stride ld */
-        float *Ph = P + (size_t)h * T * T;                              /* [T, T] */
-        for (int i0 = 0; i0 < T; i0 += AG_ATTN_BLOCK) {
-            int i1 = imin(i0 + AG_ATTN_BLOCK, T), m = i1 - i0;
-            /* S[i0:i1, 0:i1] = scale q[i0:i1] k[0:i1]^T; columns >= i1 are masked
-             * (the direct kernel computes only j <= i, all the softmax reads) */
-            if (direct)
-                ag_attn_nt(D, m, i1, i0, scale, qh + (size_t)i0 * ld, ld, kh, ld, false, Ph + (size_t)i0 * T, T);
-            else
-                ag_sgemm(false, true, m, i1, D, scale, qh + (size_t)i0 * ld, ld, kh, ld, 0.0f,
-                         Ph + (size_t)i0 * T, T);
-            for (int i = i0; i < i1; i++) causal_softmax_row(Ph + (size_t)i * T, i + 1, T);
+    ag_join join = {0};
+#pragma omp parallel
+    {
+#pragma omp for schedule(static) nowait
+        for (int h = 0; h < BH; h++) {
+            const float *qh = q + head_off(L, h), *kh = k + head_off(L, h); /* [T, D], stride ld */
+            float *Ph = P + (size_t)h * T * T;                              /* [T, T] */
+            for (int i0 = 0; i0 < T; i0 += AG_ATTN_BLOCK) {
+                int i1 = imin(i0 + AG_ATTN_BLOCK, T), m = i1 - i0;
+                /* S[i0:i1, 0:i1] = scale q[i0:i1] k[0:i1]^T; columns >= i1 are masked
+                 * (the direct kernel computes only j <= i, all the softmax reads) */
+                if (direct)
+                    ag_attn_nt(D, m, i1, i0, scale, qh + (size_t)i0 * ld, ld, kh, ld, false, Ph + (size_t)i0 * T, T);
+                else
+                    ag_sgemm(false, true, m, i1, D, scale, qh + (size_t)i0 * ld, ld, kh, ld, 0.0f,
+                             Ph + (size_t)i0 * T, T);
+                for (int i = i0; i < i1; i++) causal_softmax_row(Ph + (size_t)i * T, i + 1, T);
+            }
         }
+        ag_region_join(&join);
     }
 }
 
@@ -130,33 +135,38 @@ static void probs_bwd(float *dq, float *dk, const float *dP, const float *P, con
     size_t per_thread = ag_attn_scratch_floats(T);
     int ld = L->ld;
     bool direct = ag_attn_direct(D);
-#pragma omp parallel for schedule(static) num_threads(nthreads)
-    for (int h = 0; h < BH; h++) {
-        float *dS = scratch + (size_t)omp_get_thread_num() * per_thread; /* [m, i1] */
-        size_t o = head_off(L, h);
-        const float *Ph = P + (size_t)h * T * T, *dPh = dP + (size_t)h * T * T; /* [T, T] */
-        for (int i0 = 0; i0 < T; i0 += AG_ATTN_BLOCK) {
-            int i1 = imin(i0 + AG_ATTN_BLOCK, T), m = i1 - i0;
-            for (int i = i0; i < i1; i++) {
-                const float *p = Ph + (size_t)i * T, *g = dPh + (size_t)i * T; /* [T] */
-                float *ds = dS + (size_t)(i - i0) * i1;                        /* [i1] */
-                float dot = dot_lanes(p, g, i + 1); /* sum_k P_ik dP_ik */
+    ag_join join = {0};
+#pragma omp parallel num_threads(nthreads)
+    {
+#pragma omp for schedule(static) nowait
+        for (int h = 0; h < BH; h++) {
+            float *dS = scratch + (size_t)omp_get_thread_num() * per_thread; /* [m, i1] */
+            size_t o = head_off(L, h);
+            const float *Ph = P + (size_t)h * T * T, *dPh = dP + (size_t)h * T * T; /* [T, T] */
+            for (int i0 = 0; i0 < T; i0 += AG_ATTN_BLOCK) {
+                int i1 = imin(i0 + AG_ATTN_BLOCK, T), m = i1 - i0;
+                for (int i = i0; i < i1; i++) {
+                    const float *p = Ph + (size_t)i * T, *g = dPh + (size_t)i * T; /* [T] */
+                    float *ds = dS + (size_t)(i - i0) * i1;                        /* [i1] */
+                    float dot = dot_lanes(p, g, i + 1); /* sum_k P_ik dP_ik */
 #pragma omp simd
-                for (int j = 0; j <= i; j++) ds[j] = scale * p[j] * (g[j] - dot);
-                for (int j = i + 1; j < i1; j++) ds[j] = 0.0f;
+                    for (int j = 0; j <= i; j++) ds[j] = scale * p[j] * (g[j] - dot);
+                    for (int j = i + 1; j < i1; j++) ds[j] = 0.0f;
+                }
+                if (direct) { /* the same products over the causal part only (j <= i) */
+                    if (dq) ag_attn_nn(D, m, i1, i0, dS, i1, k + o, ld, true, dq + o + (size_t)i0 * ld, ld);
+                    if (dk) ag_attn_tn(D, i1, m, i0, dS, i1, q + o + (size_t)i0 * ld, ld, dk + o, ld);
+                    continue;
+                }
+                if (dq) /* dq[i0:i1] += dS[m, i1] k[0:i1] */
+                    ag_sgemm(false, false, m, D, i1, 1.0f, dS, i1, k + o, ld, 1.0f,
+                             dq + o + (size_t)i0 * ld, ld);
+                if (dk) /* dk[0:i1] += dS[m, i1]^T q[i0:i1] */
+                    ag_sgemm(true, false, i1, D, m, 1.0f, dS, i1, q + o + (size_t)i0 * ld, ld, 1.0f,
+                             dk + o, ld);
             }
-            if (direct) { /* the same products over the causal part only (j <= i) */
-                if (dq) ag_attn_nn(D, m, i1, i0, dS, i1, k + o, ld, true, dq + o + (size_t)i0 * ld, ld);
-                if (dk) ag_attn_tn(D, i1, m, i0, dS, i1, q + o + (size_t)i0 * ld, ld, dk + o, ld);
-                continue;
-            }
-            if (dq) /* dq[i0:i1] += dS[m, i1] k[0:i1] */
-                ag_sgemm(false, false, m, D, i1, 1.0f, dS, i1, k + o, ld, 1.0f,
-                         dq + o + (size_t)i0 * ld, ld);
-            if (dk) /* dk[0:i1] += dS[m, i1]^T q[i0:i1] */
-                ag_sgemm(true, false, i1, D, m, 1.0f, dS, i1, q + o + (size_t)i0 * ld, ld, 1.0f,
-                         dk + o, ld);
         }
+        ag_region_join(&join);
     }
 }
 
@@ -184,24 +194,29 @@ static void apply_fwd(float *out, const float *P, const float *v, const head_lay
                       const head_layout *Lo, int BH, int T, int D) {
     int lv = Lv->ld, lo = Lo->ld;
     bool direct = ag_attn_direct(D);
-#pragma omp parallel for schedule(static)
-    for (int h = 0; h < BH; h++) {
-        float L[AG_ATTN_BLOCK * AG_ATTN_BLOCK]; /* masked diagonal block of P */
-        const float *Ph = P + (size_t)h * T * T, *vh = v + head_off(Lv, h);
-        float *oh = out + head_off(Lo, h);
-        for (int i0 = 0; i0 < T; i0 += AG_ATTN_BLOCK) {
-            int i1 = imin(i0 + AG_ATTN_BLOCK, T), m = i1 - i0;
-            float *ob = oh + (size_t)i0 * lo; /* [m, D] */
-            if (direct) { /* out[i] = sum_{j <= i} P[i, j] v[j], P read in place */
-                ag_attn_nn(D, m, i1, i0, Ph + (size_t)i0 * T, T, vh, lv, false, ob, lo);
-                continue;
+    ag_join join = {0};
+#pragma omp parallel
+    {
+#pragma omp for schedule(static) nowait
+        for (int h = 0; h < BH; h++) {
+            float L[AG_ATTN_BLOCK * AG_ATTN_BLOCK]; /* masked diagonal block of P */
+            const float *Ph = P + (size_t)h * T * T, *vh = v + head_off(Lv, h);
+            float *oh = out + head_off(Lo, h);
+            for (int i0 = 0; i0 < T; i0 += AG_ATTN_BLOCK) {
+                int i1 = imin(i0 + AG_ATTN_BLOCK, T), m = i1 - i0;
+                float *ob = oh + (size_t)i0 * lo; /* [m, D] */
+                if (direct) { /* out[i] = sum_{j <= i} P[i, j] v[j], P read in place */
+                    ag_attn_nn(D, m, i1, i0, Ph + (size_t)i0 * T, T, vh, lv, false, ob, lo);
+                    continue;
+                }
+                if (i0 > 0) /* out[i0:i1] = P[i0:i1, 0:i0] v[0:i0] */
+                    ag_sgemm(false, false, m, D, i0, 1.0f, Ph + (size_t)i0 * T, T, vh, lv, 0.0f, ob, lo);
+                lower_block(L, Ph, T, i0, m); /* out[i0:i1] += tril(P[i0:i1, i0:i1]) v[i0:i1] */
+                ag_sgemm(false, false, m, D, m, 1.0f, L, m, vh + (size_t)i0 * lv, lv,
+                         i0 > 0 ? 1.0f : 0.0f, ob, lo);
             }
-            if (i0 > 0) /* out[i0:i1] = P[i0:i1, 0:i0] v[0:i0] */
-                ag_sgemm(false, false, m, D, i0, 1.0f, Ph + (size_t)i0 * T, T, vh, lv, 0.0f, ob, lo);
-            lower_block(L, Ph, T, i0, m); /* out[i0:i1] += tril(P[i0:i1, i0:i1]) v[i0:i1] */
-            ag_sgemm(false, false, m, D, m, 1.0f, L, m, vh + (size_t)i0 * lv, lv,
-                     i0 > 0 ? 1.0f : 0.0f, ob, lo);
         }
+        ag_region_join(&join);
     }
 }
 
@@ -215,40 +230,45 @@ static void apply_bwd(float *dP, float *dv, const float *dout, const float *P, c
                       const head_layout *Lv, const head_layout *Lo, int BH, int T, int D) {
     int lv = Lv->ld, lo = Lo->ld;
     bool direct = ag_attn_direct(D);
-#pragma omp parallel for schedule(static)
-    for (int h = 0; h < BH; h++) {
-        float L[AG_ATTN_BLOCK * AG_ATTN_BLOCK]; /* masked diagonal block of P, then of dP */
-        const float *Ph = P + (size_t)h * T * T, *vh = v + head_off(Lv, h);
-        const float *gh = dout + head_off(Lo, h);
-        for (int i0 = 0; i0 < T; i0 += AG_ATTN_BLOCK) {
-            int i1 = imin(i0 + AG_ATTN_BLOCK, T), m = i1 - i0;
-            const float *gb = gh + (size_t)i0 * lo; /* dout[i0:i1]  [m, D] */
-            if (dP && direct) { /* dP[i, j] += dout[i] . v[j] for j <= i */
-                ag_attn_nt(D, m, i1, i0, 1.0f, gb, lo, vh, lv, true, dP + (size_t)h * T * T + (size_t)i0 * T, T);
-            } else if (dP) {
-                float *dPb = dP + (size_t)h * T * T + (size_t)i0 * T; /* rows i0:i1 of dP */
-                if (i0 > 0) /* dP[i0:i1, 0:i0] += dout[i0:i1] v[0:i0]^T */
-                    ag_sgemm(false, true, m, i0, D, 1.0f, gb, lo, vh, lv, 1.0f, dPb, T);
-                /* diagonal block: lower triangle of dout[i0:i1] v[i0:i1]^T */
-                ag_sgemm(false, true, m, m, D, 1.0f, gb, lo, vh + (size_t)i0 * lv, lv, 0.0f, L, m);
-                for (int r = 0; r < m; r++) {
-                    float *dst = dPb + (size_t)r * T + i0; /* [r + 1] */
-                    const float *src = L + (size_t)r * m;  /* [r + 1] */
+    ag_join join = {0};
+#pragma omp parallel
+    {
+#pragma omp for schedule(static) nowait
+        for (int h = 0; h < BH; h++) {
+            float L[AG_ATTN_BLOCK * AG_ATTN_BLOCK]; /* masked diagonal block of P, then of dP */
+            const float *Ph = P + (size_t)h * T * T, *vh = v + head_off(Lv, h);
+            const float *gh = dout + head_off(Lo, h);
+            for (int i0 = 0; i0 < T; i0 += AG_ATTN_BLOCK) {
+                int i1 = imin(i0 + AG_ATTN_BLOCK, T), m = i1 - i0;
+                const float *gb = gh + (size_t)i0 * lo; /* dout[i0:i1]  [m, D] */
+                if (dP && direct) { /* dP[i, j] += dout[i] . v[j] for j <= i */
+                    ag_attn_nt(D, m, i1, i0, 1.0f, gb, lo, vh, lv, true, dP + (size_t)h * T * T + (size_t)i0 * T, T);
+                } else if (dP) {
+                    float *dPb = dP + (size_t)h * T * T + (size_t)i0 * T; /* rows i0:i1 of dP */
+                    if (i0 > 0) /* dP[i0:i1, 0:i0] += dout[i0:i1] v[0:i0]^T */
+                        ag_sgemm(false, true, m, i0, D, 1.0f, gb, lo, vh, lv, 1.0f, dPb, T);
+                    /* diagonal block: lower triangle of dout[i0:i1] v[i0:i1]^T */
+                    ag_sgemm(false, true, m, m, D, 1.0f, gb, lo, vh + (size_t)i0 * lv, lv, 0.0f, L, m);
+                    for (int r = 0; r < m; r++) {
+                        float *dst = dPb + (size_t)r * T + i0; /* [r + 1] */
+                        const float *src = L + (size_t)r * m;  /* [r + 1] */
 #pragma omp simd
-                    for (int cidx = 0; cidx <= r; cidx++) dst[cidx] += src[cidx];
+                        for (int cidx = 0; cidx <= r; cidx++) dst[cidx] += src[cidx];
+                    }
+                }
+                if (dv && direct) { /* dv[j] += sum_{i >= j} P[i, j] dout[i], P read in place */
+                    ag_attn_tn(D, i1, m, i0, Ph + (size_t)i0 * T, T, gb, lo, dv + head_off(Lv, h), lv);
+                } else if (dv) {
+                    float *dvh = dv + head_off(Lv, h);
+                    if (i0 > 0) /* dv[0:i0] += P[i0:i1, 0:i0]^T dout[i0:i1] */
+                        ag_sgemm(true, false, i0, D, m, 1.0f, Ph + (size_t)i0 * T, T, gb, lo, 1.0f,
+                                 dvh, lv);
+                    lower_block(L, Ph, T, i0, m); /* dv[i0:i1] += tril(P_block)^T dout[i0:i1] */
+                    ag_sgemm(true, false, m, D, m, 1.0f, L, m, gb, lo, 1.0f, dvh + (size_t)i0 * lv, lv);
                 }
             }
-            if (dv && direct) { /* dv[j] += sum_{i >= j} P[i, j] dout[i], P read in place */
-                ag_attn_tn(D, i1, m, i0, Ph + (size_t)i0 * T, T, gb, lo, dv + head_off(Lv, h), lv);
-            } else if (dv) {
-                float *dvh = dv + head_off(Lv, h);
-                if (i0 > 0) /* dv[0:i0] += P[i0:i1, 0:i0]^T dout[i0:i1] */
-                    ag_sgemm(true, false, i0, D, m, 1.0f, Ph + (size_t)i0 * T, T, gb, lo, 1.0f,
-                             dvh, lv);
-                lower_block(L, Ph, T, i0, m); /* dv[i0:i1] += tril(P_block)^T dout[i0:i1] */
-                ag_sgemm(true, false, m, D, m, 1.0f, L, m, gb, lo, 1.0f, dvh + (size_t)i0 * lv, lv);
-            }
         }
+        ag_region_join(&join);
     }
 }
 

@@ -13,6 +13,7 @@
 
 #include "ops.h"
 #include "ops_internal.h"
+#include "parallel.h"
 #include "vecmath.h"
 
 /* Number of times b repeats inside a, asserting that b's shape is a's
@@ -74,13 +75,18 @@ void ag_colsum_add(float *db, const float *g, const float *x, size_t rows, size_
     /* db[j] += sum_r g[r,j] (* x[r,j]), each column summed in row order in
      * double by the one thread that owns its block of AG_COL_BLOCK columns. */
     long nblk = (long)((cols + AG_COL_BLOCK - 1) / AG_COL_BLOCK);
-#pragma omp parallel for schedule(static) if (rows * cols >= AG_PAR_MIN && nblk > 1)
-    for (long blk = 0; blk < nblk; blk++) {
-        size_t j0 = (size_t)blk * AG_COL_BLOCK;
-        size_t j1 = j0 + AG_COL_BLOCK < cols ? j0 + AG_COL_BLOCK : cols;
-        double acc[AG_COL_BLOCK] = {0};
-        colsum_block(acc, g, x, rows, cols, j0, j1);
-        for (size_t j = j0; j < j1; j++) db[j] += (float)acc[j - j0];
+    ag_join join = {0};
+#pragma omp parallel if (rows * cols >= AG_PAR_MIN && nblk > 1)
+    {
+#pragma omp for schedule(static) nowait
+        for (long blk = 0; blk < nblk; blk++) {
+            size_t j0 = (size_t)blk * AG_COL_BLOCK;
+            size_t j1 = j0 + AG_COL_BLOCK < cols ? j0 + AG_COL_BLOCK : cols;
+            double acc[AG_COL_BLOCK] = {0};
+            colsum_block(acc, g, x, rows, cols, j0, j1);
+            for (size_t j = j0; j < j1; j++) db[j] += (float)acc[j - j0];
+        }
+        ag_region_join(&join);
     }
 }
 
@@ -97,6 +103,7 @@ static void add_backward(ag_node *n) {
     /* both gradients in one parallel region; a barrier between them only if
      * they share memory (add(x, x)) */
     bool alias = da && db && ag_overlaps(da, N, db, nb);
+    ag_join join = {0};
 #pragma omp parallel if (N >= AG_PAR_MIN)
     {
         if (da) {
@@ -112,6 +119,7 @@ static void add_backward(ag_node *n) {
         } else if (db) {
             ag_colsum_add_share(db, g, NULL, reps, nb, omp_get_thread_num(), omp_get_num_threads());
         }
+        ag_region_join(&join);
     }
 }
 
@@ -125,19 +133,24 @@ static ag_tensor *broadcast_forward(ag_ctx *c, ag_tensor *a, ag_tensor *b, bool 
     float *O = out->data;                    /* [reps, nb] */
     bc_split sp = bc_make(nb);
     long items = (long)(reps * sp.per_row);
-#pragma omp parallel for schedule(static) if (a->numel >= AG_PAR_MIN && items > 1)
-    for (long it = 0; it < items; it++) {
-        size_t r, j0, j1;
-        bc_item(&sp, it, &r, &j0, &j1);
-        const float *ar = A + r * nb;
-        float *orow = O + r * nb;
-        if (mul) {
+    ag_join join = {0};
+#pragma omp parallel if (a->numel >= AG_PAR_MIN && items > 1)
+    {
+#pragma omp for schedule(static) nowait
+        for (long it = 0; it < items; it++) {
+            size_t r, j0, j1;
+            bc_item(&sp, it, &r, &j0, &j1);
+            const float *ar = A + r * nb;
+            float *orow = O + r * nb;
+            if (mul) {
 #pragma omp simd
-            for (size_t j = j0; j < j1; j++) orow[j] = ar[j] * Bv[j];
-        } else {
+                for (size_t j = j0; j < j1; j++) orow[j] = ar[j] * Bv[j];
+            } else {
 #pragma omp simd
-            for (size_t j = j0; j < j1; j++) orow[j] = ar[j] + Bv[j];
+                for (size_t j = j0; j < j1; j++) orow[j] = ar[j] + Bv[j];
+            }
         }
+        ag_region_join(&join);
     }
     return out;
 }
@@ -267,10 +280,15 @@ static void gelu_backward(ag_node *n) {
     long nblk = (long)((N + GELU_BLOCK - 1) / GELU_BLOCK);
     const float *x = a->data, *g = out->grad; /* [N] */
     float *dx = a->grad;                      /* [N] */
-#pragma omp parallel for schedule(static) if (N >= AG_PAR_MIN)
-    for (long b = 0; b < nblk; b++) {
-        size_t i0 = (size_t)b * GELU_BLOCK, len = N - i0 < GELU_BLOCK ? N - i0 : GELU_BLOCK;
-        gelu_bwd_kernel(dx + i0, x + i0, g + i0, (long)len);
+    ag_join join = {0};
+#pragma omp parallel if (N >= AG_PAR_MIN)
+    {
+#pragma omp for schedule(static) nowait
+        for (long b = 0; b < nblk; b++) {
+            size_t i0 = (size_t)b * GELU_BLOCK, len = N - i0 < GELU_BLOCK ? N - i0 : GELU_BLOCK;
+            gelu_bwd_kernel(dx + i0, x + i0, g + i0, (long)len);
+        }
+        ag_region_join(&join);
     }
 }
 
@@ -282,10 +300,15 @@ ag_tensor *ag_gelu(ag_ctx *c, ag_tensor *a) {
     long nblk = (long)((N + GELU_BLOCK - 1) / GELU_BLOCK);
     const float *x = a->data; /* [N] */
     float *y = out->data;     /* [N] */
-#pragma omp parallel for schedule(static) if (N >= AG_PAR_MIN)
-    for (long b = 0; b < nblk; b++) {
-        size_t i0 = (size_t)b * GELU_BLOCK, len = N - i0 < GELU_BLOCK ? N - i0 : GELU_BLOCK;
-        gelu_fwd_kernel(y + i0, x + i0, (long)len);
+    ag_join join = {0};
+#pragma omp parallel if (N >= AG_PAR_MIN)
+    {
+#pragma omp for schedule(static) nowait
+        for (long b = 0; b < nblk; b++) {
+            size_t i0 = (size_t)b * GELU_BLOCK, len = N - i0 < GELU_BLOCK ? N - i0 : GELU_BLOCK;
+            gelu_fwd_kernel(y + i0, x + i0, (long)len);
+        }
+        ag_region_join(&join);
     }
     if (!ag_record(c, "gelu", gelu_backward, out, a, NULL, NULL) && ag_error(c)) return NULL;
     return out;

@@ -10,6 +10,7 @@
 
 #include "ops.h"
 #include "ops_internal.h"
+#include "parallel.h"
 #include "vecmath.h"
 
 #define SUM_MAX_BLOCKS 4096
@@ -20,28 +21,33 @@ double ag_sum_blocks(ag_red_kind kind, const float *a, const float *b, size_t n)
     size_t bs = AG_SUM_BLOCK;
     if ((n + bs - 1) / bs > SUM_MAX_BLOCKS) bs = (n + SUM_MAX_BLOCKS - 1) / SUM_MAX_BLOCKS;
     long nblk = (long)((n + bs - 1) / bs);
-#pragma omp parallel for schedule(static) if (nblk > 1)
-    for (long k = 0; k < nblk; k++) {
-        size_t i0 = (size_t)k * bs, i1 = i0 + bs < n ? i0 + bs : n;
-        double s = 0.0;
-        switch (kind) {
-        case AG_RED_SUM:
-            for (size_t i = i0; i < i1; i++) s += a[i];
-            break;
-        case AG_RED_ABS:
-            for (size_t i = i0; i < i1; i++) s += fabsf(a[i]);
-            break;
-        case AG_RED_SQDIFF:
-            for (size_t i = i0; i < i1; i++) {
-                double d = (double)a[i] - b[i];
-                s += d * d;
+    ag_join join = {0};
+#pragma omp parallel if (nblk > 1)
+    {
+#pragma omp for schedule(static) nowait
+        for (long k = 0; k < nblk; k++) {
+            size_t i0 = (size_t)k * bs, i1 = i0 + bs < n ? i0 + bs : n;
+            double s = 0.0;
+            switch (kind) {
+            case AG_RED_SUM:
+                for (size_t i = i0; i < i1; i++) s += a[i];
+                break;
+            case AG_RED_ABS:
+                for (size_t i = i0; i < i1; i++) s += fabsf(a[i]);
+                break;
+            case AG_RED_SQDIFF:
+                for (size_t i = i0; i < i1; i++) {
+                    double d = (double)a[i] - b[i];
+                    s += d * d;
+                }
+                break;
+            case AG_RED_SQ:
+                for (size_t i = i0; i < i1; i++) s += (double)a[i] * a[i];
+                break;
             }
-            break;
-        case AG_RED_SQ:
-            for (size_t i = i0; i < i1; i++) s += (double)a[i] * a[i];
-            break;
+            part[k] = s;
         }
-        part[k] = s;
+        ag_region_join(&join);
     }
     double total = 0.0;
     for (long k = 0; k < nblk; k++) total += part[k];
@@ -76,15 +82,20 @@ static void cross_entropy_backward(ag_node *n) {
     const float *P = s->probs; /* [N, V] */
     float *dX = x->grad;       /* [N, V] */
     long nn = (long)N;
-#pragma omp parallel for schedule(static) if (N * (size_t)V >= AG_PAR_MIN)
-    for (long r = 0; r < nn; r++) {
-        int t = s->targets[r];
-        if (t == ignore) continue;
-        const float *pr = P + (size_t)r * V;
-        float *dr = dX + (size_t)r * V;
+    ag_join join = {0};
+#pragma omp parallel if (N * (size_t)V >= AG_PAR_MIN)
+    {
+#pragma omp for schedule(static) nowait
+        for (long r = 0; r < nn; r++) {
+            int t = s->targets[r];
+            if (t == ignore) continue;
+            const float *pr = P + (size_t)r * V;
+            float *dr = dX + (size_t)r * V;
 #pragma omp simd
-        for (int v = 0; v < V; v++) dr[v] += g * pr[v];
-        dr[t] -= g;
+            for (int v = 0; v < V; v++) dr[v] += g * pr[v];
+            dr[t] -= g;
+        }
+        ag_region_join(&join);
     }
 }
 
@@ -149,17 +160,22 @@ ag_tensor *ag_cross_entropy(ag_ctx *c, ag_tensor *logits, const int *targets, in
     }
     const float *X = logits->data; /* [N, V] */
     long nn = (long)N;
-#pragma omp parallel for schedule(static) if (N * (size_t)V >= AG_PAR_MIN / 4)
-    for (long r = 0; r < nn; r++) {
-        int t = targets[r];
-        if (t == ignore_index) {
-            rowloss[r] = 0.0;
-            continue;
+    ag_join join = {0};
+#pragma omp parallel if (N * (size_t)V >= AG_PAR_MIN / 4)
+    {
+#pragma omp for schedule(static) nowait
+        for (long r = 0; r < nn; r++) {
+            int t = targets[r];
+            if (t == ignore_index) {
+                rowloss[r] = 0.0;
+                continue;
+            }
+            const float *xr = X + (size_t)r * V;
+            float mx;
+            double sum = ce_row_exp(probs + (size_t)r * V, xr, V, &mx);
+            rowloss[r] = (double)mx + log(sum) - (double)xr[t];
         }
-        const float *xr = X + (size_t)r * V;
-        float mx;
-        double sum = ce_row_exp(probs + (size_t)r * V, xr, V, &mx);
-        rowloss[r] = (double)mx + log(sum) - (double)xr[t];
+        ag_region_join(&join);
     }
     double total = 0.0;
     for (size_t r = 0; r < N; r++) total += rowloss[r];

@@ -104,6 +104,7 @@ static void linear_backward(ag_node *n) {
      * thread takes its share of each (the split ag_sgemm would make, so the
      * bits are those of one call each), instead of three regions. */
     bool split = (x->grad && ag_sgemm_split(N, Ci, Co)) || (w->grad && ag_sgemm_split(Co, Ci, N));
+    ag_join j = {0};
 #pragma omp parallel num_threads(ag_get_threads()) if (split)
     {
         if (x->grad) /* dx[N,Ci] += dout[N,Co] w[Co,Ci] */
@@ -117,6 +118,7 @@ static void linear_backward(ag_node *n) {
             else
                 ag_colsum_add(bias->grad, out->grad, NULL, (size_t)N, (size_t)Co);
         }
+        ag_region_join(&j);
     }
 }
 
@@ -133,6 +135,7 @@ ag_tensor *ag_linear(ag_ctx *c, ag_tensor *x, ag_tensor *w, ag_tensor *bias) {
     if (bias && ag_sgemm_split(N, Co, Ci) == 'M') {
         /* one region: each thread fills its rows with the bias and computes
          * them (out += x w^T, beta = 1), the rows ag_sgemm's split gives it */
+        ag_join j = {0};
 #pragma omp parallel num_threads(ag_get_threads())
         {
             int r0, r1;
@@ -141,6 +144,7 @@ ag_tensor *ag_linear(ag_ctx *c, ag_tensor *x, ag_tensor *w, ag_tensor *bias) {
             if (r1 > r0)
                 ag_sgemm(false, true, r1 - r0, Co, Ci, 1.0f, x->data + (size_t)r0 * Ci, Ci, w->data, Ci, 1.0f,
                          out->data + (size_t)r0 * Co, Co);
+            ag_region_join(&j);
         }
     } else {
         if (bias) { /* out = bias in every row, then out += x w^T (beta = 1) */

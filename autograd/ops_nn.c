@@ -14,6 +14,7 @@
 
 #include "ops.h"
 #include "ops_internal.h"
+#include "parallel.h"
 #include "vecmath.h"
 
 /* --------------------------------------------------------------- embedding
@@ -27,15 +28,20 @@ static void embedding_backward(ag_node *n) {
     const float *g = out->grad; /* [N, C] */
     float *dt = table->grad;    /* [V, C] */
     long nblk = (long)((C + AG_COL_BLOCK - 1) / AG_COL_BLOCK);
-#pragma omp parallel for schedule(static) if (N * C >= AG_PAR_MIN && nblk > 1)
-    for (long blk = 0; blk < nblk; blk++) {
-        size_t j0 = (size_t)blk * AG_COL_BLOCK;
-        size_t j1 = j0 + AG_COL_BLOCK < C ? j0 + AG_COL_BLOCK : C;
-        for (size_t i = 0; i < N; i++) {
-            const float *gi = g + i * C;
-            float *dr = dt + (size_t)ids[i] * C;
-            for (size_t j = j0; j < j1; j++) dr[j] += gi[j];
+    ag_join join = {0};
+#pragma omp parallel if (N * C >= AG_PAR_MIN && nblk > 1)
+    {
+#pragma omp for schedule(static) nowait
+        for (long blk = 0; blk < nblk; blk++) {
+            size_t j0 = (size_t)blk * AG_COL_BLOCK;
+            size_t j1 = j0 + AG_COL_BLOCK < C ? j0 + AG_COL_BLOCK : C;
+            for (size_t i = 0; i < N; i++) {
+                const float *gi = g + i * C;
+                float *dr = dt + (size_t)ids[i] * C;
+                for (size_t j = j0; j < j1; j++) dr[j] += gi[j];
+            }
         }
+        ag_region_join(&join);
     }
 }
 
@@ -61,9 +67,14 @@ ag_tensor *ag_embedding(ag_ctx *c, ag_tensor *table, const int *ids, int ndim, c
     const float *W = table->data; /* [V, C] */
     float *O = out->data;         /* [N, C] */
     long nn = (long)N;
-#pragma omp parallel for schedule(static) if (N * (size_t)C >= AG_PAR_MIN)
-    for (long i = 0; i < nn; i++)
-        memcpy(O + (size_t)i * C, W + (size_t)ids[i] * C, (size_t)C * sizeof(float));
+    ag_join join = {0};
+#pragma omp parallel if (N * (size_t)C >= AG_PAR_MIN)
+    {
+#pragma omp for schedule(static) nowait
+        for (long i = 0; i < nn; i++)
+            memcpy(O + (size_t)i * C, W + (size_t)ids[i] * C, (size_t)C * sizeof(float));
+        ag_region_join(&join);
+    }
     ag_node *n = ag_record(c, "embedding", embedding_backward, out, table, NULL, NULL);
     if (n) {
         int *saved = ag_alloc(c, N * sizeof(int));
@@ -182,6 +193,7 @@ static void layernorm_backward(ag_node *n) {
     bool alias = x->grad && cols && (ag_overlaps(x->grad, x->numel, w->grad, C) ||
                                      (b && ag_overlaps(x->grad, x->numel, b->grad, C)));
     long nn = (long)N, nblk = (C + AG_COL_BLOCK - 1) / AG_COL_BLOCK;
+    ag_join join = {0};
 #pragma omp parallel if (N * (size_t)C >= AG_PAR_MIN)
     {
         if (x->grad) {
@@ -206,6 +218,7 @@ static void layernorm_backward(ag_node *n) {
                 }
             }
         }
+        ag_region_join(&join);
     }
 }
 
@@ -231,14 +244,19 @@ ag_tensor *ag_layernorm(ag_ctx *c, ag_tensor *x, ag_tensor *w, ag_tensor *b, flo
     const float *X = x->data, *W = w->data, *Bv = b ? b->data : NULL; /* [N, C], [C], [C] */
     float *Y = out->data;                                           /* [N, C] */
     long nn = (long)N;
-#pragma omp parallel for schedule(static) if (N * (size_t)C >= AG_PAR_MIN)
-    for (long r = 0; r < nn; r++) {
-        float m, rs;
-        ln_row_fwd(Y + (size_t)r * C, X + (size_t)r * C, W, Bv, C, eps, &m, &rs);
-        if (s) {
-            s->mean[r] = m;
-            s->rstd[r] = rs;
+    ag_join join = {0};
+#pragma omp parallel if (N * (size_t)C >= AG_PAR_MIN)
+    {
+#pragma omp for schedule(static) nowait
+        for (long r = 0; r < nn; r++) {
+            float m, rs;
+            ln_row_fwd(Y + (size_t)r * C, X + (size_t)r * C, W, Bv, C, eps, &m, &rs);
+            if (s) {
+                s->mean[r] = m;
+                s->rstd[r] = rs;
+            }
         }
+        ag_region_join(&join);
     }
     return out;
 }

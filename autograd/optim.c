@@ -8,6 +8,7 @@
 #include <string.h>
 
 #include "ops_internal.h"
+#include "parallel.h"
 #include "vecmath.h"
 #include "errmsg.h"
 
@@ -134,6 +135,7 @@ int ag_optim_step(ag_optim *o, ag_params *p, char *err, size_t errlen) {
      * OPT_BLOCK elements of every parameter in turn (item k counts them in that order), dealt
      * round-robin to the threads. The update is elementwise, so the result
      * does not depend on which thread takes which block. */
+    ag_join join = {0};
 #pragma omp parallel if (p->n >= AG_PAR_MIN)
     {
         long nt = omp_get_num_threads(), th = omp_get_thread_num(), item = 0;
@@ -160,6 +162,7 @@ int ag_optim_step(ag_optim *o, ag_params *p, char *err, size_t errlen) {
                     for (long j = 0; j < len; j++) w[j] -= lr * (g[j] + wd * w[j]);
             }
         }
+        ag_region_join(&join);
     }
     o->step = t;
     return 0;

@@ -84,11 +84,13 @@ static void sgemm_run(bool ta, bool tb, int M, int N, int K, float alpha, const 
         sgemm1(ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
         return;
     }
+    ag_join j = {0};
 #pragma omp parallel num_threads(g_threads)
     {
         int r0, r1;
         split_block(dim == 'M' ? M : N, omp_get_thread_num(), omp_get_num_threads(), &r0, &r1);
         sgemm_block(dim, r0, r1, ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
+        ag_region_join(&j);
     }
 }
 
@@ -172,6 +174,25 @@ void ag_sgemm_single(bool ta, bool tb, int M, int N, int K, float alpha, const f
     openblas_set_num_threads(1);
     sgemm1(ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
     openblas_set_num_threads(g_threads);
+}
+
+void ag_region_join(ag_join *j) {
+    int nt = omp_get_num_threads();
+    if (nt < 2) return;
+    int n = __atomic_add_fetch(&j->arrived, 1, __ATOMIC_ACQ_REL);
+    if (omp_get_thread_num() != 0 || n >= nt) return;
+    struct timespec t0, t;
+    clock_gettime(CLOCK_MONOTONIC, &t0);
+    for (int i = 0;; i++) {
+#if defined(__x86_64__) || defined(__i386__)
+        __builtin_ia32_pause();
+#endif
+        if (__atomic_load_n(&j->arrived, __ATOMIC_ACQUIRE) >= nt) return;
+        if ((i & 63) == 63) {
+            clock_gettime(CLOCK_MONOTONIC, &t);
+            if ((t.tv_sec - t0.tv_sec) * 1000000000L + (t.tv_nsec - t0.tv_nsec) > AG_JOIN_SPIN_NS) return;
+        }
+    }
 }
 
 void ag_sgemm_profile(bool enabled) { g_profile = enabled; }

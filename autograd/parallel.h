@@ -113,6 +113,31 @@ void ag_sgemm_profile(bool enabled);
 ag_sgemm_stats ag_sgemm_stats_get(void);
 void ag_sgemm_stats_reset(void);
 
+/* Spin-then-sleep join at the end of a parallel region.
+ *
+ * With OMP_WAIT_POLICY=PASSIVE (what the scripts set: spinning threads hurt a
+ * shared machine) a thread that reaches the end of a region before the others
+ * sleeps in a futex, and the last one to arrive has to wake it: on this VM a
+ * sleeping virtual CPU takes tens of microseconds to come back, paid at the
+ * end of every region by the master, on the step's critical path. libgomp
+ * reads its wait policy once at start-up, so pare cannot change it; instead
+ * every thread calls ag_region_join(&j) as the last statement of the region
+ * (after `omp for nowait` loops), with `ag_join j = {0};` declared before it.
+ * Thread 0 then spins (with pause) until all threads have arrived or
+ * AG_JOIN_SPIN_NS has passed, and only then enters the implicit barrier,
+ * arriving last: it does not sleep. The other threads enter the barrier at
+ * once and sleep as before. The implicit barrier still does the real join,
+ * so nothing about the results changes; the spin is bounded, so on a busy
+ * machine the master falls back to sleeping after a few tens of
+ * microseconds. */
+typedef struct ag_join {
+    int arrived; /* threads done, updated atomically */
+} ag_join;
+
+#define AG_JOIN_SPIN_NS 100000
+
+void ag_region_join(ag_join *j);
+
 /* Monotonic wall-clock time in seconds. */
 double ag_now(void);
 

@@ -1,4 +1,5 @@
 #include "tape.h"
+#include "parallel.h"
 
 #include <assert.h>
 #include <omp.h>
@@ -125,6 +126,7 @@ ag_node *ag_record(ag_ctx *c, const char *op, ag_backward_fn backward, ag_tensor
 static void zero_node_grads(ag_ctx *c) {
     size_t total = 0;
     for (size_t i = 0; i < c->n_nodes; i++) total += c->tape[i].out->numel;
+    ag_join join = {0};
 #pragma omp parallel if (total >= ((size_t)1 << 18))
     {
         size_t nt = (size_t)omp_get_num_threads(), t = (size_t)omp_get_thread_num();
@@ -136,6 +138,7 @@ static void zero_node_grads(ag_ctx *c) {
                 memset(o->grad + i0, 0, len * sizeof(float));
             }
         }
+        ag_region_join(&join);
     }
 }
 

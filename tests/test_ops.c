@@ -9,6 +9,7 @@
 #include <cmocka.h>
 #include <math.h>
 #include <stdlib.h>
+#include <omp.h>
 #include <string.h>
 
 #include "autograd/gradcheck.h"
@@ -468,6 +469,35 @@ static void test_vectorised_gelu_is_bit_exact(void **state) {
  * single-threaded call per block): the result must equal one single-threaded
  * call bit for bit, for every transpose, beta 0 and 1, ragged blocks and both
  * split directions. */
+/* ag_region_join: every thread of a region is counted, also one that arrives
+ * 20 ms late (far past the master's bounded spin: the implicit barrier still
+ * waits for it, so its write is seen after the region), and a region of one
+ * thread neither counts nor spins. */
+static void test_region_join(void **state) {
+    (void)state;
+    int wrote[2] = {0, 0}, seen = 0;
+    ag_join j = {0};
+#pragma omp parallel num_threads(2)
+    {
+        int t = omp_get_thread_num();
+        if (t == 1) {
+            double t0 = ag_now();
+            while (ag_now() - t0 < 0.02) {
+            }
+        }
+        wrote[t] = 1;
+        ag_region_join(&j);
+        if (t == 0) seen = omp_get_num_threads();
+    }
+    assert_int_equal(wrote[0], 1);
+    assert_int_equal(wrote[1], seen == 2 ? 1 : 0);
+    assert_int_equal(j.arrived, seen == 2 ? 2 : 0); /* one thread: no count, no spin */
+    ag_join one = {0};
+#pragma omp parallel num_threads(1)
+    ag_region_join(&one);
+    assert_int_equal(one.arrived, 0);
+}
+
 static void test_sgemm_split_matches_single_call(void **state) {
     (void)state;
     static const int shapes[][3] = {{1000, 77, 130}, {40, 600, 300}, {2048, 384, 128}, {129, 129, 257}};
@@ -656,6 +686,7 @@ int main(void) {
         T(test_vectorised_gelu_is_bit_exact),
         T(test_add_mul_long_rows),
         T(test_sgemm_split_matches_single_call),
+        T(test_region_join),
         T(test_linear_split_matches_one_thread),
         T(test_two_gradient_regions_match_one_thread),
     };
