@@ -226,16 +226,19 @@ static int quantize_act(inf_kctx *k, const float *x, int T, int K, int G, int dt
     k->cap_s = cs;
     for (int t = 0; t < T; t++) {
         int8_t *a0 = k->a + (size_t)t * L * K; /* [L, K] */
+        bool made_u = false;
 #if defined(__x86_64__)
-        if (k->isa == INF_ISA_AVX512) inf_act_token_avx512(x + (size_t)t * K, K, L, &k->sx[t], a0);
-        else
+        if (k->isa == INF_ISA_AVX512) {
+            inf_act_token_avx512(x + (size_t)t * K, K, L, &k->sx[t], a0, need_u ? k->au + (size_t)t * L * K : NULL);
+            made_u = need_u;
+        } else
 #endif
             inf_act_token_scalar(x + (size_t)t * K, K, L, &k->sx[t], a0);
         for (int l = 0; l < L; l++) {
             const int8_t *al = a0 + (size_t)l * K;
             uint8_t *ul = k->au + ((size_t)t * L + l) * K;
             int32_t *sl = k->asum + ((size_t)t * L + l) * NG;
-            if (need_u)
+            if (need_u && !made_u)
                 for (int i = 0; i < K; i++) ul[i] = (uint8_t)(al[i] + 128);
             if (need_sum) {
 #if defined(__x86_64__)

@@ -32,7 +32,8 @@ static inline const int32_t *inf_limb_sum(const inf_kctx *k, int NG, int t, int 
  * AVX-512 version rounds half away from zero as roundf does (t = trunc(v),
  * then t + sign(v) when |v - t| >= 1/2), so both give the same bytes. */
 void inf_act_token_scalar(const float *x, int K, int L, float *sx, int8_t *a);
-void inf_act_token_avx512(const float *x, int K, int L, float *sx, int8_t *a);
+/* The same, also writing the limbs + 128 into au[L, K] unless au is NULL. */
+void inf_act_token_avx512(const float *x, int K, int L, float *sx, int8_t *a, uint8_t *au);
 
 /* out[g] = a[g G] + ... + a[g G + G - 1] for the K / G groups (G a multiple
  * of 32); the AVX-512 build's version gives the same integers. */

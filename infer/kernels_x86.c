@@ -537,7 +537,7 @@ INLINE T_512 __m512 round_clamp127(__m512 v) {
     return _mm512_min_ps(r, _mm512_set1_ps(127.0f));
 }
 
-T_512 void inf_act_token_avx512(const float *x, int K, int L, float *sx_out, int8_t *a) {
+T_512 void inf_act_token_avx512(const float *x, int K, int L, float *sx_out, int8_t *a, uint8_t *au) {
     int K16 = K & ~15;
     __m512 m = _mm512_setzero_ps();
     for (int i = 0; i < K16; i += 16) m = _mm512_max_ps(_mm512_abs_ps(_mm512_loadu_ps(x + i)), m);
@@ -548,20 +548,27 @@ T_512 void inf_act_token_avx512(const float *x, int K, int L, float *sx_out, int
     }
     if (!(amax / 127.0f > 0.0f) || K16 != K) { /* all zero (or a tail): the scalar reference */
         inf_act_token_scalar(x, K, L, sx_out, a);
+        if (au)
+            for (size_t i = 0; i < (size_t)L * K; i++) au[i] = (uint8_t)(a[i] + 128);
         return;
     }
     float sx = amax / 127.0f;
     *sx_out = sx;
     __m512 vs = _mm512_set1_ps(sx), k254 = _mm512_set1_ps(254.0f);
+    const __m128i flip = _mm_set1_epi8((char)0x80);
     for (int i = 0; i < K; i += 16) {
         __m512 u = _mm512_div_ps(_mm512_loadu_ps(x + i), vs);
         __m512 q = round_clamp127(u);
-        _mm_storeu_si128((__m128i *)(void *)(a + i), _mm512_cvtepi32_epi8(_mm512_cvttps_epi32(q)));
+        __m128i b = _mm512_cvtepi32_epi8(_mm512_cvttps_epi32(q));
+        _mm_storeu_si128((__m128i *)(void *)(a + i), b);
+        if (au) _mm_storeu_si128((__m128i *)(void *)(au + i), _mm_xor_si128(b, flip)); /* + 128 */
         __m512 r = _mm512_sub_ps(u, q);
         for (int l = 1; l < L; l++) {
             __m512 v = _mm512_mul_ps(r, k254);
             __m512 ql = round_clamp127(v);
-            _mm_storeu_si128((__m128i *)(void *)(a + (size_t)l * K + i), _mm512_cvtepi32_epi8(_mm512_cvttps_epi32(ql)));
+            b = _mm512_cvtepi32_epi8(_mm512_cvttps_epi32(ql));
+            _mm_storeu_si128((__m128i *)(void *)(a + (size_t)l * K + i), b);
+            if (au) _mm_storeu_si128((__m128i *)(void *)(au + (size_t)l * K + i), _mm_xor_si128(b, flip));
             r = _mm512_sub_ps(v, ql);
         }
     }

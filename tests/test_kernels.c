@@ -127,11 +127,12 @@ static void test_quantized_simd_equals_scalar_and_dequantized(void **state) {
 
 static void test_f32_matvec_simd_equals_scalar(void **state) {
     (void)state;
-    const int Ks[4] = {16, 37, 128, 385};
-    for (int ki = 0; ki < 4; ki++) {
-        int N = 23, K = Ks[ki];
+    /* N = 39: nine 4-row groups and a tail; K = 64 is attention's head width */
+    const int Ks[5] = {16, 37, 64, 128, 385};
+    for (int ki = 0; ki < 5; ki++) {
+        int N = 39, K = Ks[ki];
         float *w = malloc(sizeof(float) * N * K), *x = malloc(sizeof(float) * K);
-        float ref[23], got[23];
+        float ref[39], got[39];
         fill(w, (size_t)N * K, 3, 1.0f);
         fill(x, (size_t)K, 4, 1.0f);
         inf_fkernel_for(INF_ISA_SCALAR)(w, x, K, ref, 0, N);
@@ -280,10 +281,14 @@ static void test_activation_limbs_simd_equals_scalar(void **state) {
     for (int r = 0; r < 4; r++)
         for (int L = 1; L <= 3; L++) {
             int8_t a1[3 * K], a2[3 * K];
+            uint8_t u2[3 * K];
             float s1, s2;
             inf_act_token_scalar(x[r], K, L, &s1, a1);
-            inf_act_token_avx512(x[r], K, L, &s2, a2);
+            inf_act_token_avx512(x[r], K, L, &s2, a2, u2);
             assert_memory_equal(&s1, &s2, sizeof s1);
+            assert_memory_equal(a1, a2, (size_t)L * K);
+            for (int i = 0; i < L * K; i++) assert_int_equal(u2[i], a1[i] + 128); /* the VNNI form */
+            inf_act_token_avx512(x[r], K, L, &s2, a2, NULL);
             assert_memory_equal(a1, a2, (size_t)L * K);
         }
     /* group sums (int4 zero-point terms): extreme bytes and random ones, G = 32 and 96 */
