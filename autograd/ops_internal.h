@@ -42,7 +42,8 @@ static inline bool ag_overlaps(const float *a, size_t na, const float *b, size_t
 typedef enum { AG_RED_SUM, AG_RED_ABS, AG_RED_SQDIFF, AG_RED_SQ } ag_red_kind;
 
 /* Sum over i < n of a[i], |a[i]|, (a[i] - b[i])^2 or a[i]^2, in double:
- * blocks of AG_SUM_BLOCK elements in parallel, then the block sums in order. */
+ * blocks of AG_SUM_BLOCK elements in parallel (each in 8 lanes, i mod 8, the
+ * lanes added pairwise, then the tail), then the block sums in order. */
 double ag_sum_blocks(ag_red_kind kind, const float *a, const float *b, size_t n);
 
 /* y[N, C] = softmax of each row of x[N, C] (max subtracted, sum in double).
