@@ -112,6 +112,29 @@ void inf_gelu_scalar(float *x, const float *b, int n) {
     }
 }
 
+double inf_softmax_scalar(float *sc, int n, float scale) {
+    float mx = -INFINITY;
+    for (int j = 0; j < n; j++) {
+        sc[j] *= scale;
+        if (sc[j] > mx) mx = sc[j];
+    }
+    double sum = 0.0;
+    for (int j = 0; j < n; j++) {
+        sc[j] = inf_expf(sc[j] - mx);
+        sum += sc[j];
+    }
+    return sum;
+}
+
+inf_softmax_fn inf_softmax_for(inf_isa isa) {
+#if defined(__x86_64__)
+    if (isa == INF_ISA_AVX512) return inf_softmax_avx512;
+#else
+    (void)isa;
+#endif
+    return inf_softmax_scalar;
+}
+
 inf_gelu_fn inf_gelu_for(inf_isa isa) {
 #if defined(__x86_64__)
     if (isa == INF_ISA_AVX512) return inf_gelu_avx512;

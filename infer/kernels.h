@@ -158,6 +158,14 @@ float inf_expf(float x);
 typedef void (*inf_gelu_fn)(float *x, const float *b, int n);
 inf_gelu_fn inf_gelu_for(inf_isa isa);
 
+/* Attention's softmax numerators: sc[j] = sc[j] * scale, then with m the
+ * largest of them sc[j] = inf_expf(sc[j] - m) for j < n (n >= 1); returns
+ * their sum, accumulated in double in the order j = 0, 1, ... Every
+ * instruction set gives the same bits (the maximum does not depend on the
+ * order, NaN never wins it, and which zero wins does not change sc - m). */
+typedef double (*inf_softmax_fn)(float *sc, int n, float scale);
+inf_softmax_fn inf_softmax_for(inf_isa isa);
+
 /* out[N] = W[N, K] x[K] for rows [r0, r1), f32. */
 typedef void (*inf_fkernel)(const float *w, const float *x, int K, float *out, int r0, int r1);
 inf_fkernel inf_fkernel_for(inf_isa isa);

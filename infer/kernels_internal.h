@@ -62,6 +62,8 @@ extern const uint64_t inf_exp_tab[32];
 #define INF_GELU_K 0.7978845608028654f      /* sqrt(2/pi) */
 #define INF_GELU_A 0.044715f
 
+double inf_softmax_scalar(float *sc, int n, float scale);
+double inf_softmax_avx512(float *sc, int n, float scale);
 void inf_gelu_scalar(float *x, const float *b, int n);
 void inf_gelu_avx512(float *x, const float *b, int n);
 

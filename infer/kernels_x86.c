@@ -282,6 +282,46 @@ INLINE T_512 __m512d exp8(__m512d xd, __m512d t0, __m512d t1, __m512d t2, __m512
     return _mm512_mul_pd(y, sc);
 }
 
+/* inf_expf of 16 floats (any value: lanes at or beyond 88 in magnitude, and
+ * NaN, go to inf_expf one by one). */
+INLINE T_512 __m512 exp16(__m512 u, __m512d t0, __m512d t1, __m512d t2, __m512d t3) {
+    __m512i top = _mm512_and_si512(_mm512_srli_epi32(_mm512_castps_si512(u), 20), _mm512_set1_epi32(0x7ff));
+    if (_mm512_cmpge_epi32_mask(top, _mm512_set1_epi32(INF_EXP_BIG))) {
+        float ut[16], et[16];
+        _mm512_storeu_ps(ut, u);
+        for (int j = 0; j < 16; j++) et[j] = inf_expf(ut[j]);
+        return _mm512_loadu_ps(et);
+    }
+    __m256 elo = _mm512_cvtpd_ps(exp8(_mm512_cvtps_pd(_mm512_castps512_ps256(u)), t0, t1, t2, t3));
+    __m256 ehi = _mm512_cvtpd_ps(
+        exp8(_mm512_cvtps_pd(_mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(u), 1))), t0, t1, t2, t3));
+    return _mm512_castpd_ps(_mm512_insertf64x4(_mm512_castps_pd(_mm512_castps256_ps512(elo)), _mm256_castps_pd(ehi), 1));
+}
+
+T_512 double inf_softmax_avx512(float *sc, int n, float scale) {
+    const __m512d t0 = _mm512_loadu_pd((const void *)inf_exp_tab), t1 = _mm512_loadu_pd((const void *)(inf_exp_tab + 8));
+    const __m512d t2 = _mm512_loadu_pd((const void *)(inf_exp_tab + 16)), t3 = _mm512_loadu_pd((const void *)(inf_exp_tab + 24));
+    __m512 vs = _mm512_set1_ps(scale), m = _mm512_set1_ps(-INFINITY);
+    int n16 = n & ~15;
+    for (int j = 0; j < n16; j += 16) {
+        __m512 v = _mm512_mul_ps(_mm512_loadu_ps(sc + j), vs);
+        _mm512_storeu_ps(sc + j, v);
+        m = _mm512_max_ps(v, m); /* v > m ? v : m, as the scalar test: NaN never enters */
+    }
+    float mx = _mm512_reduce_max_ps(m);
+    for (int j = n16; j < n; j++) {
+        sc[j] *= scale;
+        if (sc[j] > mx) mx = sc[j];
+    }
+    __m512 vm = _mm512_set1_ps(mx);
+    for (int j = 0; j < n16; j += 16)
+        _mm512_storeu_ps(sc + j, exp16(_mm512_sub_ps(_mm512_loadu_ps(sc + j), vm), t0, t1, t2, t3));
+    for (int j = n16; j < n; j++) sc[j] = inf_expf(sc[j] - mx);
+    double sum = 0.0;
+    for (int j = 0; j < n; j++) sum += sc[j];
+    return sum;
+}
+
 T_512 void inf_gelu_avx512(float *x, const float *b, int n) {
     const __m512d t0 = _mm512_loadu_pd((const void *)inf_exp_tab), t1 = _mm512_loadu_pd((const void *)(inf_exp_tab + 8));
     const __m512d t2 = _mm512_loadu_pd((const void *)(inf_exp_tab + 16)), t3 = _mm512_loadu_pd((const void *)(inf_exp_tab + 24));
@@ -291,20 +331,7 @@ T_512 void inf_gelu_avx512(float *x, const float *b, int n) {
         __m512 v = _mm512_loadu_ps(x + i);
         if (b) v = _mm512_add_ps(v, _mm512_loadu_ps(b + i));
         __m512 u = _mm512_mul_ps(k, _mm512_add_ps(v, _mm512_mul_ps(_mm512_mul_ps(_mm512_mul_ps(a, v), v), v)));
-        __m512i top = _mm512_and_si512(_mm512_srli_epi32(_mm512_castps_si512(u), 20), _mm512_set1_epi32(0x7ff));
-        __m512 e;
-        if (_mm512_cmpge_epi32_mask(top, _mm512_set1_epi32(INF_EXP_BIG))) { /* rare: libm for these 16 */
-            float ut[16], et[16];
-            _mm512_storeu_ps(ut, u);
-            for (int j = 0; j < 16; j++) et[j] = inf_expf(ut[j]);
-            e = _mm512_loadu_ps(et);
-        } else {
-            __m256 elo = _mm512_cvtpd_ps(exp8(_mm512_cvtps_pd(_mm512_castps512_ps256(u)), t0, t1, t2, t3));
-            __m256 ehi = _mm512_cvtpd_ps(
-                exp8(_mm512_cvtps_pd(_mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(u), 1))), t0, t1, t2, t3));
-            e = _mm512_castpd_ps(_mm512_insertf64x4(_mm512_castps_pd(_mm512_castps256_ps512(elo)), _mm256_castps_pd(ehi), 1));
-        }
-        _mm512_storeu_ps(x + i, _mm512_div_ps(v, _mm512_add_ps(one, e)));
+        _mm512_storeu_ps(x + i, _mm512_div_ps(v, _mm512_add_ps(one, exp16(u, t0, t1, t2, t3))));
     }
     inf_gelu_scalar(x + i, b ? b + i : NULL, n - i);
 }

@@ -206,6 +206,7 @@ static int forward_chunk(inf_session *s, const int *ids, int T, float *logits, b
         long nth = (long)T * H;
         inf_fkernel dot = inf_fkernel_for(s->k.isa);
         inf_wsum_fn wsum = inf_wsum_for(s->k.isa);
+        inf_softmax_fn softmax = inf_softmax_for(s->k.isa);
 #pragma omp parallel for schedule(static) if (nth * (pos + T) * D >= (1 << 18))
         for (long th = 0; th < nth; th++) {
             int t = (int)(th / H), h = (int)(th % H), p = pos + t;
@@ -213,17 +214,7 @@ static int forward_chunk(inf_session *s, const int *ids, int T, float *logits, b
             const float *kh = kc + (size_t)h * ctx * D, *vh = vc + (size_t)h * ctx * D; /* [ctx, D] */
             float *sc = s->att + (size_t)th * ctx;                        /* [p + 1] */
             dot(kh, q, D, sc, 0, p + 1); /* q . k_j, fixed order (kernels.h) */
-            float mx = -INFINITY;
-            for (int j = 0; j <= p; j++) {
-                sc[j] *= scale;
-                if (sc[j] > mx) mx = sc[j];
-            }
-            double sum = 0.0;
-            for (int j = 0; j <= p; j++) {
-                sc[j] = expf(sc[j] - mx);
-                sum += sc[j];
-            }
-            float inv = (float)(1.0 / sum);
+            float inv = (float)(1.0 / softmax(sc, p + 1, scale));
             wsum(s->y + (size_t)t * C + (size_t)h * D, sc, inv, vh, p + 1, D, D);
         }
         if (inf_matmul(&s->k, &L->proj, s->y, T, s->a)) return -1;
@@ -343,6 +334,7 @@ static void attention_stage(inf_session *s, struct inf_stage *st, const struct i
     float *kc = s->kc + (size_t)l * ctx * C, *vc = s->vc + (size_t)l * ctx * C;
     inf_fkernel dot = inf_fkernel_for(s->k.isa);
     inf_wsum_fn wsum = inf_wsum_for(s->k.isa);
+    inf_softmax_fn softmax = inf_softmax_for(s->k.isa);
     float scale = 1.0f / sqrtf((float)D);
     while (claim(st, H, 1, &h, &h1)) {
         const float *q = s->qkv + (size_t)h * D; /* [D] */
@@ -351,17 +343,7 @@ static void attention_stage(inf_session *s, struct inf_stage *st, const struct i
         memcpy(vh + (size_t)p * D, q + 2 * C, (size_t)D * sizeof(float));
         float *sc = s->att + (size_t)h * ctx; /* [p + 1] */
         dot(kh, q, D, sc, 0, p + 1);
-        float mx = -INFINITY;
-        for (int j = 0; j <= p; j++) {
-            sc[j] *= scale;
-            if (sc[j] > mx) mx = sc[j];
-        }
-        double sum = 0.0;
-        for (int j = 0; j <= p; j++) {
-            sc[j] = expf(sc[j] - mx);
-            sum += sc[j];
-        }
-        float inv = (float)(1.0 / sum);
+        float inv = (float)(1.0 / softmax(sc, p + 1, scale));
         wsum(s->y + (size_t)h * D, sc, inv, vh, p + 1, D, D); /* y[h D ..] = sum_j p_j v_j */
         finish(st, 1);
     }

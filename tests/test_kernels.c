@@ -231,6 +231,40 @@ static void test_expf_and_gelu(void **state) {
     }
 }
 
+/* Softmax numerators and their double sum: SIMD gives the scalar bits, for
+ * lengths around the vector width, spreads that send exp's argument past -88
+ * (libm's range) and signed zeros; the scalar one is the written-out formula. */
+static void test_softmax_simd_equals_scalar(void **state) {
+    (void)state;
+    const int ns[7] = {1, 15, 16, 17, 64, 100, 256};
+    for (int ni = 0; ni < 7; ni++)
+        for (int kind = 0; kind < 3; kind++) {
+            int n = ns[ni];
+            float x[256], ref[256], got[256];
+            fill(x, (size_t)n, 61 + ni, kind == 1 ? 40.0f : 2.0f);
+            if (kind == 2)
+                for (int j = 0; j < n; j++) x[j] = j % 2 ? 0.0f : -0.0f;
+            memcpy(ref, x, sizeof(float) * (size_t)n);
+            double sref = inf_softmax_scalar(ref, n, 0.125f);
+            float mx = -INFINITY;
+            for (int j = 0; j < n; j++) mx = fmaxf(mx, x[j] * 0.125f);
+            double want = 0;
+            for (int j = 0; j < n; j++) {
+                float e = expf(x[j] * 0.125f - mx);
+                assert_true(ulp_diff(ref[j], e) <= 1.0);
+                want += e;
+            }
+            assert_true(fabs(sref - want) <= 1e-6 * want);
+            for (int isa = INF_ISA_AVX2; isa < INF_ISA_COUNT; isa++) {
+                if (!inf_isa_supported((inf_isa)isa)) continue;
+                memcpy(got, x, sizeof(float) * (size_t)n);
+                double sgot = inf_softmax_for((inf_isa)isa)(got, n, 0.125f);
+                assert_memory_equal(got, ref, sizeof(float) * (size_t)n);
+                assert_memory_equal(&sgot, &sref, sizeof sgot);
+            }
+        }
+}
+
 /* x ~= sx (a0 + a1/254 + a2/254^2) within sx / (2 * 254^2) (plus float
 
  * rounding of u = x / sx), and group sums are the sums of the limbs. */
@@ -309,6 +343,7 @@ int main(void) {
         cmocka_unit_test(test_f32_matvec_simd_equals_scalar),
         cmocka_unit_test(test_wsum_simd_equals_scalar),
         cmocka_unit_test(test_expf_and_gelu),
+        cmocka_unit_test(test_softmax_simd_equals_scalar),
         cmocka_unit_test(test_activation_limbs),
         cmocka_unit_test(test_activation_limbs_simd_equals_scalar),
     };
