@@ -94,6 +94,17 @@ ag_tensor *ag_attn_probs_qkv(ag_ctx *c, ag_tensor *qkv, int n_head);
  * P is taken as causal as in attn_apply. */
 ag_tensor *ag_attn_apply_merge(ag_ctx *c, ag_tensor *P, ag_tensor *qkv);
 
+/* attn_apply_merge(attn_probs_qkv(qkv, H), qkv) as one op, for a caller
+ * that does not read P: out [B, T, C] from the fused qkv [B, T, 3C]. P is
+ * kept in the node's own buffer, not as a tensor with a gradient, so the
+ * backward needs no P gradient (no zeroing, no round trip through memory):
+ * per head, on one thread, dP = dout v^T into a scratch row block, dv, then
+ * dS in place and dq, dk. Forward and backward each run in one parallel
+ * region over the heads. Same bits as the two-op composition (tested). Where
+ * the direct per-head kernels are not used (ag_attn_direct(D) false: no
+ * AVX-512F, or D not 16/32/48/64) it records the two ops instead. */
+ag_tensor *ag_attention_qkv(ag_ctx *c, ag_tensor *qkv, int n_head);
+
 /* Both of the above; if probs is not NULL, *probs receives P (an arena
  * tensor like any other, NULL on error). The kernels run in parallel over the
  * B*H heads and give the same bits for any thread count. */

@@ -591,6 +591,107 @@ ag_tensor *ag_attn_apply_merge(ag_ctx *c, ag_tensor *P, ag_tensor *qkv) {
     return out;
 }
 
+/* ------------------------------------------------------ attention_qkv
+ * out[b, t, h*D + d] = (P v)[b, h, t, d], P = causal softmax(q k^T / sqrt(D)),
+ * q, k, v read from qkv [B, T, 3C]: attn_apply_merge(attn_probs_qkv(qkv, H),
+ * qkv) without P's gradient tensor. Backward per head (same kernels, blocks
+ * and order as the two ops, so the same bits):
+ *   dP = dout v^T (lower triangle), dv += P^T dout      (as apply_merge)
+ *   dS_ij = scale P_ij (dP_ij - sum_k P_ik dP_ik)        (in place over dP)
+ *   dq += dS k, dk += dS^T q                             (as probs_qkv)
+ * saved: P [B*H, T, T], per-thread dP scratch [nthreads, T, T]. */
+
+typedef struct {
+    float *P, *scratch; /* [B*H, T, T], [nthreads, T, T] */
+    int nthreads, H;
+    float scale;
+} attqkv_saved;
+
+static void attention_qkv_backward(ag_node *n) {
+    ag_tensor *x = n->in[0], *out = n->out;
+    if (!x->grad) return;
+    const attqkv_saved *s = n->saved;
+    int H = s->H, B = x->shape[0], T = x->shape[1], C = x->shape[2] / 3, D = C / H, BH = B * H;
+    head_layout L = qkv_layout(H, T, C), Lo = {H, (size_t)T * C, (size_t)D, C};
+    int ld = L.ld, lo = Lo.ld;
+    float scale = s->scale;
+    ag_join join = {0};
+#pragma omp parallel num_threads(s->nthreads)
+    {
+#pragma omp for schedule(static) nowait
+        for (int h = 0; h < BH; h++) {
+            float *dP = s->scratch + (size_t)omp_get_thread_num() * T * T; /* [T, T], j <= i used */
+            size_t o = head_off(&L, h);
+            const float *Ph = s->P + (size_t)h * T * T, *gh = out->grad + head_off(&Lo, h);
+            const float *qh = x->data + o, *kh = qh + C, *vh = qh + 2 * C;
+            float *dq = x->grad + o, *dk = dq + C, *dv = dq + 2 * C;
+            for (int i0 = 0; i0 < T; i0 += AG_ATTN_BLOCK) {
+                int i1 = imin(i0 + AG_ATTN_BLOCK, T), m = i1 - i0;
+                const float *gb = gh + (size_t)i0 * lo; /* dout[i0:i1] */
+                ag_attn_nt(D, m, i1, i0, 1.0f, gb, lo, vh, ld, false, dP + (size_t)i0 * T, T);
+                ag_attn_tn(D, i1, m, i0, Ph + (size_t)i0 * T, T, gb, lo, dv, ld);
+            }
+            for (int i0 = 0; i0 < T; i0 += AG_ATTN_BLOCK) {
+                int i1 = imin(i0 + AG_ATTN_BLOCK, T), m = i1 - i0;
+                for (int i = i0; i < i1; i++) {
+                    const float *p = Ph + (size_t)i * T; /* [T] */
+                    float *ds = dP + (size_t)i * T;      /* [T]: dP row in, dS row out */
+                    float dot = dot_lanes(p, ds, i + 1);
+#pragma omp simd
+                    for (int j = 0; j <= i; j++) ds[j] = scale * p[j] * (ds[j] - dot);
+                }
+                ag_attn_nn(D, m, i1, i0, dP + (size_t)i0 * T, T, kh, ld, true, dq + (size_t)i0 * ld, ld);
+                ag_attn_tn(D, i1, m, i0, dP + (size_t)i0 * T, T, qh + (size_t)i0 * ld, ld, dk, ld);
+            }
+        }
+        ag_region_join(&join);
+    }
+}
+
+ag_tensor *ag_attention_qkv(ag_ctx *c, ag_tensor *qkv, int n_head) {
+    if (!qkv) return NULL;
+    assert(qkv->ndim == 3 && n_head >= 1 && qkv->shape[2] % (3 * n_head) == 0);
+    int B = qkv->shape[0], T = qkv->shape[1], C = qkv->shape[2] / 3, H = n_head, D = C / H, BH = B * H;
+    if (!ag_attn_direct(D)) return ag_attn_apply_merge(c, ag_attn_probs_qkv(c, qkv, H), qkv);
+    float scale = 1.0f / sqrtf((float)D);
+    ag_tensor *out = ag_new(c, 3, (int[]){B, T, C}, "attention_qkv");
+    float *P = ag_alloc(c, (size_t)BH * T * T * sizeof(float)); /* [BH, T, T] */
+    if (!out || !P) return NULL;
+    head_layout L = qkv_layout(H, T, C), Lo = {H, (size_t)T * C, (size_t)D, C};
+    int ld = L.ld, lo = Lo.ld;
+    ag_join join = {0};
+#pragma omp parallel
+    {
+#pragma omp for schedule(static) nowait
+        for (int h = 0; h < BH; h++) { /* probs_fwd then apply_fwd of one head (direct path) */
+            const float *qh = qkv->data + head_off(&L, h), *kh = qh + C, *vh = qh + 2 * C;
+            float *Ph = P + (size_t)h * T * T, *oh = out->data + head_off(&Lo, h);
+            for (int i0 = 0; i0 < T; i0 += AG_ATTN_BLOCK) {
+                int i1 = imin(i0 + AG_ATTN_BLOCK, T), m = i1 - i0;
+                ag_attn_nt(D, m, i1, i0, scale, qh + (size_t)i0 * ld, ld, kh, ld, false, Ph + (size_t)i0 * T, T);
+                for (int i = i0; i < i1; i++) causal_softmax_row(Ph + (size_t)i * T, i + 1, T);
+            }
+            for (int i0 = 0; i0 < T; i0 += AG_ATTN_BLOCK) {
+                int i1 = imin(i0 + AG_ATTN_BLOCK, T), m = i1 - i0;
+                ag_attn_nn(D, m, i1, i0, Ph + (size_t)i0 * T, T, vh, ld, false, oh + (size_t)i0 * lo, lo);
+            }
+        }
+        ag_region_join(&join);
+    }
+    ag_node *n = ag_record(c, "attention_qkv", attention_qkv_backward, out, qkv, NULL, NULL);
+    if (n) {
+        attqkv_saved *s = ag_alloc(c, sizeof *s);
+        int nthreads = omp_get_max_threads();
+        float *scratch = ag_alloc(c, (size_t)nthreads * T * T * sizeof(float));
+        if (!s || !scratch) return NULL;
+        *s = (attqkv_saved){P, scratch, nthreads, H, scale};
+        n->saved = s;
+    } else if (ag_error(c)) {
+        return NULL;
+    }
+    return out;
+}
+
 /* -------------------------------------------------------------- attention */
 
 ag_tensor *ag_attention(ag_ctx *c, ag_tensor *q, ag_tensor *k, ag_tensor *v, ag_tensor **probs) {

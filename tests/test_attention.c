@@ -509,6 +509,7 @@ static void test_direct_kernels_match_reference(void **state) {
 /* The attention ops on the direct path (D = 16, where the CPU has AVX-512F):
  * gradient checks of the fused qkv ops and of attn_probs / attn_apply. */
 static ag_tensor *f_qkv_fused(ag_ctx *c, ag_params *in, void *u);
+static ag_tensor *f_attention_qkv(ag_ctx *c, ag_params *in, void *u);
 static void test_gradcheck_direct(void **state) {
     (void)state;
     const shape4 s = {2, 2, 19, 16};
@@ -517,6 +518,7 @@ static void test_gradcheck_direct(void **state) {
     make_inputs(&p, 1, sh, (int[]){3}, 4300);
     int H = s.H;
     check_gc(f_qkv_fused, &H, &p, 41, "qkv fused D16", &s);
+    check_gc(f_attention_qkv, &H, &p, 43, "attention_qkv D16", &s);
     ag_params_free(&p);
     int sa[3][4] = {{s.B, s.H, s.T, s.D}, {s.B, s.H, s.T, s.D}, {s.B, s.H, s.T, s.D}};
     make_inputs(&p, 3, sa, NULL, 4301);
@@ -596,6 +598,10 @@ static ag_tensor *f_qkv_fused_out(ag_ctx *c, ag_params *in, void *u) {
     ag_tensor *x = ag_param(in, 0);
     return ag_attn_apply_merge(c, ag_attn_probs_qkv(c, x, H), x);
 }
+/* The output of the one-op form (ag_attention_qkv). */
+static ag_tensor *f_attention_qkv(ag_ctx *c, ag_params *in, void *u) {
+    return ag_attention_qkv(c, ag_param(in, 0), *(int *)u);
+}
 
 static void test_gradcheck_qkv_fused(void **state) {
     (void)state;
@@ -607,6 +613,7 @@ static void test_gradcheck_qkv_fused(void **state) {
         int H = s->H;
         check_gc(f_qkv_fused, &H, &p, 21 + si, "qkv fused", s);
         check_gc(f_qkv_fused_out, &H, &p, 31 + si, "qkv fused out", s);
+        check_gc(f_attention_qkv, &H, &p, 51 + si, "attention_qkv", s);
         ag_params_free(&p);
     }
 }
@@ -667,6 +674,56 @@ static void test_qkv_fused_matches_composition(void **state) {
     omp_set_num_threads(saved);
 }
 
+/* ag_attention_qkv against attn_probs_qkv + attn_apply_merge: the output and
+ * qkv's gradient at 2 threads, bit for bit, on the direct path (D = 16, 32;
+ * T of one block, a ragged second block) and on the ag_sgemm path (D = 5, or
+ * the direct kernels switched off), where it records the two ops. */
+static void test_attention_qkv_matches_two_ops(void **state) {
+    (void)state;
+    static const int cases[][5] = {{2, 3, 17, 16, 1}, {2, 2, 130, 32, 1}, {1, 2, 64, 32, 0}, {2, 3, 17, 5, 1}};
+    int saved = omp_get_max_threads();
+    omp_set_num_threads(2);
+    for (size_t ci = 0; ci < sizeof cases / sizeof cases[0]; ci++) {
+        int B = cases[ci][0], H = cases[ci][1], T = cases[ci][2], D = cases[ci][3], C = H * D;
+        ag_attn_direct_set(cases[ci][4] != 0);
+        ag_params p;
+        int sh[1][4] = {{B, T, 3 * C, 1}};
+        make_inputs(&p, 1, sh, (int[]){3}, 4400 + ci);
+        size_t no = (size_t)B * T * C, nx = (size_t)B * T * 3 * C;
+        float *R = malloc(no * sizeof(float)), *res[2][2];
+        assert_non_null(R);
+        ag_fill_uniform(R, no, -1.0f, 1.0f, 97 + ci);
+        for (int way = 0; way < 2; way++) {
+            ag_params_zero_grad(&p);
+            ag_ctx *c = ag_ctx_new();
+            ag_tensor *x = ag_param(&p, 0);
+            ag_tensor *y = way == 0 ? ag_attn_apply_merge(c, ag_attn_probs_qkv(c, x, H), x) : ag_attention_qkv(c, x, H);
+            assert_non_null(y);
+            assert_int_equal(c->n_nodes, way == 1 && ag_attn_direct(D) ? 1 : 2);
+            assert_int_equal(ag_backward_seed(c, y, R), 0);
+            float *bufs[2] = {y->data, x->grad};
+            size_t ns[2] = {no, nx};
+            for (int i = 0; i < 2; i++) {
+                res[way][i] = malloc(ns[i] * sizeof(float));
+                assert_non_null(res[way][i]);
+                memcpy(res[way][i], bufs[i], ns[i] * sizeof(float));
+            }
+            ag_ctx_free(c);
+        }
+        size_t ns[2] = {no, nx};
+        for (int i = 0; i < 2; i++) {
+            assert_true(max_abs(res[0][i], ns[i]) > 0.0f);
+            assert_memory_equal(res[0][i], res[1][i], ns[i] * sizeof(float));
+            free(res[0][i]);
+            free(res[1][i]);
+        }
+        free(R);
+        ag_params_free(&p);
+    }
+    ag_attn_direct_set(true);
+    omp_set_num_threads(saved);
+}
+
 /* Layout: split then merge of a [B, T, C] tensor is the identity, and part p
  * of a fused [B, T, 3C] picks channels [pC, (p+1)C). */
 static void test_split_merge_layout(void **state) {
@@ -706,6 +763,7 @@ static void test_null_and_inference(void **state) {
     assert_null(ag_attn_apply(c, NULL, NULL));
     assert_null(ag_attn_probs_qkv(c, NULL, 2));
     assert_null(ag_attn_apply_merge(c, NULL, NULL));
+    assert_null(ag_attention_qkv(c, NULL, 2));
     ag_tensor *P = (ag_tensor *)1;
     assert_null(ag_attention(c, NULL, NULL, NULL, &P));
     assert_null(P);
@@ -773,6 +831,7 @@ int main(void) {
         cmocka_unit_test(test_split_merge_layout),
         cmocka_unit_test(test_gradcheck_qkv_fused),
         cmocka_unit_test(test_qkv_fused_matches_composition),
+        cmocka_unit_test(test_attention_qkv_matches_two_ops),
         cmocka_unit_test(test_null_and_inference),
         cmocka_unit_test(test_sgemm_inside_parallel_region),
     };

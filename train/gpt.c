@@ -241,10 +241,17 @@ ag_tensor *tr_gpt_forward(ag_ctx *c, tr_gpt *m, const int *ids, int B, int T, co
                                     TR_GPT_LN_EPS);                                       /* [B,T,C] */
         ag_tensor *qkv = ag_linear(c, a, W(c, m, opt, y->qkv_w), Bias(c, m, opt, y->qkv_b, &bad)); /* [B,T,3C] */
         /* q, k, v read in place from qkv (no head copies): the same bits as
-         * split_heads + attention + merge_heads (test_attention) */
-        ag_tensor *P = ag_attn_probs_qkv(c, qkv, H);                                      /* [B,H,T,T] */
-        if (opt && opt->probs) opt->probs[l] = P;
-        ag_tensor *merged = ag_attn_apply_merge(c, P, qkv);                               /* [B,T,C] */
+         * split_heads + attention + merge_heads (test_attention). A caller
+         * that reads P gets it as a tensor (two ops); otherwise one fused op
+         * keeps P to itself and needs no gradient for it (same bits). */
+        ag_tensor *merged; /* [B,T,C] */
+        if (opt && opt->probs) {
+            ag_tensor *P = ag_attn_probs_qkv(c, qkv, H); /* [B,H,T,T] */
+            opt->probs[l] = P;
+            merged = ag_attn_apply_merge(c, P, qkv);
+        } else {
+            merged = ag_attention_qkv(c, qkv, H);
+        }
         ag_tensor *proj = ag_linear(c, merged, W(c, m, opt, y->proj_w), Bias(c, m, opt, y->proj_b, &bad));
         x = ag_add(c, x, proj);
         /* MLP sub-block */
