@@ -282,20 +282,24 @@ INLINE T_512 __m512d exp8(__m512d xd, __m512d t0, __m512d t1, __m512d t2, __m512
     return _mm512_mul_pd(y, sc);
 }
 
-/* inf_expf of 16 floats (any value: lanes at or beyond 88 in magnitude, and
- * NaN, go to inf_expf one by one). */
+/* inf_expf of 16 floats (any value: the lanes at or beyond 88 in magnitude,
+ * and NaN, are redone one by one by inf_expf, which hands them to libm). */
 INLINE T_512 __m512 exp16(__m512 u, __m512d t0, __m512d t1, __m512d t2, __m512d t3) {
     __m512i top = _mm512_and_si512(_mm512_srli_epi32(_mm512_castps_si512(u), 20), _mm512_set1_epi32(0x7ff));
-    if (_mm512_cmpge_epi32_mask(top, _mm512_set1_epi32(INF_EXP_BIG))) {
-        float ut[16], et[16];
-        _mm512_storeu_ps(ut, u);
-        for (int j = 0; j < 16; j++) et[j] = inf_expf(ut[j]);
-        return _mm512_loadu_ps(et);
-    }
+    __mmask16 big = _mm512_cmpge_epi32_mask(top, _mm512_set1_epi32(INF_EXP_BIG));
     __m256 elo = _mm512_cvtpd_ps(exp8(_mm512_cvtps_pd(_mm512_castps512_ps256(u)), t0, t1, t2, t3));
     __m256 ehi = _mm512_cvtpd_ps(
         exp8(_mm512_cvtps_pd(_mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(u), 1))), t0, t1, t2, t3));
-    return _mm512_castpd_ps(_mm512_insertf64x4(_mm512_castps_pd(_mm512_castps256_ps512(elo)), _mm256_castps_pd(ehi), 1));
+    __m512 e = _mm512_castpd_ps(_mm512_insertf64x4(_mm512_castps_pd(_mm512_castps256_ps512(elo)), _mm256_castps_pd(ehi), 1));
+    if (big) {
+        float ut[16], et[16];
+        _mm512_storeu_ps(ut, u);
+        _mm512_storeu_ps(et, e);
+        for (int j = 0; j < 16; j++)
+            if (big >> j & 1) et[j] = inf_expf(ut[j]);
+        e = _mm512_loadu_ps(et);
+    }
+    return e;
 }
 
 T_512 double inf_softmax_avx512(float *sc, int n, float scale) {
