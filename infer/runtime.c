@@ -45,7 +45,7 @@ static int model_prepare(inf_model *m, char *err, size_t errlen) {
     m->lnf_w = vec(f, "lnf.w");
     m->lnf_b = c->bias ? vec(f, "lnf.b") : NULL;
     if (weight(&m->head, f, c->tied ? "wte" : "lm_head.w", err, errlen)) return -1;
-    m->decode_weights = (size_t)m->head.N * m->head.K;
+    m->decode_bytes = (size_t)inf_file_find(f, c->tied ? "wte" : "lm_head.w")->bytes;
     m->layer = calloc((size_t)m->n_layer, sizeof *m->layer);
     if (!m->layer) {
         snprintf(err, errlen, "model: out of memory");
@@ -68,8 +68,8 @@ static int model_prepare(inf_model *m, char *err, size_t errlen) {
         if (weight(&L->qkv, f, NAME("attn.qkv.w"), err, errlen) || weight(&L->proj, f, NAME("attn.proj.w"), err, errlen) ||
             weight(&L->fc, f, NAME("mlp.fc.w"), err, errlen) || weight(&L->mproj, f, NAME("mlp.proj.w"), err, errlen))
             return -1;
-        const inf_weight *ws[4] = {&L->qkv, &L->proj, &L->fc, &L->mproj};
-        for (int i = 0; i < 4; i++) m->decode_weights += (size_t)ws[i]->N * ws[i]->K;
+        const char *ws[4] = {"attn.qkv.w", "attn.proj.w", "mlp.fc.w", "mlp.proj.w"};
+        for (int i = 0; i < 4; i++) m->decode_bytes += (size_t)inf_file_find(f, NAME(ws[i]))->bytes;
 #undef NAME
     }
     return 0;
@@ -408,7 +408,7 @@ static int decode_scratch(inf_session *s, int n) {
 /* One token at position s->pos (the cache has room): logits[V] if not NULL. */
 static int decode_token(inf_session *s, int id, float *logits) {
     const inf_model *m = s->m;
-    int C = m->C, nth = omp_in_parallel() || m->decode_weights < s->decode_par_min ? 1 : ag_get_threads();
+    int C = m->C, nth = omp_in_parallel() || m->decode_bytes < s->decode_par_min ? 1 : ag_get_threads();
     if (nth < 1) nth = 1;
     if (decode_scratch(s, nth)) return -1;
     const inf_type_traits *te = inf_type(m->wte->dtype), *tp = inf_type(m->wpe->dtype);

@@ -38,7 +38,7 @@ typedef struct inf_model {
     const float *lnf_w, *lnf_b;
     inf_weight head;         /* [V, C]: lm_head.w, or wte when tied */
     inf_layer *layer;        /* [n_layer] */
-    size_t decode_weights;   /* weights one decoded token multiplies (every layer's and the head's) */
+    size_t decode_bytes;     /* bytes of the weights one decoded token reads (every layer's and the head's) */
 } inf_model;
 
 /* Opens and validates a model file (inf_file_open) and prepares its weights.
@@ -62,7 +62,7 @@ typedef struct inf_session {
     int cap;
     double *probs;           /* [V] sampling scratch */
     /* the one-token decode step (runtime.c): it uses every thread
-     * (ag_get_threads) when the model's decode_weights >= decode_par_min
+     * (ag_get_threads) when the model's decode_bytes >= decode_par_min
      * (INF_DECODE_PAR_MIN after init; 0 = always), else one; per-thread
      * scratch for up to nthr threads and the stages' work counters */
     size_t decode_par_min;
@@ -72,13 +72,14 @@ typedef struct inf_session {
     struct inf_stage *stage; /* [n_layer * 5 + 2]: the stages, then the count of threads done */
 } inf_session;
 
-/* Weights per token below which the decode step runs on one thread: such a
- * token takes well under 100 us on one core, and a second thread arrives
- * 17-35 us after the step's parallel region opens on a quiet machine
- * (hundreds of microseconds on a busy one) while the first must wait for it
- * to leave. The nanoGPT baseline model (0.8 M weights) stays on one thread,
- * the "small" model (10.7 M) uses every thread. */
-#define INF_DECODE_PAR_MIN ((size_t)1 << 21)
+/* Weight bytes per token below which the decode step runs on one thread.
+ * Such a token takes tens of microseconds, and a second thread arrives 17-35
+ * us after the step's parallel region opens on a quiet machine (hundreds of
+ * microseconds when another process holds the other core) while the first
+ * must wait for it to leave; what two cores gain is mostly bandwidth. On the
+ * nanoGPT baseline model at 2 threads, splitting made f32 (3.3 MB) 1.2x
+ * faster, q8 (0.9 MB) even and q4 (0.6 MB) 1.2x slower than one thread. */
+#define INF_DECODE_PAR_MIN ((size_t)2 << 20)
 
 /* Makes a session for m (which must outlive it) with the kernels' instruction
  * set (clamped to what the CPU has) and activation limbs (1..3; 3 keeps

@@ -168,7 +168,7 @@ static void test_decode_same_bits_any_thread_count(void **state) {
             ag_set_threads(nt);
             inf_session s;
             assert_int_equal(inf_session_init(&s, &m, inf_isa_best(), 3, err, sizeof err), 0);
-            assert_true(m.decode_weights < s.decode_par_min); /* this small model decodes on one thread ... */
+            assert_true(m.decode_bytes < s.decode_par_min); /* this small model decodes on one thread ... */
             s.decode_par_min = 0;                              /* ... unless told otherwise */
             for (int rep = 0; rep < 2; rep++) { /* the second pass reuses the session's scratch */
                 inf_session_reset(&s);
