@@ -11,9 +11,10 @@
 # median (min, max) over rounds of the ratio to the same round's f32 figure.
 # Environment: ROUNDS (default 7), THREADS (default "1 2"), LIMBS (default 3),
 # KEEP=1 keeps the work directory; OMP_WAIT_POLICY is passed through (unset =
-# libgomp's default, which spins briefly: decode opens about 20 parallel
-# regions per token, and with PASSIVE each one wakes a sleeping thread). docs/inference.md has figures and what
-# they mean; bench/bench_infer.py compares with PyTorch and reports loss.
+# libgomp's default, which spins briefly; with PASSIVE the decode step's one
+# parallel region per token wakes a sleeping thread). docs/inference.md has
+# figures and what they mean; bench/bench_infer.py compares with PyTorch and
+# reports loss.
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 build=${1:-$here/../build}
