@@ -6,6 +6,7 @@
 #include <string.h>
 
 #include "autograd/parallel.h"
+#include "autograd/vecmath.h"
 #include "kernels_internal.h"
 
 /* ------------------------------------------------------------------ dispatch */
@@ -75,73 +76,51 @@ inf_dkernel inf_dkernel_for(inf_isa isa, int dtype) {
     return q8 ? inf_deq_q8_scalar : inf_deq_q4_scalar;
 }
 
-const uint64_t inf_exp_tab[32] = {
-    0x3ff0000000000000, 0x3fefd9b0d3158574, 0x3fefb5586cf9890f, 0x3fef9301d0125b51,
-    0x3fef72b83c7d517b, 0x3fef54873168b9aa, 0x3fef387a6e756238, 0x3fef1e9df51fdee1,
-    0x3fef06fe0a31b715, 0x3feef1a7373aa9cb, 0x3feedea64c123422, 0x3feece086061892d,
-    0x3feebfdad5362a27, 0x3feeb42b569d4f82, 0x3feeab07dd485429, 0x3feea47eb03a5585,
-    0x3feea09e667f3bcd, 0x3fee9f75e8ec5f74, 0x3feea11473eb0187, 0x3feea589994cce13,
-    0x3feeace5422aa0db, 0x3feeb737b0cdc5e5, 0x3feec49182a3f090, 0x3feed503b23e255d,
-    0x3feee89f995ad3ad, 0x3feeff76f2fb5e47, 0x3fef199bdd85529c, 0x3fef3720dcef9069,
-    0x3fef5818dcfba487, 0x3fef7c97337b9b5f, 0x3fefa4afa2a490da, 0x3fefd0765b6e4540,
-};
-
-/* exp(x) = 2^(k/32) 2^(r/32) with k = round(x 32/ln2), r = x 32/ln2 - k
- * (|r| <= 1/2): the first factor from the table, the second a cubic in r. */
-float inf_expf(float x) {
-    uint32_t ix;
-    memcpy(&ix, &x, sizeof ix);
-    if (((ix >> 20) & 0x7ff) >= INF_EXP_BIG) return expf(x);
-    double xd = x, kd = fma(INF_EXP_INVLN2N, xd, INF_EXP_SHIFT);
-    uint64_t ki;
-    memcpy(&ki, &kd, sizeof ki);
-    kd -= INF_EXP_SHIFT;
-    double r = fma(INF_EXP_INVLN2N, xd, -kd);
-    uint64_t t = inf_exp_tab[ki % 32] + (ki << 47);
-    double sc;
-    memcpy(&sc, &t, sizeof sc);
-    double z = fma(r, INF_EXP_C0, INF_EXP_C1), r2 = r * r, y = fma(r, INF_EXP_C2, 1.0);
-    y = fma(z, r2, y);
-    return (float)(y * sc);
-}
-
-void inf_gelu_scalar(float *x, const float *b, int n) {
-    for (int i = 0; i < n; i++) {
-        float v = b ? x[i] + b[i] : x[i];
-        x[i] = v / (1.0f + inf_expf(-2.0f * INF_GELU_K * (v + INF_GELU_A * v * v * v)));
+/* GELU and the softmax numerators are the training ops' own arithmetic: the
+ * same expressions, with the exponential of autograd/vecmath.h (pare's
+ * branch-free exp and logistic function, plain IEEE operations in a fixed
+ * order). GCC compiles each function for SSE2, AVX2 and AVX-512 (target
+ * clones, picked at load time) and, with contraction off, every clone gives
+ * the same bits, so one function serves every instruction set, and the
+ * runtime's activations are the training forward's bits for the same
+ * inputs. */
+AG_SIMD_CLONES void inf_gelu(float *x, const float *b, int n) {
+    if (b) {
+#pragma omp simd
+        for (int i = 0; i < n; i++) {
+            float v = x[i] + b[i];
+            x[i] = v * ag_inv_1p_exp(-2.0f * INF_GELU_K * (v + INF_GELU_A * v * v * v));
+        }
+    } else {
+#pragma omp simd
+        for (int i = 0; i < n; i++) {
+            float v = x[i];
+            x[i] = v * ag_inv_1p_exp(-2.0f * INF_GELU_K * (v + INF_GELU_A * v * v * v));
+        }
     }
 }
 
-double inf_softmax_scalar(float *sc, int n, float scale) {
-    float mx = -INFINITY;
-    for (int j = 0; j < n; j++) {
-        sc[j] *= scale;
-        if (sc[j] > mx) mx = sc[j];
-    }
+AG_SIMD_CLONES double inf_softmax(float *sc, int n, float scale) {
+#pragma omp simd
+    for (int j = 0; j < n; j++) sc[j] *= scale;
+    float mx = -INFINITY; /* a maximum is exact in any order; NaN never wins it */
+#pragma omp simd reduction(max : mx)
+    for (int j = 0; j < n; j++) mx = sc[j] > mx ? sc[j] : mx;
+#pragma omp simd
+    for (int j = 0; j < n; j++) sc[j] = ag_exp_nonpos(sc[j] - mx);
     double sum = 0.0;
-    for (int j = 0; j < n; j++) {
-        sc[j] = inf_expf(sc[j] - mx);
-        sum += sc[j];
-    }
+    for (int j = 0; j < n; j++) sum += sc[j];
     return sum;
 }
 
 inf_softmax_fn inf_softmax_for(inf_isa isa) {
-#if defined(__x86_64__)
-    if (isa == INF_ISA_AVX512) return inf_softmax_avx512;
-#else
     (void)isa;
-#endif
-    return inf_softmax_scalar;
+    return inf_softmax;
 }
 
 inf_gelu_fn inf_gelu_for(inf_isa isa) {
-#if defined(__x86_64__)
-    if (isa == INF_ISA_AVX512) return inf_gelu_avx512;
-#else
     (void)isa;
-#endif
-    return inf_gelu_scalar;
+    return inf_gelu;
 }
 
 void inf_wsum_scalar(float *y, const float *c, float scale, const float *v, int m, int n, int ldv) {

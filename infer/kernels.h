@@ -143,23 +143,17 @@ inf_dkernel inf_dkernel_for(inf_isa isa, int dtype);
 typedef void (*inf_wsum_fn)(float *y, const float *c, float scale, const float *v, int m, int n, int ldv);
 inf_wsum_fn inf_wsum_for(inf_isa isa);
 
-/* exp(x) by a 32-entry table and a degree-3 polynomial in double, the
- * algorithm of glibc's expf (since 2.28) with its constants and, where glibc
- * fuses a multiply-add on FMA machines, the same fused operations, so on
- * such a machine it returns expf's bits (tests/test_kernels.c counts the
- * agreement and checks 1 ulp anywhere). |x| >= 88, infinities and NaN go
- * to libm's expf. The runtime's GELU uses it so that a SIMD version can give
- * the same bits as this scalar one. */
-float inf_expf(float x);
-
-/* x[i] = gelu(x[i] + b[i]) for i < n (b may be NULL: no bias), the tanh form
- * of the training op written as x / (1 + exp(-2 sqrt(2/pi) (x + 0.044715 x^3)))
- * with inf_expf; every instruction set gives the same bits. */
+/* x[i] = gelu(x[i] + b[i]) for i < n (b may be NULL: no bias): the tanh form
+ * of the training op with the training op's arithmetic,
+ * x / (1 + exp(-2 sqrt(2/pi) (x + 0.044715 x^3))) computed as
+ * x * ag_inv_1p_exp(...) (autograd/vecmath.h); the same bits on every
+ * instruction set (isa is accepted for symmetry with the other kernels). */
 typedef void (*inf_gelu_fn)(float *x, const float *b, int n);
 inf_gelu_fn inf_gelu_for(inf_isa isa);
 
 /* Attention's softmax numerators: sc[j] = sc[j] * scale, then with m the
- * largest of them sc[j] = inf_expf(sc[j] - m) for j < n (n >= 1); returns
+ * largest of them sc[j] = exp(sc[j] - m) for j < n (n >= 1), the exponential
+ * being the training softmax's ag_exp_nonpos (autograd/vecmath.h); returns
  * their sum, accumulated in double in the order j = 0, 1, ... Every
  * instruction set gives the same bits (the maximum does not depend on the
  * order, NaN never wins it, and which zero wins does not change sc - m). */

@@ -49,23 +49,12 @@ void inf_deq_q4_scalar(const inf_weight *w, float *out, int ldo, int rb0, int rb
 void inf_deq_q8_avx512(const inf_weight *w, float *out, int ldo, int rb0, int rb1);
 void inf_deq_q4_avx512(const inf_weight *w, float *out, int ldo, int rb0, int rb1);
 
-/* inf_expf's tables and constants (kernels.c): entry i of the table is
- * the bits of 2^(i/32) minus i << 47, so that adding k << 47 for k = i mod 32
- * scales it by 2^(k div 32). */
-extern const uint64_t inf_exp_tab[32];
-#define INF_EXP_INVLN2N 0x1.71547652b82fep+5 /* 32 / ln 2 */
-#define INF_EXP_SHIFT 0x1.8p+52             /* round to integer by adding it */
-#define INF_EXP_C0 0x1.c6af84b912394p-20
-#define INF_EXP_C1 0x1.ebfce50fac4f3p-13
-#define INF_EXP_C2 0x1.62e42ff0c52d6p-6
-#define INF_EXP_BIG 0x42b                   /* top 12 bits of 88.0f: from here on libm */
+/* GELU's constants: the training op's (autograd/ops_elementwise.c). */
 #define INF_GELU_K 0.7978845608028654f      /* sqrt(2/pi) */
 #define INF_GELU_A 0.044715f
 
-double inf_softmax_scalar(float *sc, int n, float scale);
-double inf_softmax_avx512(float *sc, int n, float scale);
-void inf_gelu_scalar(float *x, const float *b, int n);
-void inf_gelu_avx512(float *x, const float *b, int n);
+double inf_softmax(float *sc, int n, float scale);
+void inf_gelu(float *x, const float *b, int n);
 
 void inf_wsum_scalar(float *y, const float *c, float scale, const float *v, int m, int n, int ldv);
 void inf_wsum_avx512(float *y, const float *c, float scale, const float *v, int m, int n, int ldv);
