@@ -91,7 +91,10 @@ typedef struct inf_kctx {
     size_t cap_a, cap_t, cap_s, cap_w;
 } inf_kctx;
 
-/* Token count from which quantized products dequantize and call sgemm. */
+/* Token count from which int4 products dequantize and call sgemm. int8
+ * products use the integer kernel at every token count: with its token tile
+ * it is faster than dequantizing and sgemm (small model prompt 1.35x f32's,
+ * docs/inference.md), and int4's tile kernel is not. */
 #define INF_GEMM_MIN_T 16
 
 /* Initialises k for isa (clamped to inf_isa_best()) and limbs (1..3). */
