@@ -451,10 +451,12 @@ void inf_deq_q4_scalar(const inf_weight *w, float *out, int ldo, int rb0, int rb
  * cross this line and use every thread. */
 #define INF_QPAR_MIN (1 << 22)
 
-/* The same for batched int8 products (prompts, evaluation): the nanoGPT
- * baseline's 64-token prompt has products of 3M multiply-adds, about 50 us on
- * one thread, worth splitting. */
-#define INF_QPAR_BATCH_MIN (1 << 20)
+/* The same for batched int8 products (prompts, evaluation): 4M multiply-adds,
+ * the size from which ag_sgemm splits f32 products. At the nanoGPT baseline's
+ * 64-token prompt (products of 1M to 4M multiply-adds) under
+ * OMP_WAIT_POLICY=PASSIVE, splitting from 1M made the int8 prompt 0.83-0.96x
+ * f32 at 2 threads, from 4M 0.95-1.07x (paired runs, docs/inference.md). */
+#define INF_QPAR_BATCH_MIN (1 << 22)
 
 int inf_matmul(inf_kctx *k, const inf_weight *w, const float *x, int T, float *out) {
     if (w->dtype == INF_F32) {
