@@ -34,7 +34,10 @@ static void sgemm1(bool ta, bool tb, int M, int N, int K, float alpha, const flo
 
 /* A product worth splitting: at least this many flops (2 M N K), and a block
  * of at least AG_SPLIT_ALIGN rows or columns per thread. Below that, one
- * OpenBLAS call (which picks its own thread count). */
+ * single-threaded OpenBLAS call: left to itself, OpenBLAS threads products
+ * far smaller than this, and its threads then wait for each other in
+ * sched_yield loops (the runtime's evaluation of 17-token rows at 2 threads
+ * ran 10x slower than at 1 thread that way, docs/threading.md). */
 #define SPLIT_MIN_FLOPS 8e6
 
 /* Whether ag_sgemm would split this product over the pool, and along which
@@ -81,7 +84,8 @@ static void sgemm_run(bool ta, bool tb, int M, int N, int K, float alpha, const 
                       const float *B, int ldb, float beta, float *C, int ldc) {
     char dim = split_dim(M, N, K, g_threads);
     if (!dim) {
-        sgemm1(ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
+        if (g_threads > 1 && !omp_in_parallel()) ag_sgemm_single(ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
+        else sgemm1(ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
         return;
     }
     ag_join j = {0};
