@@ -10,6 +10,7 @@
 #include <math.h>
 #include <stdlib.h>
 #include <omp.h>
+#include <cblas.h>
 #include <string.h>
 
 #include "autograd/gradcheck.h"
@@ -500,7 +501,9 @@ static void test_region_join(void **state) {
 
 static void test_sgemm_split_matches_single_call(void **state) {
     (void)state;
-    static const int shapes[][3] = {{1000, 77, 130}, {40, 600, 300}, {2048, 384, 128}, {129, 129, 257}};
+    /* the last shape is below the split threshold: one call with OpenBLAS on
+     * one thread, after which the pool's thread count must be back */
+    static const int shapes[][3] = {{1000, 77, 130}, {40, 600, 300}, {2048, 384, 128}, {129, 129, 257}, {17, 384, 128}};
     size_t cap = (size_t)2048 * 600;
     float *A = malloc(cap * sizeof *A), *B = malloc(cap * sizeof *B);
     float *C1 = malloc(cap * sizeof *C1), *C2 = malloc(cap * sizeof *C2);
@@ -521,6 +524,7 @@ static void test_sgemm_split_matches_single_call(void **state) {
                 ag_fill_uniform(C1, cap, -1.0f, 1.0f, 13);
                 memcpy(C2, C1, cap * sizeof *C1);
                 ag_sgemm(ta, tb, M, N, K, 0.5f, A, lda, B, ldb, (float)beta, C1, ldc);
+                assert_int_equal(openblas_get_num_threads(), 2);
                 ag_sgemm_single(ta, tb, M, N, K, 0.5f, A, lda, B, ldb, (float)beta, C2, ldc);
                 assert_memory_equal(C1, C2, cap * sizeof *C1);
                 /* and it is the product: one element against a double sum */
