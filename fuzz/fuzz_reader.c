@@ -11,6 +11,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "autograd/hash.h"
 #include "infer/format.h"
 #include "infer/runtime.h"
 
@@ -41,7 +42,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     memcpy(a, data, size);
     try_parse(a, size);
     if (size >= 8) {
-        uint64_t h = inf_fnv1a(INF_FNV_INIT, a, size - 8);
+        uint64_t h = ag_fnv1a(AG_FNV_INIT, a, size - 8);
         memcpy(a + size - 8, &h, 8);
         try_parse(a, size);
     }

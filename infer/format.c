@@ -1,6 +1,7 @@
 /* format.c - the model file: storage-type traits, the validating reader and
  * the atomic writer (layout in format.h and docs/format.md). */
 #include "format.h"
+#include "autograd/hash.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -17,14 +18,6 @@
 #error "pare's model file reader assumes a little-endian host"
 #endif
 
-uint64_t inf_fnv1a(uint64_t h, const void *p, size_t n) {
-    const uint8_t *b = p;
-    for (size_t i = 0; i < n; i++) {
-        h ^= b[i];
-        h *= 0x100000001b3ULL;
-    }
-    return h;
-}
 
 /* ------------------------------------------------------------ type traits */
 
@@ -609,7 +602,7 @@ int inf_file_parse(inf_file *f, const uint8_t *buf, size_t len, const char *name
     }
     if (check_model(c, f, by, entry_at, seen, table_start)) goto fail;
     if (check_contents(c, f)) goto fail;
-    uint64_t want_sum = rd64(buf + len - 8), sum = inf_fnv1a(INF_FNV_INIT, buf, len - 8);
+    uint64_t want_sum = rd64(buf + len - 8), sum = ag_fnv1a(AG_FNV_INIT, buf, len - 8);
     if (sum != want_sum) {
         fail_at(c, len - 8, "checksum", "stored %016llx, computed %016llx: the file is corrupted",
                 (unsigned long long)want_sum, (unsigned long long)sum);
@@ -843,7 +836,7 @@ int inf_file_write(const char *path, const inf_config *cfg, uint32_t vocab_kind,
         goto fail;
     }
     static const uint8_t zeros[INF_ALIGN] = {0};
-    uint64_t h = inf_fnv1a(INF_FNV_INIT, hd.p, hd.len);
+    uint64_t h = ag_fnv1a(AG_FNV_INIT, hd.p, hd.len);
     int rc = write_all(fd, hd.p, hd.len);
     uint64_t at = hd.len;
     free(hd.p);
@@ -851,12 +844,12 @@ int inf_file_write(const char *path, const inf_config *cfg, uint32_t vocab_kind,
         uint64_t target = i < n_tensors ? offs[i] : last_end;
         while (rc == 0 && at < target) {
             size_t n = (size_t)(target - at < INF_ALIGN ? target - at : INF_ALIGN);
-            h = inf_fnv1a(h, zeros, n);
+            h = ag_fnv1a(h, zeros, n);
             rc = write_all(fd, zeros, n);
             at += n;
         }
         if (i == n_tensors || rc) break;
-        h = inf_fnv1a(h, t[i].data, t[i].bytes);
+        h = ag_fnv1a(h, t[i].data, t[i].bytes);
         rc = write_all(fd, t[i].data, t[i].bytes);
         at += t[i].bytes;
     }

@@ -169,9 +169,6 @@ const inf_tensor *inf_file_find(const inf_file *f, const char *name);
  * bytes, NUL-terminated, truncated if longer), or NULL when absent. */
 const char *inf_file_meta(const inf_file *f, const char *key, char *buf, size_t n);
 
-/* FNV-1a 64 of p[0, n), continuing from h (start: INF_FNV_INIT). */
-#define INF_FNV_INIT 0xcbf29ce484222325ULL
-uint64_t inf_fnv1a(uint64_t h, const void *p, size_t n);
 
 /* ---- writing -------------------------------------------------------------- */
 

@@ -13,6 +13,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "autograd/hash.h"
 #include "train/checkpoint.h"
 #include "train/data.h"
 #include "train/trainer.h"
@@ -157,7 +158,7 @@ static void test_damage_is_rejected(void **state) {
     /* a section length past the end, with a valid checksum over the lie */
     memcpy(c, b, n);
     c[32 + 8] = 0xff;
-    uint64_t h = tr_hash(TR_HASH_INIT, c + 32, n - 32);
+    uint64_t h = ag_fnv1a(AG_FNV_INIT, c + 32, n - 32);
     for (int i = 0; i < 8; i++) c[24 + i] = (uint8_t)(h >> (8 * i));
     expect_reject(c, n, "section AAAA claims");
 
@@ -247,7 +248,7 @@ static void test_model_round_trip(void **state) {
     for (int i = 0; i < 8; i++) b[tens_hdr + 8 + i] = (uint8_t)(newlen >> (8 * i));
     memmove(b + tens_hdr + 16 + newlen, b + tens_hdr + 16 + newlen + cut, n - (tens_hdr + 16 + newlen + cut));
     n -= cut;
-    uint64_t payload = n - 32, h = tr_hash(TR_HASH_INIT, b + 32, n - 32);
+    uint64_t payload = n - 32, h = ag_fnv1a(AG_FNV_INIT, b + 32, n - 32);
     for (int i = 0; i < 8; i++) {
         b[16 + i] = (uint8_t)(payload >> (8 * i));
         b[24 + i] = (uint8_t)(h >> (8 * i));

@@ -14,6 +14,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "autograd/hash.h"
 #include "infer/format.h"
 #include "infer/runtime.h"
 #include "model_fixture.h"
@@ -57,7 +58,7 @@ static uint64_t get64(const uint8_t *p) {
     return v;
 }
 
-static void fix_checksum(uint8_t *b, size_t len) { put64(b + len - 8, inf_fnv1a(INF_FNV_INIT, b, len - 8)); }
+static void fix_checksum(uint8_t *b, size_t len) { put64(b + len - 8, ag_fnv1a(AG_FNV_INIT, b, len - 8)); }
 
 /* Offset of the table entry of tensor `name`. */
 static size_t entry_of(const uint8_t *b, const char *name) {

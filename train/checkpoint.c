@@ -10,6 +10,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "autograd/hash.h"
 #include "data.h"
 
 /* ------------------------------------------------------------ byte order */
@@ -170,7 +171,7 @@ int tr_ckpt_write(tr_ckpt_writer *w, const char *path, char *err, size_t errlen)
     put_u32(head + 8, TR_CKPT_VERSION);
     put_u32(head + 12, w->n_sections);
     put_u64(head + 16, (uint64_t)w->len);
-    put_u64(head + 24, tr_hash(TR_HASH_INIT, w->buf, w->len));
+    put_u64(head + 24, ag_fnv1a(AG_FNV_INIT, w->buf, w->len));
 
     char tmp[4096];
     if ((size_t)snprintf(tmp, sizeof tmp, "%s.tmp", path) >= sizeof tmp) {
@@ -274,7 +275,7 @@ int tr_ckpt_read(tr_ckpt_file *f, const char *path, char *err, size_t errlen) {
         goto fail;
     }
     const uint8_t *p = f->buf + TR_CKPT_HEADER;
-    if (tr_hash(TR_HASH_INIT, p, (size_t)payload) != sum) {
+    if (ag_fnv1a(AG_FNV_INIT, p, (size_t)payload) != sum) {
         snprintf(err, errlen, "checkpoint %s: checksum mismatch (the file is corrupted)", path);
         goto fail;
     }

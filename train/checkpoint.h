@@ -9,7 +9,7 @@
  *   8       4     u32 format version (TR_CKPT_VERSION)
  *   12      4     u32 number of sections N
  *   16      8     u64 payload length P (bytes after this 32-byte header)
- *   24      8     u64 FNV-1a 64 checksum of those P bytes (tr_hash, data.h)
+ *   24      8     u64 FNV-1a 64 checksum of those P bytes (ag_fnv1a, autograd/hash.h)
  *   32      P     N sections, each: 4-byte ASCII tag, u32 0 (reserved),
  *                 u64 length L, then L bytes
  *

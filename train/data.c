@@ -13,6 +13,7 @@
 
 #include "builtin.h"
 #include "autograd/errmsg.h"
+#include "autograd/hash.h"
 
 /* A byte as it should appear in a message: 'c' when printable, else 0xNN. */
 static const char *byte_str(uint8_t b, char buf[8]) {
@@ -23,14 +24,6 @@ static const char *byte_str(uint8_t b, char buf[8]) {
     return buf;
 }
 
-uint64_t tr_hash(uint64_t h, const void *p, size_t n) {
-    const uint8_t *b = p;
-    for (size_t i = 0; i < n; i++) {
-        h ^= b[i];
-        h *= 0x100000001b3ULL;
-    }
-    return h;
-}
 
 /* ---- vocabulary ---------------------------------------------------------- */
 
@@ -270,7 +263,7 @@ static int open_text(tr_dataset *d, const char *path, const tr_data_opts *o, cha
         tr_vocab_byte(&d->vocab);
     d->kind = TR_DATA_TEXT;
     d->source_bytes = n;
-    d->hash = tr_hash(TR_HASH_INIT, text, n);
+    d->hash = ag_fnv1a(AG_FNV_INIT, text, n);
     d->floor = NAN;
     int rc = make_stream(d, text, n, err, errlen);
     free(text);
@@ -322,7 +315,7 @@ static int open_markov(tr_dataset *d, const tr_data_opts *o, char *err, size_t e
     d->floor = tr_markov_window_floor(&m, d->ctx);
     tr_markov_free(&m);
     d->source_bytes = n;
-    d->hash = tr_hash(TR_HASH_INIT, text, n);
+    d->hash = ag_fnv1a(AG_FNV_INIT, text, n);
     int rc = make_stream(d, text, n, err, errlen);
     free(text);
     return rc;
@@ -358,12 +351,12 @@ static int open_task(tr_dataset *d, int task, const tr_data_opts *o, char *err, 
     char desc[128];
     int dl = snprintf(desc, sizeof desc, "task %s alpha %d len %d..%d seed %llu", task_names[task], d->task_alpha,
                       d->task_min_len, d->task_max_len, (unsigned long long)d->seed);
-    uint64_t h = tr_hash(TR_HASH_INIT, desc, (size_t)dl);
+    uint64_t h = ag_fnv1a(AG_FNV_INIT, desc, (size_t)dl);
     uint8_t ex[256];
     for (long k = 0; k < 256; k++) {
         int len;
         task_val_example(d, k, ex, &len);
-        h = tr_hash(h, ex, (size_t)len);
+        h = ag_fnv1a(h, ex, (size_t)len);
     }
     d->hash = h;
     d->source_bytes = 0;

@@ -207,9 +207,5 @@ int tr_data_val_batch(const tr_dataset *d, int i, tr_batch *b, char *err, size_t
  * (the caller zeroes them, so batches accumulate). */
 void tr_batch_accuracy(const tr_batch *b, const float *logits, int V, long *correct, long *total);
 
-/* FNV-1a 64-bit hash of p[0, n), continuing from h (start with
- * TR_HASH_INIT). */
-#define TR_HASH_INIT 0xcbf29ce484222325ULL
-uint64_t tr_hash(uint64_t h, const void *p, size_t n);
 
 #endif
