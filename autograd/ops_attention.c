@@ -468,6 +468,21 @@ ag_tensor *ag_merge_heads(ag_ctx *c, ag_tensor *y) {
  * dq += dS k / sqrt(D), dk += dS^T q / sqrt(D), dS_ij = P_ij (dP_ij - sum_k P_ik dP_ik)
  * saved: per-thread scratch for dS blocks; iarg[0] = its thread count. */
 
+/* What both probs ops keep for their backward, in node n (NULL: nothing is
+ * recorded, grad mode off): a softmax-backward scratch row block per thread
+ * (iarg[0] = the thread count it was sized for) and the scale (farg[0]).
+ * false when the context holds an error (n could not be recorded, or the
+ * scratch could not be allocated). */
+static bool save_probs_scratch(ag_ctx *c, ag_node *n, int T, float scale) {
+    if (!n) return !ag_error(c);
+    int nthreads = omp_get_max_threads();
+    n->saved = ag_alloc(c, (size_t)nthreads * ag_attn_scratch_floats(T) * sizeof(float));
+    if (!n->saved) return false;
+    n->iarg[0] = nthreads;
+    n->farg[0] = scale;
+    return true;
+}
+
 static void attn_probs_backward(ag_node *n) {
     ag_tensor *q = n->in[0], *k = n->in[1], *P = n->out;
     int BH = q->shape[0] * q->shape[1], T = q->shape[2], D = q->shape[3];
@@ -484,16 +499,7 @@ ag_tensor *ag_attn_probs(ag_ctx *c, ag_tensor *q, ag_tensor *k) {
     if (!P) return NULL;
     ag_attn_probs_fwd(P->data, q->data, k->data, B * H, T, D, scale);
     ag_node *n = ag_record(c, "attn_probs", attn_probs_backward, P, q, k, NULL);
-    if (n) {
-        int nthreads = omp_get_max_threads();
-        n->saved = ag_alloc(c, (size_t)nthreads * ag_attn_scratch_floats(T) * sizeof(float));
-        if (!n->saved) return NULL;
-        n->iarg[0] = nthreads;
-        n->farg[0] = scale;
-    } else if (ag_error(c)) {
-        return NULL;
-    }
-    return P;
+    return save_probs_scratch(c, n, T, scale) ? P : NULL;
 }
 
 /* ------------------------------------------------------------- attn_apply
@@ -548,16 +554,8 @@ ag_tensor *ag_attn_probs_qkv(ag_ctx *c, ag_tensor *qkv, int n_head) {
     head_layout L = qkv_layout(H, T, C);
     probs_fwd(P->data, qkv->data, qkv->data + C, &L, B * H, T, D, scale);
     ag_node *n = ag_record(c, "attn_probs_qkv", attn_probs_qkv_backward, P, qkv, NULL, NULL);
-    if (n) {
-        int nthreads = omp_get_max_threads();
-        n->saved = ag_alloc(c, (size_t)nthreads * ag_attn_scratch_floats(T) * sizeof(float));
-        if (!n->saved) return NULL;
-        n->iarg[0] = nthreads;
-        n->iarg[1] = H;
-        n->farg[0] = scale;
-    } else if (ag_error(c)) {
-        return NULL;
-    }
+    if (!save_probs_scratch(c, n, T, scale)) return NULL;
+    if (n) n->iarg[1] = H;
     return P;
 }
 
