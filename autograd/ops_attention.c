@@ -15,11 +15,10 @@
  *   dq = dS k / sqrt(D),  dk = dS^T q / sqrt(D)         (attn_probs)
  *
  * Threads: each kernel is one `omp parallel for` over the B*H heads; a head's
- * products go through ag_sgemm on its own thread. The OpenMP build of OpenBLAS
- * runs a call made inside a parallel region on the calling thread only
- * (bench_block's probe measures it, docs/threading.md has the figures), which
- * is what we want: the small per-head products are not worth splitting, the
- * heads are.
+ * products are computed whole on its own thread (ag_sgemm_whole: one
+ * single-threaded cblas call each, so the bits depend only on the shapes,
+ * not on the thread count), or by the direct kernels of attn_direct.c. The
+ * small per-head products are not worth splitting; the heads are.
  */
 #include <assert.h>
 #include <math.h>
@@ -102,7 +101,7 @@ static void probs_fwd(float *P, const float *q, const float *k, const head_layou
                 if (direct)
                     ag_attn_nt(D, m, i1, i0, scale, qh + (size_t)i0 * ld, ld, kh, ld, false, Ph + (size_t)i0 * T, T);
                 else
-                    ag_sgemm(false, true, m, i1, D, scale, qh + (size_t)i0 * ld, ld, kh, ld, 0.0f,
+                    ag_sgemm_whole(false, true, m, i1, D, scale, qh + (size_t)i0 * ld, ld, kh, ld, 0.0f,
                              Ph + (size_t)i0 * T, T);
                 for (int i = i0; i < i1; i++) causal_softmax_row(Ph + (size_t)i * T, i + 1, T);
             }
@@ -159,10 +158,10 @@ static void probs_bwd(float *dq, float *dk, const float *dP, const float *P, con
                     continue;
                 }
                 if (dq) /* dq[i0:i1] += dS[m, i1] k[0:i1] */
-                    ag_sgemm(false, false, m, D, i1, 1.0f, dS, i1, k + o, ld, 1.0f,
+                    ag_sgemm_whole(false, false, m, D, i1, 1.0f, dS, i1, k + o, ld, 1.0f,
                              dq + o + (size_t)i0 * ld, ld);
                 if (dk) /* dk[0:i1] += dS[m, i1]^T q[i0:i1] */
-                    ag_sgemm(true, false, i1, D, m, 1.0f, dS, i1, q + o + (size_t)i0 * ld, ld, 1.0f,
+                    ag_sgemm_whole(true, false, i1, D, m, 1.0f, dS, i1, q + o + (size_t)i0 * ld, ld, 1.0f,
                              dk + o, ld);
             }
         }
@@ -210,9 +209,9 @@ static void apply_fwd(float *out, const float *P, const float *v, const head_lay
                     continue;
                 }
                 if (i0 > 0) /* out[i0:i1] = P[i0:i1, 0:i0] v[0:i0] */
-                    ag_sgemm(false, false, m, D, i0, 1.0f, Ph + (size_t)i0 * T, T, vh, lv, 0.0f, ob, lo);
+                    ag_sgemm_whole(false, false, m, D, i0, 1.0f, Ph + (size_t)i0 * T, T, vh, lv, 0.0f, ob, lo);
                 lower_block(L, Ph, T, i0, m); /* out[i0:i1] += tril(P[i0:i1, i0:i1]) v[i0:i1] */
-                ag_sgemm(false, false, m, D, m, 1.0f, L, m, vh + (size_t)i0 * lv, lv,
+                ag_sgemm_whole(false, false, m, D, m, 1.0f, L, m, vh + (size_t)i0 * lv, lv,
                          i0 > 0 ? 1.0f : 0.0f, ob, lo);
             }
         }
@@ -246,9 +245,9 @@ static void apply_bwd(float *dP, float *dv, const float *dout, const float *P, c
                 } else if (dP) {
                     float *dPb = dP + (size_t)h * T * T + (size_t)i0 * T; /* rows i0:i1 of dP */
                     if (i0 > 0) /* dP[i0:i1, 0:i0] += dout[i0:i1] v[0:i0]^T */
-                        ag_sgemm(false, true, m, i0, D, 1.0f, gb, lo, vh, lv, 1.0f, dPb, T);
+                        ag_sgemm_whole(false, true, m, i0, D, 1.0f, gb, lo, vh, lv, 1.0f, dPb, T);
                     /* diagonal block: lower triangle of dout[i0:i1] v[i0:i1]^T */
-                    ag_sgemm(false, true, m, m, D, 1.0f, gb, lo, vh + (size_t)i0 * lv, lv, 0.0f, L, m);
+                    ag_sgemm_whole(false, true, m, m, D, 1.0f, gb, lo, vh + (size_t)i0 * lv, lv, 0.0f, L, m);
                     for (int r = 0; r < m; r++) {
                         float *dst = dPb + (size_t)r * T + i0; /* [r + 1] */
                         const float *src = L + (size_t)r * m;  /* [r + 1] */
@@ -261,10 +260,10 @@ static void apply_bwd(float *dP, float *dv, const float *dout, const float *P, c
                 } else if (dv) {
                     float *dvh = dv + head_off(Lv, h);
                     if (i0 > 0) /* dv[0:i0] += P[i0:i1, 0:i0]^T dout[i0:i1] */
-                        ag_sgemm(true, false, i0, D, m, 1.0f, Ph + (size_t)i0 * T, T, gb, lo, 1.0f,
+                        ag_sgemm_whole(true, false, i0, D, m, 1.0f, Ph + (size_t)i0 * T, T, gb, lo, 1.0f,
                                  dvh, lv);
                     lower_block(L, Ph, T, i0, m); /* dv[i0:i1] += tril(P_block)^T dout[i0:i1] */
-                    ag_sgemm(true, false, m, D, m, 1.0f, L, m, gb, lo, 1.0f, dvh + (size_t)i0 * lv, lv);
+                    ag_sgemm_whole(true, false, m, D, m, 1.0f, L, m, gb, lo, 1.0f, dvh + (size_t)i0 * lv, lv);
                 }
             }
         }

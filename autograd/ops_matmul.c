@@ -100,24 +100,27 @@ ag_tensor *ag_matmul(ag_ctx *c, ag_tensor *a, ag_tensor *b, bool ta, bool tb) {
 static void linear_backward(ag_node *n) {
     ag_tensor *x = n->in[0], *w = n->in[1], *bias = n->in[2], *out = n->out;
     int N = (int)ag_rows(x), Ci = ag_cols(x), Co = w->shape[0];
-    /* The three gradients are independent: one parallel region in which each
-     * thread takes its share of each (the split ag_sgemm would make, so the
-     * bits are those of one call each), instead of three regions. */
-    bool split = (x->grad && ag_sgemm_split(N, Ci, Co)) || (w->grad && ag_sgemm_split(Co, Ci, N));
+    /* The gradients are independent: one parallel region in which threads
+     * claim the units of dW and of dx (ag_sgemm_units: cut by the shapes, so
+     * the bits do not depend on who takes which), then share the bias sums,
+     * instead of three regions. */
+    ag_gemm gw = {true, false, Co, Ci, N, 1.0f, out->grad, Co, x->data, Ci, 1.0f, w->grad, Ci}; /* dw[Co,Ci] += dout^T x */
+    ag_gemm gx = {false, false, N, Ci, Co, 1.0f, out->grad, Co, w->data, Ci, 1.0f, x->grad, Ci}; /* dx[N,Ci] += dout w */
+    ag_units uw = ag_sgemm_units(Co, Ci, N), ux = ag_sgemm_units(N, Ci, Co);
+    int nw = w->grad ? uw.count : 0, nx = x->grad ? ux.count : 0;
+    bool bgrad = bias && bias->grad;
+    bool par = ag_get_threads() > 1 && (nw + nx > 1 || (bgrad && (size_t)N * Co >= AG_PAR_MIN));
     ag_join j = {0};
-#pragma omp parallel num_threads(ag_get_threads()) if (split)
+#pragma omp parallel num_threads(ag_get_threads()) if (par)
     {
-        if (x->grad) /* dx[N,Ci] += dout[N,Co] w[Co,Ci] */
-            ag_sgemm_share(0, false, false, N, Ci, Co, 1.0f, out->grad, Co, w->data, Ci, 1.0f, x->grad, Ci);
-        if (w->grad) /* dw[Co,Ci] += dout^T x */
-            ag_sgemm_share(1, true, false, Co, Ci, N, 1.0f, out->grad, Co, x->data, Ci, 1.0f, w->grad, Ci);
-        if (bias && bias->grad) { /* column sums in row order, in double (deterministic) */
-            if (split)
-                ag_colsum_add_share(bias->grad, out->grad, NULL, (size_t)N, (size_t)Co, omp_get_thread_num(),
-                                    omp_get_num_threads());
-            else
-                ag_colsum_add(bias->grad, out->grad, NULL, (size_t)N, (size_t)Co);
+#pragma omp for schedule(dynamic, 1) nowait
+        for (int i = 0; i < nw + nx; i++) {
+            if (i < nw) ag_gemm_unit(&gw, uw, i);
+            else ag_gemm_unit(&gx, ux, i - nw);
         }
+        if (bgrad) /* column sums in row order, in double; each column by one thread */
+            ag_colsum_add_share(bias->grad, out->grad, NULL, (size_t)N, (size_t)Co, omp_get_thread_num(),
+                                omp_get_num_threads());
         ag_region_join(&j);
     }
 }
@@ -132,26 +135,25 @@ ag_tensor *ag_linear(ag_ctx *c, ag_tensor *x, ag_tensor *w, ag_tensor *bias) {
     shape[x->ndim - 1] = Co;
     ag_tensor *out = ag_new(c, x->ndim, shape, "linear");
     if (!out) return NULL;
-    if (bias && ag_sgemm_split(N, Co, Ci) == 'M') {
-        /* one region: each thread fills its rows with the bias and computes
-         * them (out += x w^T, beta = 1), the rows ag_sgemm's split gives it */
-        ag_join j = {0};
-#pragma omp parallel num_threads(ag_get_threads())
-        {
-            int r0, r1;
-            ag_split_rows(N, Co, Ci, &r0, &r1);
-            for (int r = r0; r < r1; r++) memcpy(out->data + (size_t)r * Co, bias->data, (size_t)Co * sizeof(float));
-            if (r1 > r0)
-                ag_sgemm(false, true, r1 - r0, Co, Ci, 1.0f, x->data + (size_t)r0 * Ci, Ci, w->data, Ci, 1.0f,
-                         out->data + (size_t)r0 * Co, Co);
-            ag_region_join(&j);
+    /* out = x w^T (+ bias): threads claim units; a unit first fills its block
+     * of out with the bias, then adds x w^T onto it (beta = 1) */
+    ag_gemm g = {false, true, N, Co, Ci, 1.0f, x->data, Ci, w->data, Ci, bias ? 1.0f : 0.0f, out->data, Co};
+    ag_units u = ag_sgemm_units(N, Co, Ci);
+    ag_join j = {0};
+#pragma omp parallel num_threads(ag_get_threads()) if (u.count > 1 && ag_get_threads() > 1)
+    {
+#pragma omp for schedule(dynamic, 1) nowait
+        for (int i = 0; i < u.count; i++) {
+            if (bias) {
+                int r0, r1, c0 = 0, c1 = Co;
+                ag_unit_range(u, u.dim == 'N' ? Co : N, i, &r0, &r1);
+                if (u.dim == 'N') c0 = r0, c1 = r1, r0 = 0, r1 = N;
+                for (int r = r0; r < r1; r++)
+                    memcpy(out->data + (size_t)r * Co + c0, bias->data + c0, (size_t)(c1 - c0) * sizeof(float));
+            }
+            ag_gemm_unit(&g, u, i);
         }
-    } else {
-        if (bias) { /* out = bias in every row, then out += x w^T (beta = 1) */
-#pragma omp parallel for schedule(static) if ((size_t)N * Co >= AG_PAR_MIN)
-            for (int r = 0; r < N; r++) memcpy(out->data + (size_t)r * Co, bias->data, (size_t)Co * sizeof(float));
-        }
-        ag_sgemm(false, true, N, Co, Ci, 1.0f, x->data, Ci, w->data, Ci, bias ? 1.0f : 0.0f, out->data, Co);
+        ag_region_join(&j);
     }
     if (!ag_record(c, "linear", linear_backward, out, x, w, bias) && ag_error(c)) return NULL;
     return out;

@@ -14,8 +14,11 @@ static size_t g_trace_cap, g_trace_n;
 void ag_set_threads(int n) {
     if (n < 1) n = 1;
     g_threads = n;
+    /* OpenBLAS on one thread: pare shares out the units of its products. In
+     * the OpenMP build openblas_set_num_threads also sets OpenMP's thread
+     * count, so it comes first. */
+    openblas_set_num_threads(1);
     omp_set_num_threads(n);
-    openblas_set_num_threads(n);
 }
 
 int ag_get_threads(void) { return g_threads; }
@@ -26,76 +29,63 @@ double ag_now(void) {
     return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
 }
 
+/* One single-threaded cblas call. The OpenMP build of OpenBLAS threads a call
+ * made outside an active parallel region over omp_get_max_threads() threads
+ * (whatever openblas_set_num_threads said), so that is held at one around
+ * such a call; inside an active region OpenBLAS runs on the calling thread. */
 static void sgemm1(bool ta, bool tb, int M, int N, int K, float alpha, const float *A, int lda,
                    const float *B, int ldb, float beta, float *C, int ldc) {
+    int nt = omp_in_parallel() ? 1 : omp_get_max_threads();
+    if (nt > 1) omp_set_num_threads(1);
     cblas_sgemm(CblasRowMajor, ta ? CblasTrans : CblasNoTrans, tb ? CblasTrans : CblasNoTrans, M, N,
                 K, alpha, A, lda, B, ldb, beta, C, ldc);
+    if (nt > 1) omp_set_num_threads(nt);
 }
 
-/* A product worth splitting: at least this many flops (2 M N K), and a block
- * of at least AG_SPLIT_ALIGN rows or columns per thread. Below that, one
- * single-threaded OpenBLAS call: left to itself, OpenBLAS threads products
- * far smaller than this, and its threads then wait for each other in
- * sched_yield loops (the runtime's evaluation of 17-token rows at 2 threads
- * ran 10x slower than at 1 thread that way, docs/threading.md). */
+/* A product worth cutting: at least this many flops (2 M N K). Below it the
+ * product is one call: waking a thread costs more than it saves. */
 #define SPLIT_MIN_FLOPS 8e6
+/* One unit per this many rows or columns (rounded down to a power of two). */
+#define UNIT_EXTENT 512
+#define UNITS_MAX 16
 
-/* Whether ag_sgemm would split this product over the pool, and along which
- * dimension: 'M' (rows of C), 'N' (columns of C) or 0 (one call). */
-static char split_dim_nt(int M, int N, int K, int threads) {
-    if (threads < 2 || 2.0 * M * N * K < SPLIT_MIN_FLOPS) return 0;
+ag_units ag_sgemm_units(int M, int N, int K) {
+    ag_units u = {0, 0, 1};
     int big = M >= N ? M : N;
-    if (big < 2 * AG_SPLIT_ALIGN) return 0;
-    return M >= N ? 'M' : 'N';
+    if (2.0 * M * N * K < SPLIT_MIN_FLOPS || big < 2 * AG_SPLIT_ALIGN) return u;
+    int want = 2;
+    while (want < UNITS_MAX && big / UNIT_EXTENT >= 2 * want) want *= 2;
+    int tiles = (big + AG_SPLIT_ALIGN - 1) / AG_SPLIT_ALIGN;
+    u.dim = M >= N ? 'M' : 'N';
+    u.size = (tiles + want - 1) / want * AG_SPLIT_ALIGN;
+    u.count = (big + u.size - 1) / u.size;
+    return u;
 }
 
-static char split_dim(int M, int N, int K, int threads) {
-    return omp_in_parallel() ? 0 : split_dim_nt(M, N, K, threads);
-}
-
-char ag_sgemm_split(int M, int N, int K) { return split_dim(M, N, K, g_threads); }
-
-/* Thread t of nt's block [r0, r1) of [0, extent): whole AG_SPLIT_ALIGN
- * tiles, the last block takes the rest; blocks past the end are empty. */
-static void split_block(int extent, int t, int nt, int *r0, int *r1) {
-    int tiles = (extent + AG_SPLIT_ALIGN - 1) / AG_SPLIT_ALIGN;
-    int per = (tiles + nt - 1) / nt;
-    long a = (long)t * per * AG_SPLIT_ALIGN, b = (long)(t + 1) * per * AG_SPLIT_ALIGN;
+void ag_unit_range(ag_units u, int extent, int i, int *r0, int *r1) {
+    if (!u.dim) {
+        *r0 = 0, *r1 = extent;
+        return;
+    }
+    long a = (long)i * u.size, b = a + u.size;
     *r0 = (int)(a < extent ? a : extent);
     *r1 = (int)(b < extent ? b : extent);
 }
 
-/* Rows [r0, r1) of C (dim 'M') or columns [r0, r1) (dim 'N'): the same
- * product restricted to that block, one single-threaded call. Each element of
- * C is computed by exactly one call, over the whole of K. */
-static void sgemm_block(char dim, int r0, int r1, bool ta, bool tb, int M, int N, int K,
-                        float alpha, const float *A, int lda, const float *B, int ldb, float beta,
-                        float *C, int ldc) {
+/* Unit i of g as one call: rows [r0, r1) of C (dim 'M') or columns (dim 'N'),
+ * over the whole of K. */
+static void unit_call(const ag_gemm *g, ag_units u, int i) {
+    int r0, r1;
+    ag_unit_range(u, u.dim == 'N' ? g->N : g->M, i, &r0, &r1);
     if (r1 <= r0) return;
-    if (dim == 'M') /* row r of op(A) is row r of A, or column r of A^T */
-        sgemm1(ta, tb, r1 - r0, N, K, alpha, A + (ta ? (size_t)r0 : (size_t)r0 * lda), lda, B, ldb,
-               beta, C + (size_t)r0 * ldc, ldc);
+    if (!u.dim)
+        sgemm1(g->ta, g->tb, g->M, g->N, g->K, g->alpha, g->A, g->lda, g->B, g->ldb, g->beta, g->C, g->ldc);
+    else if (u.dim == 'M') /* row r of op(A) is row r of A, or column r of A^T */
+        sgemm1(g->ta, g->tb, r1 - r0, g->N, g->K, g->alpha, g->A + (g->ta ? (size_t)r0 : (size_t)r0 * g->lda),
+               g->lda, g->B, g->ldb, g->beta, g->C + (size_t)r0 * g->ldc, g->ldc);
     else /* column c of op(B) is column c of B, or row c of B^T */
-        sgemm1(ta, tb, M, r1 - r0, K, alpha, A, lda, B + (tb ? (size_t)r0 * ldb : (size_t)r0), ldb,
-               beta, C + r0, ldc);
-}
-
-static void sgemm_run(bool ta, bool tb, int M, int N, int K, float alpha, const float *A, int lda,
-                      const float *B, int ldb, float beta, float *C, int ldc) {
-    char dim = split_dim(M, N, K, g_threads);
-    if (!dim) {
-        if (g_threads > 1 && !omp_in_parallel()) ag_sgemm_single(ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
-        else sgemm1(ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
-        return;
-    }
-    ag_join j = {0};
-#pragma omp parallel num_threads(g_threads)
-    {
-        int r0, r1;
-        split_block(dim == 'M' ? M : N, omp_get_thread_num(), omp_get_num_threads(), &r0, &r1);
-        sgemm_block(dim, r0, r1, ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
-        ag_region_join(&j);
-    }
+        sgemm1(g->ta, g->tb, g->M, r1 - r0, g->K, g->alpha, g->A, g->lda,
+               g->B + (g->tb ? (size_t)r0 * g->ldb : (size_t)r0), g->ldb, g->beta, g->C + r0, g->ldc);
 }
 
 /* Profiling: trace_call records a product's shape (as a standalone cblas call
@@ -130,54 +120,63 @@ static void count_call(bool inner, double flops, double dt) {
     }
 }
 
-void ag_sgemm_share(int owner, bool ta, bool tb, int M, int N, int K, float alpha, const float *A,
-                    int lda, const float *B, int ldb, float beta, float *C, int ldc) {
-    int nt = omp_get_num_threads(), t = omp_get_thread_num();
-    char dim = nt > 1 ? split_dim_nt(M, N, K, nt) : 0;
-    int r0 = 0, r1 = 0;
-    bool mine = dim ? true : t == owner % nt;
-    if (dim) split_block(dim == 'M' ? M : N, t, nt, &r0, &r1);
-    if (!mine) return;
-    double t0 = g_profile ? ag_now() : 0.0;
-    if (!dim) sgemm1(ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
-    else sgemm_block(dim, r0, r1, ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
-    if (g_profile) {
-        /* each thread counts its own block; the product is traced once, as
-         * one top-level call (what it would be without the split) */
-        double rows = dim == 'M' ? r1 - r0 : M, cols = dim == 'N' ? r1 - r0 : N;
-        if (rows > 0 && cols > 0) count_call(true, 2.0 * rows * cols * K, ag_now() - t0);
-        if (t == (dim ? 0 : owner % nt)) trace_call(false, ta, tb, M, N, K, lda, ldb, ldc, alpha, beta);
+void ag_gemm_unit(const ag_gemm *g, ag_units u, int i) {
+    if (!g_profile) {
+        unit_call(g, u, i);
+        return;
     }
+    /* each unit is counted as a call from inside a region (time summed over
+     * threads); the product is traced once, as the one top-level call it
+     * stands for */
+    double t0 = ag_now();
+    unit_call(g, u, i);
+    int r0, r1;
+    ag_unit_range(u, u.dim == 'N' ? g->N : g->M, i, &r0, &r1);
+    double rows = u.dim == 'M' ? r1 - r0 : g->M, cols = u.dim == 'N' ? r1 - r0 : g->N;
+    count_call(true, 2.0 * rows * cols * g->K, ag_now() - t0);
+    if (i == 0) trace_call(false, g->ta, g->tb, g->M, g->N, g->K, g->lda, g->ldb, g->ldc, g->alpha, g->beta);
 }
 
-void ag_split_rows(int M, int N, int K, int *r0, int *r1) {
-    int nt = omp_get_num_threads(), t = omp_get_thread_num();
-    if (nt > 1 && split_dim_nt(M, N, K, nt) == 'M') {
-        split_block(M, t, nt, r0, r1);
-    } else {
-        *r0 = 0;
-        *r1 = t == 0 ? M : 0;
+static void sgemm_run(const ag_gemm *g) {
+    ag_units u = ag_sgemm_units(g->M, g->N, g->K);
+    if (u.count == 1 || g_threads < 2 || omp_in_parallel()) {
+        for (int i = 0; i < u.count; i++) unit_call(g, u, i);
+        return;
+    }
+    ag_join j = {0};
+#pragma omp parallel num_threads(g_threads)
+    {
+#pragma omp for schedule(dynamic, 1) nowait
+        for (int i = 0; i < u.count; i++) unit_call(g, u, i);
+        ag_region_join(&j);
     }
 }
 
 void ag_sgemm(bool ta, bool tb, int M, int N, int K, float alpha, const float *A, int lda,
               const float *B, int ldb, float beta, float *C, int ldc) {
+    ag_gemm g = {ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc};
     if (!g_profile) {
-        sgemm_run(ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
+        sgemm_run(&g);
         return;
     }
     bool inner = omp_in_parallel();
     double t0 = ag_now();
-    sgemm_run(ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
+    sgemm_run(&g);
     count_call(inner, 2.0 * M * N * K, ag_now() - t0);
     trace_call(inner, ta, tb, M, N, K, lda, ldb, ldc, alpha, beta);
 }
 
-void ag_sgemm_single(bool ta, bool tb, int M, int N, int K, float alpha, const float *A, int lda,
-                     const float *B, int ldb, float beta, float *C, int ldc) {
-    openblas_set_num_threads(1);
+void ag_sgemm_whole(bool ta, bool tb, int M, int N, int K, float alpha, const float *A, int lda,
+                    const float *B, int ldb, float beta, float *C, int ldc) {
+    if (!g_profile) {
+        sgemm1(ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
+        return;
+    }
+    bool inner = omp_in_parallel();
+    double t0 = ag_now();
     sgemm1(ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
-    openblas_set_num_threads(g_threads);
+    count_call(inner, 2.0 * M * N * K, ag_now() - t0);
+    trace_call(inner, ta, tb, M, N, K, lda, ldb, ldc, alpha, beta);
 }
 
 void ag_region_join(ag_join *j) {

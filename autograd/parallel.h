@@ -5,9 +5,11 @@
  * than two pools spinning against each other. docs/architecture.md has the
  * measurements behind that choice.
  *
- * Determinism: every parallel loop in pare splits work so that each output
- * element is computed by one thread in a fixed order; results therefore depend
- * on the thread count only through OpenBLAS's own blocking.
+ * Determinism: every parallel loop in pare splits work into units fixed by
+ * the shapes (never by the thread count), each output element computed by one
+ * unit in a fixed order; threads only choose which units they take. So the
+ * same seed gives the same bits at any thread count (on a given OpenBLAS
+ * kernel: docs/threading.md says what differs between kernels).
  */
 #ifndef PARE_AG_PARALLEL_H
 #define PARE_AG_PARALLEL_H
@@ -16,55 +18,82 @@
 #include <stddef.h>
 #include <stdint.h>
 
-/* Sets the number of threads for OpenMP loops and OpenBLAS (n >= 1). */
+/* Sets the number of threads of pare's OpenMP loops (n >= 1; OpenBLAS is
+ * held at one thread: pare shares out the units of its products itself). */
 void ag_set_threads(int n);
 int ag_get_threads(void);
 
 /* C[M,N] = alpha * op(A) op(B) + beta * C, row-major, through cblas_sgemm.
  * ta/tb transpose A/B; lda/ldb/ldc are row strides. Every matrix product in
- * pare goes through here so the profiler below sees all of them.
+ * pare goes through here (or ag_sgemm_whole) so the profiler below sees all
+ * of them.
  *
- * Threads: called outside a parallel region with more than one thread, a
- * product of at least 8 MFLOP is split over the pool along the larger of M and
- * N (rows or columns of C) in blocks of whole AG_SPLIT_ALIGN-wide tiles, each
- * thread making one single-threaded cblas call on its block over the whole of
- * K. Every element of C is computed by one call, so the result does not depend
- * on the split; tests/test_ops.c checks it equals one single-threaded call bit
- * for bit. Smaller products and calls from inside a parallel region are one
- * cblas call (single-threaded inside a region with the OpenMP build). */
+ * Units and threads. OpenBLAS's result for an element of C depends on the
+ * shape of the call that computes it (its kernels treat the last rows and
+ * columns of a call, and blocks of different widths, with different code:
+ * docs/threading.md shows it), so splitting one product by the number of
+ * threads would change the bits with the thread count. Instead a product is
+ * cut into units by its shape alone (ag_sgemm_units), each unit is always one
+ * single-threaded cblas call, and threads only decide who computes which
+ * unit. Outside a parallel region the units are shared over the pool (a
+ * thread that wakes late finds the units claimed); inside one (or with one
+ * thread) the caller computes them in order. Either way every element of C
+ * comes from the same call: the same bits at any thread count, on every
+ * OpenBLAS kernel. OpenBLAS itself always runs on one thread (ag_set_threads
+ * holds it there); all parallelism is pare's. */
 void ag_sgemm(bool ta, bool tb, int M, int N, int K, float alpha, const float *A, int lda,
               const float *B, int ldb, float beta, float *C, int ldc);
 
-/* Tile width of ag_sgemm's split (a multiple of OpenBLAS's register tiles). */
+/* The same product as exactly one single-threaded cblas call, whatever its
+ * size: for callers inside their own parallel loops that always compute a
+ * product whole (attention's per-head products), so that the bits depend only
+ * on the shape there too. */
+void ag_sgemm_whole(bool ta, bool tb, int M, int N, int K, float alpha, const float *A, int lda,
+                    const float *B, int ldb, float beta, float *C, int ldc);
+
+/* Units are whole multiples of this many rows or columns (the last unit takes
+ * the rest). */
 #define AG_SPLIT_ALIGN 16
 
-/* How ag_sgemm, called here (outside or inside a parallel region) with the
- * current thread count, would split an M x N x K product: 'M' (by rows of C),
- * 'N' (by columns) or 0 (one call). */
-char ag_sgemm_split(int M, int N, int K);
+/* How a product is cut (a function of M, N and K only, never of the thread
+ * count): below 8 MFLOP (2 M N K), or when the larger of M and N is under
+ * 2 AG_SPLIT_ALIGN, one unit; otherwise along the larger of M (rows of C) and
+ * N (columns of C, when N > M) into 2, 4, 8 or 16 units (one per 512 rows or
+ * columns, rounded down to a power of two so that 1, 2, 4, ... threads share
+ * them evenly), each a multiple of AG_SPLIT_ALIGN. Fewer, larger units cost
+ * less: every unit repacks the operand it does not split (docs/threading.md
+ * has the measurements). */
+typedef struct ag_units {
+    char dim;  /* 'M', 'N', or 0 (one unit: the whole product) */
+    int size;  /* rows ('M') or columns ('N') per unit; the last may be smaller */
+    int count; /* units, >= 1 */
+} ag_units;
 
-/* For ops that put several independent products (and their own loops) into
- * one parallel region instead of one region each: called by every thread of
- * the region with the same arguments, computes this thread's share of C under
- * the split ag_sgemm would use with the region's thread count, so the bits are
- * those of one call. A product too small to split is computed whole by thread
- * `owner` (mod the thread count); outside a region (one thread) it is all of
- * it. The share is one single-threaded cblas call (the OpenMP build of
- * OpenBLAS does not nest). Not profiled by ag_sgemm_profile. */
-void ag_sgemm_share(int owner, bool ta, bool tb, int M, int N, int K, float alpha, const float *A,
-                    int lda, const float *B, int ldb, float beta, float *C, int ldc);
+ag_units ag_sgemm_units(int M, int N, int K);
 
-/* The rows [r0, r1) of an M x N x K product's C that this thread of the
- * current region computes in ag_sgemm_share when the split is by rows;
- * otherwise thread 0 gets all rows and the others none. Lets an op prepare
- * (for example fill with a bias) exactly the rows its thread will compute. */
-void ag_split_rows(int M, int N, int K, int *r0, int *r1);
+/* One product's arguments, for ops that put several products (and their own
+ * loops) into one parallel region and share out their units themselves. */
+typedef struct ag_gemm {
+    bool ta, tb;
+    int M, N, K;
+    float alpha;
+    const float *A;
+    int lda;
+    const float *B;
+    int ldb;
+    float beta;
+    float *C;
+    int ldc;
+} ag_gemm;
 
-/* The same product as one cblas call with OpenBLAS held to one thread: the
- * reference the split above is tested against. Not for use inside a parallel
- * region (it changes OpenBLAS's thread count for the process). */
-void ag_sgemm_single(bool ta, bool tb, int M, int N, int K, float alpha, const float *A, int lda,
-                     const float *B, int ldb, float beta, float *C, int ldc);
+/* The rows ('M') or columns ('N') [*r0, *r1) that unit i of u covers in an
+ * extent of `extent` (M or N); the whole extent for a one-unit product. */
+void ag_unit_range(ag_units u, int extent, int i, int *r0, int *r1);
+
+/* Computes unit i (0 <= i < u.count, u = ag_sgemm_units of g's shape) of
+ * product g: one single-threaded cblas call, from any thread. Computing every
+ * unit once, in any order and on any threads, is ag_sgemm(g). */
+void ag_gemm_unit(const ag_gemm *g, ag_units u, int i);
 
 /* Optional profiling of ag_sgemm. When enabled, every call is counted with its
  * flops (2*M*N*K) and timed, in two classes:

@@ -466,10 +466,6 @@ static void test_vectorised_gelu_is_bit_exact(void **state) {
     assert_true(isnan(ag_inv_1p_exp(NAN)));
 }
 
-/* ag_sgemm splits large products over the threads (rows or columns of C, one
- * single-threaded call per block): the result must equal one single-threaded
- * call bit for bit, for every transpose, beta 0 and 1, ragged blocks and both
- * split directions. */
 /* ag_region_join: every thread of a region is counted, also one that arrives
  * 20 ms late (far past the master's bounded spin: the implicit barrier still
  * waits for it, so its write is seen after the region), and a region of one
@@ -499,56 +495,124 @@ static void test_region_join(void **state) {
     assert_int_equal(one.arrived, 0);
 }
 
-static void test_sgemm_split_matches_single_call(void **state) {
+/* ag_sgemm cuts a product into units fixed by its shape, each one cblas call:
+ * the result must be the same bits at 1, 2 and 3 threads (on every OpenBLAS
+ * kernel: on some, OpenBLAS gives an element different bits when the call
+ * that computes it has another shape), equal the units computed one by one
+ * with plain cblas calls in reverse order, and be the product (one element
+ * against a double sum); for every transpose, beta 0 and 1, ragged units and
+ * both split directions. The last shape is below the split threshold (one
+ * unit). After each call OpenMP's thread count is the pool's again (a
+ * single-threaded call outside a region lowers it for the call's duration). */
+static void units_by_hand(bool ta, bool tb, int M, int N, int K, float alpha, const float *A, int lda,
+                          const float *B, int ldb, float beta, float *C, int ldc) {
+    ag_units u = ag_sgemm_units(M, N, K);
+    int ext = u.dim == 'N' ? N : M;
+    for (int i = u.count - 1; i >= 0; i--) {
+        int r0 = u.dim ? i * u.size : 0, r1 = u.dim ? (r0 + u.size < ext ? r0 + u.size : ext) : ext;
+        int m = u.dim == 'N' ? M : r1 - r0, n = u.dim == 'N' ? r1 - r0 : N;
+        const float *a = A, *b = B;
+        float *c = C;
+        if (u.dim == 'M') a += ta ? (size_t)r0 : (size_t)r0 * lda, c += (size_t)r0 * ldc;
+        if (u.dim == 'N') b += tb ? (size_t)r0 * ldb : (size_t)r0, c += r0;
+        cblas_sgemm(CblasRowMajor, ta ? CblasTrans : CblasNoTrans, tb ? CblasTrans : CblasNoTrans, m, n, K, alpha,
+                    a, lda, b, ldb, beta, c, ldc);
+    }
+}
+
+static void test_sgemm_units_same_bits_any_threads(void **state) {
     (void)state;
-    /* the last shape is below the split threshold: one call with OpenBLAS on
-     * one thread, after which the pool's thread count must be back */
-    static const int shapes[][3] = {{1000, 77, 130}, {40, 600, 300}, {2048, 384, 128}, {129, 129, 257}, {17, 384, 128}};
-    size_t cap = (size_t)2048 * 600;
+    static const int shapes[][3] = {{1000, 77, 130}, {40, 600, 300}, {2048, 384, 128}, {129, 129, 257},
+                                    {1200, 1100, 16}, {17, 384, 128}};
+    size_t cap = (size_t)2048 * 1200;
     float *A = malloc(cap * sizeof *A), *B = malloc(cap * sizeof *B);
-    float *C1 = malloc(cap * sizeof *C1), *C2 = malloc(cap * sizeof *C2);
+    float *C[4];
+    for (int i = 0; i < 4; i++) assert_non_null(C[i] = malloc(cap * sizeof(float)));
     assert_non_null(A);
     assert_non_null(B);
-    assert_non_null(C1);
-    assert_non_null(C2);
     ag_fill_uniform(A, cap, -1.0f, 1.0f, 11);
     ag_fill_uniform(B, cap, -1.0f, 1.0f, 12);
     int saved = ag_get_threads();
-    ag_set_threads(2);
     for (size_t s = 0; s < sizeof shapes / sizeof shapes[0]; s++)
         for (int tr = 0; tr < 4; tr++)
             for (int beta = 0; beta <= 1; beta++) {
                 bool ta = tr & 1, tb = tr & 2;
                 int M = shapes[s][0], N = shapes[s][1], K = shapes[s][2];
                 int lda = ta ? M : K, ldb = tb ? K : N, ldc = N + 3; /* C wider than N */
-                ag_fill_uniform(C1, cap, -1.0f, 1.0f, 13);
-                memcpy(C2, C1, cap * sizeof *C1);
-                ag_sgemm(ta, tb, M, N, K, 0.5f, A, lda, B, ldb, (float)beta, C1, ldc);
-                assert_int_equal(openblas_get_num_threads(), 2);
-                ag_sgemm_single(ta, tb, M, N, K, 0.5f, A, lda, B, ldb, (float)beta, C2, ldc);
-                assert_memory_equal(C1, C2, cap * sizeof *C1);
+                for (int th = 1; th <= 3; th++) {
+                    ag_set_threads(th);
+                    ag_fill_uniform(C[th], cap, -1.0f, 1.0f, 13);
+                    ag_sgemm(ta, tb, M, N, K, 0.5f, A, lda, B, ldb, (float)beta, C[th], ldc);
+                    assert_int_equal(omp_get_max_threads(), th);
+                }
+                ag_set_threads(1);
+                ag_fill_uniform(C[0], cap, -1.0f, 1.0f, 13);
+                units_by_hand(ta, tb, M, N, K, 0.5f, A, lda, B, ldb, (float)beta, C[0], ldc);
+                for (int th = 1; th <= 3; th++) assert_memory_equal(C[0], C[th], cap * sizeof(float));
                 /* and it is the product: one element against a double sum */
                 int i = M - 1, j = N / 2;
                 double acc = 0.0;
                 for (int k = 0; k < K; k++)
                     acc += (double)(ta ? A[(size_t)k * lda + i] : A[(size_t)i * lda + k]) *
                            (tb ? B[(size_t)j * ldb + k] : B[(size_t)k * ldb + j]);
-                float c0 = C1[(size_t)i * ldc + j];
-                ag_fill_uniform(C2, cap, -1.0f, 1.0f, 13); /* C's value before the product */
-                acc = 0.5 * acc + beta * (double)C2[(size_t)i * ldc + j];
+                float c0 = C[1][(size_t)i * ldc + j];
+                ag_fill_uniform(C[0], cap, -1.0f, 1.0f, 13); /* C's value before the product */
+                acc = 0.5 * acc + beta * (double)C[0][(size_t)i * ldc + j];
                 assert_float_equal(c0, acc, 1e-4);
             }
     ag_set_threads(saved);
     free(A);
     free(B);
-    free(C1);
-    free(C2);
+    for (int i = 0; i < 4; i++) free(C[i]);
 }
 
-/* ag_linear's forward and backward split their products over the threads in
- * one region each (bias rows filled by the thread computing them; dx, dW and
- * the bias gradient shared out in one region): the output and every gradient
- * at 2 threads equal those at 1 thread bit for bit, and match double sums. */
+/* The units themselves: a function of the shape alone (the same at every
+ * thread count), whole multiples of AG_SPLIT_ALIGN but for the last, covering
+ * the extent exactly, a power-of-two count up to 16, one unit below 8 MFLOP. */
+static void test_sgemm_units_rule(void **state) {
+    (void)state;
+    static const int shapes[][3] = {{1000, 77, 130}, {40, 600, 300}, {2048, 384, 128}, {16384, 1536, 384},
+                                    {17, 384, 128}, {300, 140, 130}, {31, 4000, 4000}};
+    int saved = ag_get_threads();
+    for (size_t s = 0; s < sizeof shapes / sizeof shapes[0]; s++) {
+        int M = shapes[s][0], N = shapes[s][1], K = shapes[s][2];
+        ag_set_threads(1);
+        ag_units u = ag_sgemm_units(M, N, K);
+        ag_set_threads(3);
+        ag_units v = ag_sgemm_units(M, N, K);
+        assert_true(u.dim == v.dim && u.size == v.size && u.count == v.count);
+        if (2.0 * M * N * K < 8e6 || (M < 32 && N < 32)) {
+            assert_int_equal(u.count, 1);
+            assert_int_equal(u.dim, 0);
+            continue;
+        }
+        assert_int_equal(u.dim, M >= N ? 'M' : 'N');
+        int ext = u.dim == 'M' ? M : N;
+        assert_int_equal(u.size % AG_SPLIT_ALIGN, 0);
+        assert_true(u.count >= 2 && u.count <= 16);
+        int covered = 0;
+        for (int i = 0; i < u.count; i++) {
+            int r0, r1;
+            ag_unit_range(u, ext, i, &r0, &r1);
+            assert_int_equal(r0, covered);
+            assert_true(r1 > r0);
+            if (i + 1 < u.count) assert_int_equal(r1 - r0, u.size);
+            covered = r1;
+        }
+        assert_int_equal(covered, ext);
+    }
+    assert_int_equal(ag_sgemm_units(16384, 1536, 384).count, 16);
+    assert_int_equal(ag_sgemm_units(2048, 384, 128).count, 4);
+    assert_int_equal(ag_sgemm_units(4096, 384, 128).count, 8);
+    assert_int_equal(ag_sgemm_units(1000, 77, 130).count, 2);
+    ag_set_threads(saved);
+}
+
+/* ag_linear's forward and backward share the units of their products over the
+ * threads in one region each (bias blocks filled by the thread computing the
+ * unit; dx, dW and the bias gradient in one region): the output and every
+ * gradient at 2 and 3 threads equal those at 1 thread bit for bit, and match
+ * double sums. */
 enum { LN_ROWS = 300, LN_IN = 130, LN_OUT = 140 };
 
 static void linear_run(int threads, float *res, size_t *nres) {
@@ -607,11 +671,13 @@ static void test_linear_split_matches_one_thread(void **state) {
     float *a = malloc(cap * sizeof *a), *b = malloc(cap * sizeof *b);
     assert_non_null(a);
     assert_non_null(b);
-    linear_run(2, a, &n1);
     linear_run(1, b, &n2);
-    assert_int_equal(n1, n2);
-    assert_true(n1 <= cap);
-    assert_memory_equal(a, b, n1 * sizeof(float));
+    for (int th = 2; th <= 3; th++) {
+        linear_run(th, a, &n1);
+        assert_int_equal(n1, n2);
+        assert_true(n1 <= cap);
+        assert_memory_equal(a, b, n1 * sizeof(float));
+    }
     free(a);
     free(b);
 }
@@ -689,7 +755,8 @@ int main(void) {
         T(test_reshape_shares_memory_and_gradient),
         T(test_vectorised_gelu_is_bit_exact),
         T(test_add_mul_long_rows),
-        T(test_sgemm_split_matches_single_call),
+        T(test_sgemm_units_same_bits_any_threads),
+        T(test_sgemm_units_rule),
         T(test_region_join),
         T(test_linear_split_matches_one_thread),
         T(test_two_gradient_regions_match_one_thread),

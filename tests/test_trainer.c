@@ -337,6 +337,59 @@ static void test_same_seed_same_threads_same_bits(void **state) {
     assert_memory_not_equal(a, c, sizeof a);
 }
 
+/* The same seed gives the same weights at 1, 2 and 3 threads, with products
+ * large enough to be cut into units (ag_sgemm_units) and attention, layer
+ * norms and the optimizer run over the threads: every output is computed by
+ * a unit fixed by the shapes. Checked on whatever OpenBLAS kernel this machine
+ * runs (docs/threading.md: on each kernel, the same bits at any thread count). */
+static void train_weights(int threads, float *out, size_t *n) {
+    ag_set_threads(threads);
+    char err[512];
+    tr_data_opts o = tr_data_opts_default();
+    o.vocab = TR_VOCAB_CHAR;
+    o.ctx = 32;
+    tr_dataset *d = NULL;
+    if (tr_dataset_open(&d, "builtin:markov", &o, err, sizeof err) != 0) fail_msg("%s", err);
+    tr_gpt_config mc = {.n_layer = 2, .n_head = 2, .n_embd = 64, .mlp_ratio = 4, .ctx = 32,
+                        .vocab = d->vocab.size, .bias = true, .tied = false};
+    tr_gpt m;
+    if (tr_gpt_init(&m, &mc, AG_PARAMS_GRAD | AG_PARAMS_MOMENTS, err, sizeof err) != 0) fail_msg("%s", err);
+    tr_gpt_init_weights(&m, 9);
+    tr_train_config tc = small_run(4);
+    tc.batch = 16;
+    tc.seed = 9;
+    tr_trainer t;
+    if (tr_trainer_init(&t, &m, d, &tc, err, sizeof err) != 0) fail_msg("%s", err);
+    assert_int_equal(tr_train(&t), TR_OK);
+    memcpy(out, m.params.data, m.params.n * sizeof(float));
+    memcpy(out + m.params.n, m.params.m, m.params.n * sizeof(float));
+    *n = 2 * m.params.n;
+    tr_trainer_free(&t);
+    tr_gpt_free(&m);
+    tr_dataset_free(d);
+    ag_set_threads(1);
+}
+
+static void test_any_thread_count_same_weights(void **state) {
+    (void)state;
+    /* rows B*T = 512: the qkv, fc and proj products are cut into units */
+    assert_true(ag_sgemm_units(16 * 32, 3 * 64, 64).count > 1);
+    assert_true(ag_sgemm_units(4 * 64, 64, 16 * 32).count > 1); /* dW of the MLP projection */
+    size_t cap = 2 * 200000, n1 = 0, n = 0;
+    float *a = malloc(cap * sizeof *a), *b = malloc(cap * sizeof *b);
+    assert_non_null(a);
+    assert_non_null(b);
+    train_weights(1, a, &n1);
+    assert_true(n1 <= cap);
+    for (int th = 2; th <= 3; th++) {
+        train_weights(th, b, &n);
+        assert_int_equal(n, n1);
+        assert_memory_equal(a, b, n * sizeof(float));
+    }
+    free(a);
+    free(b);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_lr_schedule),
@@ -347,6 +400,7 @@ int main(void) {
         cmocka_unit_test(test_resume_is_bit_exact),
         cmocka_unit_test(test_resume_needs_the_same_data),
         cmocka_unit_test(test_same_seed_same_threads_same_bits),
+        cmocka_unit_test(test_any_thread_count_same_weights),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
