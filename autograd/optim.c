@@ -122,44 +122,82 @@ AG_SIMD_CLONES static void adamw_kernel(float *w, float *m, float *v, const floa
     }
 }
 
-int ag_optim_step(ag_optim *o, ag_params *p, char *err, size_t errlen) {
-    if (check(o, p, err, errlen) != 0) return -1;
+/* The same update restricted to kept entries: afterwards w, m and v are zero
+ * wherever mask is 0 (the mask multiplies, so a kept entry's bits are those
+ * of adamw_kernel). */
+AG_SIMD_CLONES static void adamw_kernel_masked(float *w, float *m, float *v, const float *g, const float *mk, long n,
+                                               float lr, float wd, float b1, float b2, float eps, float ib1,
+                                               float ib2) {
+#pragma omp simd
+    for (long j = 0; j < n; j++) {
+        float gj = g[j];
+        float mj = b1 * m[j] + (1.0f - b1) * gj;
+        float vj = b2 * v[j] + (1.0f - b2) * gj * gj;
+        m[j] = mj * mk[j];
+        v[j] = vj * mk[j];
+        w[j] = (w[j] - lr * ((mj * ib1) / (sqrtf(vj * ib2) + eps) + wd * w[j])) * mk[j];
+    }
+}
+
+/* One block of the update: len elements at offset off of set p. */
+static void update_block(const ag_optim *o, ag_params *p, size_t off, long len, float lr, float wd, float ib1,
+                         float ib2) {
+    const float b1 = o->beta1, b2 = o->beta2, eps = o->eps, mu = o->momentum;
+    float *w = p->data + off, *g = p->grad + off; /* [len] */
+    float *m = p->m ? p->m + off : NULL;          /* [len] */
+    float *v = p->v ? p->v + off : NULL;          /* [len] */
+    const float *mk = p->mask ? p->mask + off : NULL; /* [len] */
+    if (o->kind == AG_OPTIM_ADAMW) {
+        if (mk) adamw_kernel_masked(w, m, v, g, mk, len, lr, wd, b1, b2, eps, ib1, ib2);
+        else adamw_kernel(w, m, v, g, len, lr, wd, b1, b2, eps, ib1, ib2);
+    } else if (mu != 0.0f) {
+        for (long j = 0; j < len; j++) {
+            float bj = mu * m[j] + (g[j] + wd * w[j]);
+            m[j] = mk ? bj * mk[j] : bj;
+            w[j] -= lr * bj;
+            if (mk) w[j] *= mk[j];
+        }
+    } else {
+        for (long j = 0; j < len; j++) {
+            w[j] -= lr * (g[j] + wd * w[j]);
+            if (mk) w[j] *= mk[j];
+        }
+    }
+}
+
+int ag_optim_step_sets(ag_optim *o, ag_params *const *sets, int n_sets, char *err, size_t errlen) {
+    size_t total = 0;
+    for (int s = 0; s < n_sets; s++) {
+        if (sets[s]->count == 0) continue;
+        if (check(o, sets[s], err, errlen) != 0) return -1;
+        total += sets[s]->n;
+    }
     int64_t t = o->step + 1;
     float ib1 = 1.0f, ib2 = 1.0f;
     if (o->kind == AG_OPTIM_ADAMW) {
         ib1 = (float)(1.0 / (1.0 - pow((double)o->beta1, (double)t)));
         ib2 = (float)(1.0 / (1.0 - pow((double)o->beta2, (double)t)));
     }
-    const float b1 = o->beta1, b2 = o->beta2, eps = o->eps, mu = o->momentum;
     /* One parallel region for the whole update: the work items are blocks of
-     * OPT_BLOCK elements of every parameter in turn (item k counts them in that order), dealt
-     * round-robin to the threads. The update is elementwise, so the result
-     * does not depend on which thread takes which block. */
+     * OPT_BLOCK elements of every parameter of every set in turn (item k
+     * counts them in that order), dealt round-robin to the threads. The
+     * update is elementwise, so the result does not depend on which thread
+     * takes which block. */
     ag_join join = {0};
-#pragma omp parallel if (p->n >= AG_PAR_MIN)
+#pragma omp parallel if (total >= AG_PAR_MIN)
     {
         long nt = omp_get_num_threads(), th = omp_get_thread_num(), item = 0;
-        for (int i = 0; i < p->count; i++) {
-            const ag_optim_group *gr = &o->group[p->group[i]];
-            const float lr = o->lr * gr->lr_mult, wd = gr->weight_decay;
-            size_t off = p->offset[i];
-            long nn = (long)p->t[i].numel;
-            for (long j0 = 0; j0 < nn; j0 += OPT_BLOCK, item++) {
-                if (item % nt != th) continue;
-                long len = nn - j0 < OPT_BLOCK ? nn - j0 : OPT_BLOCK;
-                float *w = p->data + off + j0, *g = p->grad + off + j0; /* [len] */
-                float *m = p->m ? p->m + off + j0 : NULL;               /* [len] */
-                float *v = p->v ? p->v + off + j0 : NULL;               /* [len] */
-                if (o->kind == AG_OPTIM_ADAMW)
-                    adamw_kernel(w, m, v, g, len, lr, wd, b1, b2, eps, ib1, ib2);
-                else if (mu != 0.0f)
-                    for (long j = 0; j < len; j++) {
-                        float bj = mu * m[j] + (g[j] + wd * w[j]);
-                        m[j] = bj;
-                        w[j] -= lr * bj;
-                    }
-                else
-                    for (long j = 0; j < len; j++) w[j] -= lr * (g[j] + wd * w[j]);
+        for (int s = 0; s < n_sets; s++) {
+            ag_params *p = sets[s];
+            for (int i = 0; i < p->count; i++) {
+                const ag_optim_group *gr = &o->group[p->group[i]];
+                const float lr = o->lr * gr->lr_mult, wd = gr->weight_decay;
+                long nn = (long)p->t[i].numel;
+                for (long j0 = 0; j0 < nn; j0 += OPT_BLOCK, item++) {
+                    if (item % nt != th) continue;
+                    long len = nn - j0 < OPT_BLOCK ? nn - j0 : OPT_BLOCK;
+                    update_block(o, p, p->offset[i] + (size_t)j0, len, lr, wd, ib1, ib2);
+                }
             }
         }
         ag_region_join(&join);
@@ -168,33 +206,54 @@ int ag_optim_step(ag_optim *o, ag_params *p, char *err, size_t errlen) {
     return 0;
 }
 
-double ag_grad_norm(const ag_params *p) {
-    if (!p->grad) return 0.0;
-    /* padding is zero in the grad buffer, so the flat buffer is summed whole */
-    return sqrt(ag_sum_blocks(AG_RED_SQ, p->grad, NULL, p->n));
+int ag_optim_step(ag_optim *o, ag_params *p, char *err, size_t errlen) {
+    if (check(o, p, err, errlen) != 0) return -1;
+    return ag_optim_step_sets(o, &p, 1, err, errlen);
+}
+
+double ag_grad_norm(const ag_params *p) { return ag_grad_norm_sets(&p, 1); }
+
+double ag_grad_norm_sets(const ag_params *const *sets, int n_sets) {
+    /* padding is zero in the grad buffers, so each flat buffer is summed whole;
+     * the sets' sums are added in order */
+    double sq = 0.0;
+    for (int s = 0; s < n_sets; s++)
+        if (sets[s]->grad && sets[s]->count) sq += ag_sum_blocks(AG_RED_SQ, sets[s]->grad, NULL, sets[s]->n);
+    return sqrt(sq);
 }
 
 int ag_clip_grad_norm(ag_params *p, double max_norm, double *norm, char *err, size_t errlen) {
-    double n = ag_grad_norm(p);
+    return ag_clip_grad_norm_sets(&p, 1, max_norm, norm, err, errlen);
+}
+
+int ag_clip_grad_norm_sets(ag_params *const *sets, int n_sets, double max_norm, double *norm, char *err,
+                           size_t errlen) {
+    double n = ag_grad_norm_sets((const ag_params *const *)sets, n_sets);
     if (norm) *norm = n;
     if (!isfinite(n)) {
         const char *bad = "?";
-        for (int i = 0; i < p->count && bad[0] == '?'; i++)
-            for (size_t j = 0; j < p->t[i].numel; j++)
-                if (!isfinite(p->t[i].grad[j])) {
-                    bad = p->names[i];
-                    break;
-                }
+        for (int s = 0; s < n_sets && bad[0] == '?'; s++) {
+            const ag_params *p = sets[s];
+            for (int i = 0; i < p->count && bad[0] == '?' && p->grad; i++)
+                for (size_t j = 0; j < p->t[i].numel; j++)
+                    if (!isfinite(p->t[i].grad[j])) {
+                        bad = p->names[i];
+                        break;
+                    }
+        }
         ag_errf(err, errlen, "gradient norm is %g: parameter %s has a non-finite gradient; "
                 "gradients left unchanged", n, bad);
         return -1;
     }
     if (max_norm > 0.0 && n > max_norm) {
         float s = (float)(max_norm / n);
-        float *g = p->grad; /* [p->n] */
-        long nn = (long)p->n;
-#pragma omp parallel for schedule(static) if (p->n >= AG_PAR_MIN)
-        for (long j = 0; j < nn; j++) g[j] *= s;
+        for (int k = 0; k < n_sets; k++) {
+            float *g = sets[k]->grad; /* [n] */
+            if (!g) continue;
+            long nn = (long)sets[k]->n;
+#pragma omp parallel for schedule(static) if (sets[k]->n >= AG_PAR_MIN)
+            for (long j = 0; j < nn; j++) g[j] *= s;
+        }
     }
     return 0;
 }

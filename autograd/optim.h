@@ -62,8 +62,14 @@ int ag_optim_set_group(ag_optim *o, int g, float weight_decay, float lr_mult);
  * is used on a set allocated without AG_PARAMS_MOMENTS; a view's group is not
  * configured (the message names the view and its group); or o's
  * hyperparameters are invalid (lr, eps or decay not finite, beta not in
- * [0, 1)). */
+ * [0, 1)). When p has a mask (ag_params_mask_enable), masked entries of the
+ * weights and of both moments are zero after the step. */
 int ag_optim_step(ag_optim *o, ag_params *p, char *err, size_t errlen);
+
+/* The same step over several parameter sets at once (a model's and its
+ * policies' tensors): one step count, every set updated as ag_optim_step
+ * would (empty sets are skipped). Errors as ag_optim_step, for any set. */
+int ag_optim_step_sets(ag_optim *o, ag_params *const *sets, int n_sets, char *err, size_t errlen);
 
 /* The global L2 norm of all gradients, accumulated in double in a fixed
  * order (blocks of the flat buffer in parallel, block sums in order).
@@ -78,5 +84,12 @@ double ag_grad_norm(const ag_params *p);
  * names the first view whose gradient holds a NaN or an infinity (a step
  * with it would destroy the parameters; the caller should skip it). */
 int ag_clip_grad_norm(ag_params *p, double max_norm, double *norm, char *err, size_t errlen);
+
+/* The norm and the clipping over several sets together (the global norm of
+ * all their gradients; each set's sum of squares in its fixed order, the
+ * sets' sums added in order). */
+double ag_grad_norm_sets(const ag_params *const *sets, int n_sets);
+int ag_clip_grad_norm_sets(ag_params *const *sets, int n_sets, double max_norm, double *norm, char *err,
+                           size_t errlen);
 
 #endif

@@ -13,6 +13,7 @@ void ag_params_free(ag_params *p) {
     free(p->grad);
     free(p->m);
     free(p->v);
+    free(p->mask);
     for (int i = 0; i < p->count; i++) free(p->names[i]);
     free(p->names);
     free(p->t);
@@ -93,5 +94,41 @@ void ag_params_zero_grad(ag_params *p) {
 size_t ag_params_numel(const ag_params *p) {
     size_t n = 0;
     for (int i = 0; i < p->count; i++) n += p->t[i].numel;
+    return n;
+}
+
+int ag_params_mask_enable(ag_params *p) {
+    if (!p->data) return -1;
+    if (p->mask) return 0;
+    p->mask = zalloc(p->n);
+    if (!p->mask) return -1;
+    for (int i = 0; i < p->count; i++)
+        for (size_t j = 0; j < p->t[i].numel; j++) p->mask[p->offset[i] + j] = 1.0f;
+    return 0;
+}
+
+/* x[j] *= mask[j] over the flat buffer (padding is zero in both). */
+static void mul_mask(float *x, const float *mask, size_t n) {
+    if (!x) return;
+    long nn = (long)n;
+#pragma omp parallel for schedule(static) if (n >= ((size_t)1 << 18))
+    for (long j = 0; j < nn; j++) x[j] *= mask[j];
+}
+
+void ag_params_mask_grads(ag_params *p) {
+    if (p->mask) mul_mask(p->grad, p->mask, p->n);
+}
+
+void ag_params_mask_apply(ag_params *p) {
+    if (!p->mask) return;
+    mul_mask(p->data, p->mask, p->n);
+    mul_mask(p->m, p->mask, p->n);
+    mul_mask(p->v, p->mask, p->n);
+}
+
+size_t ag_params_masked(const ag_params *p, int i) {
+    if (!p->mask) return 0;
+    size_t n = 0;
+    for (size_t j = 0; j < p->t[i].numel; j++) n += p->mask[p->offset[i] + j] == 0.0f;
     return n;
 }

@@ -24,6 +24,7 @@ typedef struct ag_params {
     float *data;             /* [n] */
     float *grad;             /* [n] or NULL */
     float *m, *v;            /* [n] or NULL: first and second moments */
+    float *mask;             /* [n] or NULL: 1 keeps an entry, 0 removes it (ag_params_mask_enable) */
     size_t n;                /* floats in each buffer, padding included */
     ag_tensor *t;            /* [count] the named views */
     size_t *offset;          /* [count] offset of each view in the buffers */
@@ -56,6 +57,22 @@ int ag_params_find(const ag_params *p, const char *name);
 
 /* Sets every gradient to zero (no-op without grads). */
 void ag_params_zero_grad(ag_params *p);
+
+/* Masks (pruning): gives p a mask buffer with every entry kept (1; padding
+ * 0). Idempotent. Returns 0, or -1 when out of memory or p is not allocated.
+ * With a mask, the optimizers keep masked entries of data and of both
+ * moments exactly zero (ag_optim_step). */
+int ag_params_mask_enable(ag_params *p);
+
+/* grad *= mask (no-op without a mask or grads): after a backward, before
+ * clipping, so masked entries neither move nor count in the norm. */
+void ag_params_mask_grads(ag_params *p);
+
+/* data, m and v *= mask (no-op without a mask): after a mask changed. */
+void ag_params_mask_apply(ag_params *p);
+
+/* Entries of view i that the mask removes (0 without a mask). */
+size_t ag_params_masked(const ag_params *p, int i);
 
 /* Number of real (non-padding) parameters. */
 size_t ag_params_numel(const ag_params *p);

@@ -40,6 +40,8 @@ bool ag_set_grad(ag_ctx *c, bool enabled) {
     return prev;
 }
 
+bool ag_grad_enabled(const ag_ctx *c) { return c->grad_enabled; }
+
 const char *ag_error(const ag_ctx *c) { return c->err[0] ? c->err : NULL; }
 
 void ag_fail(ag_ctx *c, const char *fmt, ...) {

@@ -60,6 +60,9 @@ int ag_ctx_reset(ag_ctx *c);
 /* Turns recording on or off; returns the previous setting. */
 bool ag_set_grad(ag_ctx *c, bool enabled);
 
+/* Whether recording is on. */
+bool ag_grad_enabled(const ag_ctx *c);
+
 /* The first error since the last reset, or NULL. */
 const char *ag_error(const ag_ctx *c);
 
