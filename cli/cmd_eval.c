@@ -69,7 +69,7 @@ int cmd_eval(int argc, char **argv) {
     }
     tr_data_opts dopt = tr_data_opts_default();
     dopt.vocab_fixed = &v;
-    dopt.ctx = m.cfg.ctx;
+    dopt.ctx = m.arch.ctx;
     dopt.seed = (uint64_t)data_seed;
     if (!c || tr_dataset_open(&d, data, &dopt, err, sizeof err) != 0) {
         fprintf(stderr, "pare eval: %s\n", c ? err : "out of memory");

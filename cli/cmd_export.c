@@ -82,10 +82,10 @@ int cmd_export(int argc, char **argv) {
     }
     struct stat st;
     long long bytes = stat(out, &st) == 0 ? (long long)st.st_size : -1;
-    long long f32_bytes = (long long)(tr_gpt_config_numel(&m.cfg) * sizeof(float));
+    long long f32_bytes = (long long)(pm_arch_numel(&m.arch) * sizeof(float));
     pare_runlog_artifact(&rl, "model", out);
     pare_runlog_result(&rl, "bytes", (double)bytes);
-    pare_runlog_result(&rl, "params", (double)tr_gpt_config_numel(&m.cfg));
+    pare_runlog_result(&rl, "params", (double)pm_arch_numel(&m.arch));
     pare_runlog_result(&rl, "f32_param_bytes", (double)f32_bytes);
     if (bytes > 0) pare_runlog_result(&rl, "compression", (double)f32_bytes / (double)bytes);
     if (json) {

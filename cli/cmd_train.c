@@ -227,13 +227,15 @@ static void free_resume_argv(char **a, int n, int user_args) {
 
 /* For --init/--resume: the model keys take the checkpoint's values; one
  * given on the command line with another value is an error naming it. */
-static int adopt_model(pare_opt *opts, int n, train_opts *o, const tr_gpt_config *mc, const char *path) {
+static int adopt_model(pare_opt *opts, int n, train_opts *o, const pm_arch *mc, const char *path) {
+    /* a model whose layers differ (pruned heads or neurons, factorized sites)
+     * has no single value of these keys: layer 0's are recorded */
     struct {
         const char *key;
         int *dst;
         int val;
-    } ints[] = {{"n-layer", &o->n_layer, mc->n_layer}, {"n-head", &o->n_head, mc->n_head},
-                {"n-embd", &o->n_embd, mc->n_embd},    {"mlp-ratio", &o->mlp_ratio, mc->mlp_ratio},
+    } ints[] = {{"n-layer", &o->n_layer, mc->n_layer}, {"n-head", &o->n_head, mc->n_head[0]},
+                {"n-embd", &o->n_embd, mc->n_embd},    {"mlp-ratio", &o->mlp_ratio, mc->n_hidden[0] / mc->n_embd},
                 {"ctx", &o->ctx, mc->ctx}};
     for (int i = 0; i < 5; i++) {
         pare_opt *p = pare_opts_find(opts, n, ints[i].key);
@@ -275,6 +277,7 @@ int cmd_train(int argc, char **argv) {
     tr_vocab ck_vocab;
     bool have_ck = false;
     tr_gpt ck_model = {0};
+    pm_arch ck_arch = {0}; /* the checkpoint's model (--resume, --init) */
 
     if (o.resume[0] && o.init[0]) {
         fprintf(stderr, "pare train: --init and --resume exclude each other (init starts a new run from weights, "
@@ -283,10 +286,9 @@ int cmd_train(int argc, char **argv) {
     }
     /* --resume: the checkpoint's configuration, with the user's keys on top */
     if (o.resume[0]) {
-        tr_gpt_config mc;
         tr_ckpt_file f;
         if (tr_ckpt_read(&f, o.resume, err, sizeof err) != 0 ||
-            tr_ckpt_read_meta(&f, &mc, &ck_vocab, &ck_conf, err, sizeof err) != 0) {
+            tr_ckpt_read_meta(&f, &ck_arch, &ck_vocab, &ck_conf, err, sizeof err) != 0) {
             tr_ckpt_close(&f);
             fprintf(stderr, "pare train: %s\n", err);
             return PARE_EXIT_ERROR;
@@ -304,7 +306,7 @@ int cmd_train(int argc, char **argv) {
             goto done;
         }
         have_ck = true;
-        if (adopt_model(opts, n, &o, &mc, o.resume) != 0) {
+        if (adopt_model(opts, n, &o, &ck_arch, o.resume) != 0) {
             status = PARE_EXIT_USAGE;
             goto done;
         }
@@ -314,7 +316,11 @@ int cmd_train(int argc, char **argv) {
             return PARE_EXIT_ERROR;
         }
         have_ck = true;
-        if (adopt_model(opts, n, &o, &ck_model.cfg, o.init) != 0) {
+        if (pm_arch_copy(&ck_arch, &ck_model.arch) != 0) {
+            fprintf(stderr, "pare train: out of memory\n");
+            goto done;
+        }
+        if (adopt_model(opts, n, &o, &ck_arch, o.init) != 0) {
             status = PARE_EXIT_USAGE;
             goto done;
         }
@@ -346,7 +352,9 @@ int cmd_train(int argc, char **argv) {
     /* model */
     tr_gpt_config mc = {.n_layer = o.n_layer, .n_head = o.n_head, .n_embd = o.n_embd, .mlp_ratio = o.mlp_ratio,
                         .ctx = o.ctx, .vocab = d->vocab.size, .bias = o.bias, .tied = o.tied};
-    if (tr_gpt_init(&m, &mc, AG_PARAMS_GRAD | AG_PARAMS_MOMENTS, err, sizeof err) != 0) {
+    int built = have_ck ? tr_gpt_init_arch(&m, &ck_arch, AG_PARAMS_GRAD | AG_PARAMS_MOMENTS, err, sizeof err)
+                        : tr_gpt_init(&m, &mc, AG_PARAMS_GRAD | AG_PARAMS_MOMENTS, err, sizeof err);
+    if (built != 0) {
         fprintf(stderr, "pare train: %s\n", err);
         status = PARE_EXIT_USAGE;
         goto done;
@@ -475,6 +483,7 @@ done:
     tr_trainer_free(&t);
     tr_gpt_free(&m);
     tr_gpt_free(&ck_model);
+    pm_arch_free(&ck_arch);
     tr_dataset_free(d);
     free(conf);
     free(ck_conf);

@@ -22,7 +22,12 @@ bool inf_export_quantizes(const inf_export_opts *o, const char *name, int ndim) 
 
 int inf_export_gpt(const tr_gpt *m, const tr_vocab *v, const inf_export_opts *o, const char *path, char *err,
                    size_t errlen) {
-    const tr_gpt_config *c = &m->cfg;
+    const pm_arch *c = &m->arch;
+    if (!pm_arch_is_uniform(c)) {
+        snprintf(err, errlen, "the model has layers of different shapes or factorized sites: version-1 model files "
+                 "hold uniform models only");
+        return -1;
+    }
     if (v->size != c->vocab) {
         snprintf(err, errlen, "the vocabulary has %d symbols, the model's vocab is %d", v->size, c->vocab);
         return -1;
@@ -66,8 +71,8 @@ int inf_export_gpt(const tr_gpt *m, const tr_vocab *v, const inf_export_opts *o,
             t[i].bytes = x->numel * sizeof(float);
         }
     }
-    inf_config cfg = {(uint32_t)c->n_layer, (uint32_t)c->n_head, (uint32_t)c->n_embd,
-                      (uint32_t)(c->mlp_ratio * c->n_embd), (uint32_t)c->ctx, (uint32_t)c->vocab,
+    inf_config cfg = {(uint32_t)c->n_layer, (uint32_t)c->n_head[0], (uint32_t)c->n_embd,
+                      (uint32_t)c->n_hidden[0], (uint32_t)c->ctx, (uint32_t)c->vocab,
                       c->bias ? 1u : 0u, c->tied ? 1u : 0u, TR_GPT_LN_EPS};
     const uint8_t *tok[256];
     uint8_t len[256];

@@ -7,6 +7,7 @@
 #include <stdint.h>
 #include <cmocka.h>
 #include <math.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -34,7 +35,10 @@ static void test_names_groups_and_count(void **state) {
     for (int i = 0; i < (int)(sizeof want / sizeof want[0]); i++) assert_string_equal(m.params.names[i], want[i]);
     assert_string_equal(m.params.names[m.params.count - 1], "lm_head.w");
     int qkv = ag_params_find(&m.params, "h.1.attn.qkv.w");
-    assert_int_equal(qkv, m.layer[1].qkv_w);
+    assert_int_equal(qkv, m.table.site[m.layer[1].qkv].w);
+    assert_string_equal(m.table.site[m.layer[1].qkv].name, "h.1.attn.qkv");
+    assert_true(m.table.site[m.layer[1].qkv].linear);
+    assert_false(m.table.site[m.layer[1].ln1].linear);
     assert_int_equal(m.params.t[qkv].shape[0], 48);
     assert_int_equal(m.params.t[qkv].shape[1], 16);
     int fc = ag_params_find(&m.params, "h.0.mlp.fc.w");
@@ -48,8 +52,8 @@ static void test_names_groups_and_count(void **state) {
     assert_int_equal(tr_gpt_init(&m, &c, 0, err, sizeof err), 0);
     assert_int_equal(ag_params_find(&m.params, "lm_head.w"), -1);
     assert_int_equal(ag_params_find(&m.params, "h.0.ln1.b"), -1);
-    assert_int_equal(m.lm_head, m.wte);
-    assert_int_equal(m.lnf_b, -1);
+    assert_int_equal(m.table.site[m.head].w, m.table.site[m.wte].w); /* the tied head's weight is wte */
+    assert_int_equal(m.table.site[m.lnf].b, -1);
     assert_int_equal(ag_params_numel(&m.params), tr_gpt_config_numel(&c));
     tr_gpt_free(&m);
 }
@@ -78,6 +82,9 @@ static void test_config_errors_name_the_field(void **state) {
     c.n_embd = 1 << 20;
     c.n_head = 1;
     c.vocab = 1 << 16;
+    assert_int_equal(tr_gpt_config_check(&c, err, sizeof err), -1);
+    assert_non_null(strstr(err, "MLP width")); /* 2 x 2^20 units */
+    c.mlp_ratio = 1;
     assert_int_equal(tr_gpt_config_check(&c, err, sizeof err), -1);
     assert_non_null(strstr(err, "2^31"));
     tr_gpt_free(NULL); /* destroy(NULL) is a no-op */
@@ -195,20 +202,29 @@ static void test_forward_shapes_probs_and_causality(void **state) {
     tr_gpt_free(&m);
 }
 
-/* The weight hook sees every parameter the forward reads and can replace it. */
+/* The linear hook sees every product of every linear site once, in forward
+ * order, with the site's name, role, part and weight; computing ag_linear
+ * itself gives the plain forward's bits. */
 static int hook_calls;
-static ag_tensor *scale_hook(void *user, ag_ctx *c, int index, ag_tensor *w) {
-    (void)user;
-    (void)index;
+static char hook_seen[16][48];
+static ag_tensor *plain_hook(void *user, ag_ctx *c, const pm_site *s, pm_part part, ag_tensor *x, ag_tensor *w,
+                             ag_tensor *b) {
+    tr_gpt *m = user;
+    if (hook_calls < 16) snprintf(hook_seen[hook_calls], sizeof hook_seen[0], "%s/%d", s->name, (int)part);
     hook_calls++;
-    return ag_scale(c, w, 1.0f);
+    int wi = part == PM_W ? s->w : part == PM_U ? s->u : s->v;
+    assert_ptr_equal(w, tr_gpt_param(m, wi));
+    assert_int_equal(w->shape[0], part == PM_V ? s->rank : s->out);
+    assert_true(!b || b == tr_gpt_param(m, s->b));
+    return ag_linear(c, x, w, b);
 }
 
-static void test_weight_hook_sees_every_parameter(void **state) {
+static void test_linear_hook_sees_every_site(void **state) {
     (void)state;
     char err[256];
     tr_gpt m;
-    tr_gpt_config c = tiny(true, false);
+    tr_gpt_config c = tiny(true, true);
+    c.n_layer = 2;
     assert_int_equal(tr_gpt_init(&m, &c, AG_PARAMS_GRAD, err, sizeof err), 0);
     tr_gpt_init_weights(&m, 1);
     ag_ctx *ctx = ag_ctx_new();
@@ -216,14 +232,80 @@ static void test_weight_hook_sees_every_parameter(void **state) {
     ag_tensor *plain = tr_gpt_forward(ctx, &m, ids, 1, 4, NULL);
     float ref[4 * 5];
     memcpy(ref, plain->data, sizeof ref);
-    tr_gpt_fwd opt = {.weight = scale_hook};
+    tr_gpt_fwd opt = {.linear = plain_hook, .user = &m};
     hook_calls = 0;
     ag_tensor *hooked = tr_gpt_forward(ctx, &m, ids, 1, 4, &opt);
     assert_non_null(hooked);
-    assert_int_equal(hook_calls, m.params.count);
+    assert_int_equal(hook_calls, 2 * 4 + 1);
+    static const char *want[9] = {"h.0.attn.qkv/0", "h.0.attn.proj/0", "h.0.mlp.fc/0", "h.0.mlp.proj/0",
+                                  "h.1.attn.qkv/0", "h.1.attn.proj/0", "h.1.mlp.fc/0", "h.1.mlp.proj/0",
+                                  "lm_head/0"};
+    for (int i = 0; i < 9; i++) assert_string_equal(hook_seen[i], want[i]);
     assert_memory_equal(hooked->data, ref, sizeof ref);
     ag_ctx_free(ctx);
     tr_gpt_free(&m);
+}
+
+/* An architecture with layers of different heads and MLP widths and a
+ * factorized site: the table has U and V instead of W for it, the forward
+ * runs x V^T U^T, and the logits equal those of the dense model whose W is
+ * U V (computed in double) up to float rounding. */
+static void irregular_arch(pm_arch *a, int rank) {
+    assert_int_equal(pm_arch_uniform(a, 2, 2, 8, 16, 4, 5, true, false), 0);
+    a->n_head[1] = 1;   /* layer 1: one head of width 4 */
+    a->n_hidden[0] = 8; /* layer 0: an MLP of 8 units */
+    a->rank[pm_rank_slot(a, 0, PM_FC)] = rank;
+}
+
+static void test_per_layer_shapes_and_factors(void **state) {
+    (void)state;
+    char err[256];
+    pm_arch a;
+    irregular_arch(&a, 3);
+    tr_gpt f, d;
+    assert_int_equal(tr_gpt_init_arch(&f, &a, AG_PARAMS_GRAD, err, sizeof err), 0);
+    a.rank[pm_rank_slot(&a, 0, PM_FC)] = 0;
+    assert_int_equal(tr_gpt_init_arch(&d, &a, AG_PARAMS_GRAD, err, sizeof err), 0);
+    pm_arch_free(&a);
+    assert_int_equal(ag_params_find(&f.params, "h.0.mlp.fc.w"), -1);
+    int u = ag_params_find(&f.params, "h.0.mlp.fc.u"), v = ag_params_find(&f.params, "h.0.mlp.fc.v");
+    assert_true(u >= 0 && v >= 0);
+    assert_int_equal(f.params.t[u].shape[0], 8);
+    assert_int_equal(f.params.t[u].shape[1], 3);
+    assert_int_equal(f.params.t[v].shape[0], 3);
+    assert_int_equal(f.params.t[v].shape[1], 8);
+    int q1 = ag_params_find(&f.params, "h.1.attn.qkv.w"), p1 = ag_params_find(&f.params, "h.1.attn.proj.w");
+    assert_int_equal(f.params.t[q1].shape[0], 12); /* 3 x 1 head x 4 */
+    assert_int_equal(f.params.t[p1].shape[1], 4);
+    tr_gpt_init_weights(&f, 5);
+    /* the dense model: the same tensors, W = U V */
+    for (int i = 0; i < d.params.count; i++) {
+        int j = ag_params_find(&f.params, d.params.names[i]);
+        if (j >= 0) {
+            memcpy(d.params.t[i].data, f.params.t[j].data, d.params.t[i].numel * sizeof(float));
+            continue;
+        }
+        assert_string_equal(d.params.names[i], "h.0.mlp.fc.w");
+        for (int r = 0; r < 8; r++)
+            for (int k = 0; k < 8; k++) {
+                double acc = 0;
+                for (int q = 0; q < 3; q++)
+                    acc += (double)f.params.t[u].data[r * 3 + q] * f.params.t[v].data[q * 8 + k];
+                d.params.t[i].data[r * 8 + k] = (float)acc;
+            }
+    }
+    ag_ctx *ctx = ag_ctx_new();
+    int ids[8] = {0, 4, 2, 1, 3, 3, 0, 2};
+    ag_tensor *lf = tr_gpt_forward(ctx, &f, ids, 2, 4, NULL);
+    assert_non_null(lf);
+    float got[2 * 4 * 5];
+    memcpy(got, lf->data, sizeof got);
+    ag_tensor *ld = tr_gpt_forward(ctx, &d, ids, 2, 4, NULL);
+    assert_non_null(ld);
+    for (int i = 0; i < 40; i++) assert_float_equal(got[i], ld->data[i], 1e-5);
+    ag_ctx_free(ctx);
+    tr_gpt_free(&f);
+    tr_gpt_free(&d);
 }
 
 /* ---- gradient check of the whole model ---- */
@@ -239,10 +321,8 @@ static ag_tensor *gpt_fn(ag_ctx *c, ag_params *in, void *user) {
     return tr_gpt_forward(c, u->m, u->ids, 2, 4, NULL);
 }
 
-static void gradcheck_config(tr_gpt_config c, uint64_t seed) {
-    char err[256];
-    tr_gpt m;
-    assert_int_equal(tr_gpt_init(&m, &c, AG_PARAMS_GRAD, err, sizeof err), 0);
+static void gradcheck_model(tr_gpt *mp, uint64_t seed, const char *what) {
+    tr_gpt m = *mp;
     /* weights larger than GPT-2's init so every path carries signal */
     ag_fill_uniform(m.params.data, m.params.n, -0.5f, 0.5f, seed);
     for (int i = 0; i < m.params.count; i++)
@@ -251,10 +331,18 @@ static void gradcheck_config(tr_gpt_config c, uint64_t seed) {
     gc_user u = {.m = &m, .ids = {0, 4, 2, 1, 3, 3, 0, 2}};
     ag_gc_result res;
     assert_int_equal(ag_gradcheck(gpt_fn, &u, &m.params, 1e-2, seed, &res), 0);
-    print_message("gpt bias=%d tied=%d: max rel err %.2e (tensor %s, evals %d)\n", c.bias, c.tied, res.max_err,
+    print_message("gpt %s: max rel err %.2e (tensor %s, evals %d)\n", what, res.max_err,
                   m.params.names[res.worst_tensor], res.evaluations);
     assert_true(res.max_err < 1e-3);
     tr_gpt_free(&m);
+}
+
+static void gradcheck_config(tr_gpt_config c, uint64_t seed) {
+    char err[256], what[64];
+    tr_gpt m;
+    assert_int_equal(tr_gpt_init(&m, &c, AG_PARAMS_GRAD, err, sizeof err), 0);
+    snprintf(what, sizeof what, "bias=%d tied=%d", c.bias, c.tied);
+    gradcheck_model(&m, seed, what);
 }
 
 static void test_gradcheck_whole_model(void **state) {
@@ -263,6 +351,14 @@ static void test_gradcheck_whole_model(void **state) {
     tr_gpt_config c = tiny(false, true);
     c.ctx = 6; /* T = 4 < ctx: the forward reads a prefix of wpe */
     gradcheck_config(c, 12);
+    /* layers of different shapes and a factorized site */
+    char err[256];
+    pm_arch a;
+    irregular_arch(&a, 3);
+    tr_gpt m;
+    assert_int_equal(tr_gpt_init_arch(&m, &a, AG_PARAMS_GRAD, err, sizeof err), 0);
+    pm_arch_free(&a);
+    gradcheck_model(&m, 13, "per-layer shapes, factorized fc");
 }
 
 int main(void) {
@@ -271,7 +367,8 @@ int main(void) {
         cmocka_unit_test(test_config_errors_name_the_field),
         cmocka_unit_test(test_init_statistics),
         cmocka_unit_test(test_forward_shapes_probs_and_causality),
-        cmocka_unit_test(test_weight_hook_sees_every_parameter),
+        cmocka_unit_test(test_linear_hook_sees_every_site),
+        cmocka_unit_test(test_per_layer_shapes_and_factors),
         cmocka_unit_test(test_gradcheck_whole_model),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

@@ -129,7 +129,7 @@ static void test_f32_logits_match_training_forward(void **state) {
 /* A copy of f's model with each exported weight fake-quantized. */
 static void fake_quant_model(fixture *f, const inf_export_opts *o, tr_gpt *q) {
     char err[256];
-    if (tr_gpt_init(q, &f->m.cfg, 0, err, sizeof err)) fail_msg("%s", err);
+    if (tr_gpt_init_arch(q, &f->m.arch, 0, err, sizeof err)) fail_msg("%s", err);
     memcpy(q->params.data, f->m.params.data, f->m.params.n * sizeof(float));
     for (int i = 0; i < q->params.count; i++) {
         ag_tensor *t = &q->params.t[i];

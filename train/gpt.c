@@ -1,5 +1,6 @@
-/* gpt.c - the GPT decoder of gpt.h: parameters, GPT-2 initialisation, forward.
- * The backward is the tape's: every step of the forward below is an op. */
+/* gpt.c - the GPT decoder of gpt.h: parameters from the model's table,
+ * GPT-2 initialisation, forward. The backward is the tape's: every step of
+ * the forward below is an op. */
 #include "gpt.h"
 
 #include <math.h>
@@ -10,14 +11,13 @@
 #include "autograd/rng.h"
 
 tr_gpt_config tr_gpt_config_default(void) {
-    tr_gpt_config c = {.n_layer = 2, .n_head = 4, .n_embd = 64, .mlp_ratio = 4,
+    tr_gpt_config c = {.n_layer = 4, .n_head = 4, .n_embd = 128, .mlp_ratio = 4,
                        .ctx = 64, .vocab = 256, .bias = true, .tied = false};
     return c;
 }
 
-#define LIMIT_DIM (1 << 20)   /* widths, contexts, layers */
+#define LIMIT_DIM (1 << 20) /* widths, contexts, layers */
 #define LIMIT_VOCAB (1 << 24)
-#define LIMIT_TENSOR ((size_t)1 << 31) /* floats in one tensor: shapes are ints */
 
 static int check_range(const char *name, int v, int lo, int hi, char *err, size_t errlen) {
     if (v < lo || v > hi) {
@@ -40,20 +40,20 @@ int tr_gpt_config_check(const tr_gpt_config *cfg, char *err, size_t errlen) {
                  cfg->n_head, cfg->n_embd);
         return -1;
     }
-    size_t C = (size_t)cfg->n_embd;
-    size_t big = (size_t)cfg->mlp_ratio * C * C; /* largest matrix besides the embeddings */
-    if ((size_t)cfg->vocab * C > LIMIT_TENSOR || (size_t)cfg->ctx * C > LIMIT_TENSOR ||
-        big > LIMIT_TENSOR || 3 * C * C > LIMIT_TENSOR) {
-        snprintf(err, errlen, "n-embd = %d with vocab = %d, ctx = %d, mlp-ratio = %d: a tensor would exceed 2^31 floats",
-                 cfg->n_embd, cfg->vocab, cfg->ctx, cfg->mlp_ratio);
+    if ((long)cfg->mlp_ratio * cfg->n_embd > LIMIT_DIM) {
+        snprintf(err, errlen, "mlp-ratio = %d with n-embd = %d: expected an MLP width of at most %d", cfg->mlp_ratio,
+                 cfg->n_embd, LIMIT_DIM);
         return -1;
     }
-    double total = (double)tr_gpt_config_numel(cfg);
-    if (total > 4e9) {
-        snprintf(err, errlen, "the configuration has %.3g parameters: expected at most 4e9", total);
+    pm_arch a;
+    if (pm_arch_uniform(&a, cfg->n_layer, cfg->n_head, cfg->n_embd, cfg->mlp_ratio * cfg->n_embd, cfg->ctx,
+                        cfg->vocab, cfg->bias, cfg->tied) != 0) {
+        snprintf(err, errlen, "out of memory checking a model of %d layers", cfg->n_layer);
         return -1;
     }
-    return 0;
+    int rc = pm_arch_check(&a, err, errlen);
+    pm_arch_free(&a);
+    return rc;
 }
 
 size_t tr_gpt_config_numel(const tr_gpt_config *cfg) {
@@ -69,77 +69,50 @@ size_t tr_gpt_config_numel(const tr_gpt_config *cfg) {
            (cfg->tied ? 0 : V * C);
 }
 
-/* ---------------------------------------------------------------- declaring */
-
-static int add(ag_params *p, const char *name, int d0, int d1, int *fail) {
-    int shape[2] = {d0, d1};
-    int ndim = d1 > 0 ? 2 : 1;
-    int group = ndim >= 2 ? TR_GROUP_DECAY : TR_GROUP_NO_DECAY;
-    int i = ag_params_add(p, name, ndim, shape, group);
-    if (i < 0) *fail = 1;
-    return i;
-}
-
-static int add_l(ag_params *p, int l, const char *what, int d0, int d1, int *fail) {
-    char name[64];
-    snprintf(name, sizeof name, "h.%d.%s", l, what);
-    return add(p, name, d0, d1, fail);
-}
-
-int tr_gpt_declare(const tr_gpt_config *cfg, ag_params *p, tr_gpt *idx, char *err, size_t errlen) {
+int tr_gpt_config_arch(const tr_gpt_config *cfg, pm_arch *a, char *err, size_t errlen) {
+    memset(a, 0, sizeof *a);
     if (tr_gpt_config_check(cfg, err, errlen) != 0) return -1;
-    int C = cfg->n_embd, V = cfg->vocab, M = cfg->mlp_ratio * cfg->n_embd, L = cfg->n_layer;
-    bool b = cfg->bias;
-    int fail = 0;
-    tr_gpt_layer *layer = NULL;
-    if (idx) {
-        layer = calloc((size_t)L, sizeof *layer);
-        if (!layer) {
-            snprintf(err, errlen, "out of memory: %d layer records", L);
-            return -1;
-        }
-    }
-    tr_gpt tmp;
-    tr_gpt *x = idx ? idx : &tmp;
-    x->wte = add(p, "wte", V, C, &fail);
-    x->wpe = add(p, "wpe", cfg->ctx, C, &fail);
-    for (int l = 0; l < L; l++) {
-        tr_gpt_layer y;
-        y.ln1_w = add_l(p, l, "ln1.w", C, 0, &fail);
-        y.ln1_b = b ? add_l(p, l, "ln1.b", C, 0, &fail) : -1;
-        y.qkv_w = add_l(p, l, "attn.qkv.w", 3 * C, C, &fail);
-        y.qkv_b = b ? add_l(p, l, "attn.qkv.b", 3 * C, 0, &fail) : -1;
-        y.proj_w = add_l(p, l, "attn.proj.w", C, C, &fail);
-        y.proj_b = b ? add_l(p, l, "attn.proj.b", C, 0, &fail) : -1;
-        y.ln2_w = add_l(p, l, "ln2.w", C, 0, &fail);
-        y.ln2_b = b ? add_l(p, l, "ln2.b", C, 0, &fail) : -1;
-        y.fc_w = add_l(p, l, "mlp.fc.w", M, C, &fail);
-        y.fc_b = b ? add_l(p, l, "mlp.fc.b", M, 0, &fail) : -1;
-        y.mproj_w = add_l(p, l, "mlp.proj.w", C, M, &fail);
-        y.mproj_b = b ? add_l(p, l, "mlp.proj.b", C, 0, &fail) : -1;
-        if (layer) layer[l] = y;
-    }
-    x->lnf_w = add(p, "lnf.w", C, 0, &fail);
-    x->lnf_b = b ? add(p, "lnf.b", C, 0, &fail) : -1;
-    x->lm_head = cfg->tied ? x->wte : add(p, "lm_head.w", V, C, &fail);
-    if (fail) {
-        free(layer);
-        snprintf(err, errlen, "out of memory declaring the model's parameters");
+    if (pm_arch_uniform(a, cfg->n_layer, cfg->n_head, cfg->n_embd, cfg->mlp_ratio * cfg->n_embd, cfg->ctx,
+                        cfg->vocab, cfg->bias, cfg->tied) != 0) {
+        snprintf(err, errlen, "out of memory: a model of %d layers", cfg->n_layer);
         return -1;
     }
-    if (idx) idx->layer = layer;
     return 0;
 }
 
-int tr_gpt_init(tr_gpt *m, const tr_gpt_config *cfg, int flags, char *err, size_t errlen) {
+/* ------------------------------------------------------------- building */
+
+int tr_gpt_init_arch(tr_gpt *m, const pm_arch *a, int flags, char *err, size_t errlen) {
     memset(m, 0, sizeof *m);
     ag_params_init(&m->params);
-    if (tr_gpt_config_check(cfg, err, errlen) != 0) return -1;
-    m->cfg = *cfg;
-    if (tr_gpt_declare(cfg, &m->params, m, err, errlen) != 0) {
+    if (pm_arch_check(a, err, errlen) != 0) return -1;
+    if (pm_arch_copy(&m->arch, a) != 0 || !(m->layer = calloc((size_t)a->n_layer, sizeof *m->layer))) {
+        snprintf(err, errlen, "out of memory: a model of %d layers", a->n_layer);
         tr_gpt_free(m);
         return -1;
     }
+    if (pm_table_build(&m->table, &m->arch, err, errlen) != 0) {
+        tr_gpt_free(m);
+        return -1;
+    }
+    /* one parameter per table tensor, in table order */
+    for (int i = 0; i < m->table.n_tensor; i++) {
+        const pm_tensor *t = &m->table.tensor[i];
+        if (ag_params_add(&m->params, t->name, t->ndim, t->shape, t->decay ? TR_GROUP_DECAY : TR_GROUP_NO_DECAY) != i) {
+            snprintf(err, errlen, "out of memory declaring the model's parameters");
+            tr_gpt_free(m);
+            return -1;
+        }
+    }
+    const pm_table *tb = &m->table;
+    m->wte = pm_table_site_of(tb, -1, PM_WTE);
+    m->wpe = pm_table_site_of(tb, -1, PM_WPE);
+    m->lnf = pm_table_site_of(tb, -1, PM_LNF);
+    m->head = pm_table_site_of(tb, -1, PM_HEAD);
+    for (int l = 0; l < a->n_layer; l++)
+        m->layer[l] = (tr_gpt_layer){pm_table_site_of(tb, l, PM_LN1), pm_table_site_of(tb, l, PM_QKV),
+                                     pm_table_site_of(tb, l, PM_PROJ), pm_table_site_of(tb, l, PM_LN2),
+                                     pm_table_site_of(tb, l, PM_FC), pm_table_site_of(tb, l, PM_MPROJ)};
     if (ag_params_alloc(&m->params, flags) != 0) {
         snprintf(err, errlen, "out of memory: %zu floats of parameters (x%d buffers)", m->params.n,
                  1 + !!(flags & AG_PARAMS_GRAD) + 2 * !!(flags & AG_PARAMS_MOMENTS));
@@ -149,33 +122,38 @@ int tr_gpt_init(tr_gpt *m, const tr_gpt_config *cfg, int flags, char *err, size_
     return 0;
 }
 
+int tr_gpt_init(tr_gpt *m, const tr_gpt_config *cfg, int flags, char *err, size_t errlen) {
+    memset(m, 0, sizeof *m);
+    pm_arch a;
+    if (tr_gpt_config_arch(cfg, &a, err, errlen) != 0) return -1;
+    int rc = tr_gpt_init_arch(m, &a, flags, err, errlen);
+    pm_arch_free(&a);
+    return rc;
+}
+
 void tr_gpt_free(tr_gpt *m) {
     if (!m) return;
     ag_params_free(&m->params);
+    pm_table_free(&m->table);
+    pm_arch_free(&m->arch);
     free(m->layer);
-    m->layer = NULL;
+    memset(m, 0, sizeof *m);
 }
 
 /* ---------------------------------------------------------- initialisation */
 
-static bool ends_with(const char *s, const char *suffix) {
-    size_t n = strlen(s), k = strlen(suffix);
-    return n >= k && strcmp(s + n - k, suffix) == 0;
-}
-
 void tr_gpt_init_weights(tr_gpt *m, uint64_t seed) {
     ag_rng r;
     ag_rng_seed(&r, seed);
-    float resid_std = TR_GPT_INIT_STD / sqrtf(2.0f * (float)m->cfg.n_layer);
-    for (int i = 0; i < m->params.count; i++) {
-        ag_tensor *t = ag_param(&m->params, i);
-        const char *name = m->params.names[i];
-        if (t->ndim >= 2) {
-            float std = (ends_with(name, "attn.proj.w") || ends_with(name, "mlp.proj.w")) ? resid_std
-                                                                                         : TR_GPT_INIT_STD;
+    float resid_std = TR_GPT_INIT_STD / sqrtf(2.0f * (float)m->arch.n_layer);
+    for (int i = 0; i < m->table.n_tensor; i++) {
+        ag_tensor *t = tr_gpt_param(m, i);
+        pm_init init = m->table.tensor[i].init;
+        if (init == PM_INIT_NORMAL || init == PM_INIT_RESIDUAL) {
+            float std = init == PM_INIT_RESIDUAL ? resid_std : TR_GPT_INIT_STD;
             for (size_t j = 0; j < t->numel; j++) t->data[j] = std * ag_rng_normal(&r);
         } else {
-            float v = ends_with(name, ".w") ? 1.0f : 0.0f; /* layer norm gains 1, biases 0 */
+            float v = init == PM_INIT_ONES ? 1.0f : 0.0f; /* layer norm gains 1, biases 0 */
             for (size_t j = 0; j < t->numel; j++) t->data[j] = v;
         }
     }
@@ -183,88 +161,86 @@ void tr_gpt_init_weights(tr_gpt *m, uint64_t seed) {
 
 /* ------------------------------------------------------------------ forward */
 
-/* The parameter with index i, passed through the caller's weight hook. */
-static ag_tensor *W(ag_ctx *c, tr_gpt *m, const tr_gpt_fwd *opt, int i) {
-    if (i < 0) return NULL;
-    ag_tensor *w = ag_param(&m->params, i);
-    if (opt && opt->weight) {
-        ag_tensor *u = opt->weight(opt->user, c, i, w);
-        if (!u) ag_fail(c, "the forward's weight hook failed on %s", m->params.names[i]);
-        return u;
-    }
-    return w;
+/* Table tensor i as a parameter, or NULL when absent (i < 0). */
+static ag_tensor *P(tr_gpt *m, int i) { return i >= 0 ? tr_gpt_param(m, i) : NULL; }
+
+/* One matrix product of a linear site, through the caller's hook. */
+static ag_tensor *product(ag_ctx *c, const tr_gpt_fwd *opt, const pm_site *s, pm_part part, ag_tensor *x,
+                          ag_tensor *w, ag_tensor *b) {
+    if (!x) return NULL;
+    if (!opt || !opt->linear) return ag_linear(c, x, w, b);
+    ag_tensor *y = opt->linear(opt->user, c, s, part, x, w, b);
+    if (!y && !ag_error(c)) ag_fail(c, "the forward's linear hook failed on %s", s->name);
+    return y;
 }
 
-/* Bias, or NULL without one (a missing bias is not an error). */
-static ag_tensor *Bias(ag_ctx *c, tr_gpt *m, const tr_gpt_fwd *opt, int i, bool *bad) {
-    if (i < 0) return NULL;
-    ag_tensor *b = W(c, m, opt, i);
-    if (!b) *bad = true;
-    return b;
+/* out = x W^T + b of linear site si, or x V^T U^T + b when factorized. */
+static ag_tensor *linear_site(ag_ctx *c, tr_gpt *m, const tr_gpt_fwd *opt, int si, ag_tensor *x) {
+    const pm_site *s = &m->table.site[si];
+    ag_tensor *b = P(m, s->b);
+    if (s->rank > 0) {
+        ag_tensor *h = product(c, opt, s, PM_V, x, P(m, s->v), NULL); /* [.., rank] */
+        return product(c, opt, s, PM_U, h, P(m, s->u), b);
+    }
+    return product(c, opt, s, PM_W, x, P(m, s->w), b);
+}
+
+/* Layer norm of site si (gain, and bias when the model has biases). */
+static ag_tensor *norm_site(ag_ctx *c, tr_gpt *m, int si, ag_tensor *x) {
+    const pm_site *s = &m->table.site[si];
+    return ag_layernorm(c, x, P(m, s->w), P(m, s->b), TR_GPT_LN_EPS);
 }
 
 ag_tensor *tr_gpt_forward(ag_ctx *c, tr_gpt *m, const int *ids, int B, int T, const tr_gpt_fwd *opt) {
-    const tr_gpt_config *cfg = &m->cfg;
-    if (B < 1 || T < 1 || T > cfg->ctx) {
+    const pm_arch *a = &m->arch;
+    if (B < 1 || T < 1 || T > a->ctx) {
         ag_fail(c, "gpt forward: batch %d x length %d: expected batch >= 1 and 1 <= length <= ctx = %d", B, T,
-                cfg->ctx);
+                a->ctx);
         return NULL;
     }
-    int C = cfg->n_embd, H = cfg->n_head;
-    bool bad = false;
+    int C = a->n_embd;
 
     /* x[B,T,C] = wte[ids] + wpe[0..T) */
     int ishape[2] = {B, T};
-    ag_tensor *tok = ag_embedding(c, W(c, m, opt, m->wte), ids, 2, ishape); /* [B,T,C] */
-    ag_tensor *wpe = W(c, m, opt, m->wpe);                                  /* [ctx,C] */
-    ag_tensor *pos = NULL;                                                  /* [T,C] */
-    if (wpe) {
-        int pshape[2] = {T, C};
-        if (T == cfg->ctx) {
-            pos = wpe;
-        } else {
-            /* the first T rows of wpe: a view sharing data and grad */
-            pos = ag_alloc(c, sizeof *pos);
-            if (pos) {
-                *pos = *wpe;
-                ag_tensor_set_shape(pos, 2, pshape);
-            }
+    ag_tensor *tok = ag_embedding(c, P(m, m->table.site[m->wte].w), ids, 2, ishape); /* [B,T,C] */
+    ag_tensor *wpe = P(m, m->table.site[m->wpe].w);                                   /* [ctx,C] */
+    ag_tensor *pos = wpe;                                                            /* [T,C] */
+    if (T < a->ctx) {
+        /* the first T rows of wpe: a view sharing data and grad */
+        pos = ag_alloc(c, sizeof *pos);
+        if (pos) {
+            int pshape[2] = {T, C};
+            *pos = *wpe;
+            ag_tensor_set_shape(pos, 2, pshape);
         }
     }
     ag_tensor *x = ag_add(c, tok, pos); /* [B,T,C] */
     if (opt && opt->hidden) opt->hidden[0] = x;
 
-    for (int l = 0; l < cfg->n_layer; l++) {
+    for (int l = 0; l < a->n_layer; l++) {
         const tr_gpt_layer *y = &m->layer[l];
+        int H = a->n_head[l];
         /* attention sub-block */
-        ag_tensor *a = ag_layernorm(c, x, W(c, m, opt, y->ln1_w), Bias(c, m, opt, y->ln1_b, &bad),
-                                    TR_GPT_LN_EPS);                                       /* [B,T,C] */
-        ag_tensor *qkv = ag_linear(c, a, W(c, m, opt, y->qkv_w), Bias(c, m, opt, y->qkv_b, &bad)); /* [B,T,3C] */
+        ag_tensor *qkv = linear_site(c, m, opt, y->qkv, norm_site(c, m, y->ln1, x)); /* [B,T,3A] */
         /* q, k, v read in place from qkv (no head copies): the same bits as
          * split_heads + attention + merge_heads (test_attention). A caller
          * that reads P gets it as a tensor (two ops); otherwise one fused op
          * keeps P to itself and needs no gradient for it (same bits). */
-        ag_tensor *merged; /* [B,T,C] */
+        ag_tensor *merged; /* [B,T,A] */
         if (opt && opt->probs) {
-            ag_tensor *P = ag_attn_probs_qkv(c, qkv, H); /* [B,H,T,T] */
-            opt->probs[l] = P;
-            merged = ag_attn_apply_merge(c, P, qkv);
+            ag_tensor *Pr = ag_attn_probs_qkv(c, qkv, H); /* [B,H,T,T] */
+            opt->probs[l] = Pr;
+            merged = ag_attn_apply_merge(c, Pr, qkv);
         } else {
             merged = ag_attention_qkv(c, qkv, H);
         }
-        ag_tensor *proj = ag_linear(c, merged, W(c, m, opt, y->proj_w), Bias(c, m, opt, y->proj_b, &bad));
-        x = ag_add(c, x, proj);
+        x = ag_add(c, x, linear_site(c, m, opt, y->proj, merged));
         /* MLP sub-block */
-        ag_tensor *h = ag_layernorm(c, x, W(c, m, opt, y->ln2_w), Bias(c, m, opt, y->ln2_b, &bad),
-                                    TR_GPT_LN_EPS);                                       /* [B,T,C] */
-        ag_tensor *fc = ag_linear(c, h, W(c, m, opt, y->fc_w), Bias(c, m, opt, y->fc_b, &bad)); /* [B,T,M] */
-        ag_tensor *g = ag_gelu(c, fc);
-        ag_tensor *mp = ag_linear(c, g, W(c, m, opt, y->mproj_w), Bias(c, m, opt, y->mproj_b, &bad)); /* [B,T,C] */
-        x = ag_add(c, x, mp);
+        ag_tensor *fc = linear_site(c, m, opt, y->fc, norm_site(c, m, y->ln2, x)); /* [B,T,M] */
+        x = ag_add(c, x, linear_site(c, m, opt, y->mproj, ag_gelu(c, fc)));          /* [B,T,C] */
         if (opt && opt->hidden) opt->hidden[l + 1] = x;
     }
-    ag_tensor *f = ag_layernorm(c, x, W(c, m, opt, m->lnf_w), Bias(c, m, opt, m->lnf_b, &bad), TR_GPT_LN_EPS);
-    ag_tensor *logits = ag_linear(c, f, W(c, m, opt, m->lm_head), NULL); /* [B,T,V] */
-    if (bad || ag_error(c)) return NULL;
+    ag_tensor *logits = linear_site(c, m, opt, m->head, norm_site(c, m, m->lnf, x)); /* [B,T,V] */
+    if (ag_error(c)) return NULL;
     return logits;
 }

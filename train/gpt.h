@@ -16,38 +16,27 @@
  * head is its own matrix by default; with tied it reuses wte.
  *
  * Parameters: all in one ag_params (data, grad, m, v are parallel flat
- * buffers), declared in this order with these names and shapes:
+ * buffers), one per tensor of the model's table (model/arch.h: names,
+ * shapes, order and initialisation are defined there, once, for training,
+ * checkpoints, export, the model file and the runtime). Parameter i is table
+ * tensor i. Matrices and embeddings (2-D) are in optimizer group
+ * TR_GROUP_DECAY (weight decay applies, as nanoGPT does), gains and biases
+ * in TR_GROUP_NO_DECAY.
  *
- *   wte                [V, C]      token embedding              decay
- *   wpe                [ctx, C]    position embedding           decay
- *   for l = 0 .. n_layer-1:
- *   h.l.ln1.w          [C]         layer norm 1 gain            no decay
- *   h.l.ln1.b          [C]         (bias only)                  no decay
- *   h.l.attn.qkv.w     [3C, C]     fused q,k,v projection       decay
- *   h.l.attn.qkv.b     [3C]        (bias only)                  no decay
- *   h.l.attn.proj.w    [C, C]      attention output projection  decay  (residual)
- *   h.l.attn.proj.b    [C]         (bias only)                  no decay
- *   h.l.ln2.w          [C]                                      no decay
- *   h.l.ln2.b          [C]         (bias only)                  no decay
- *   h.l.mlp.fc.w       [M, C]      MLP expansion                decay
- *   h.l.mlp.fc.b       [M]         (bias only)                  no decay
- *   h.l.mlp.proj.w     [C, M]      MLP output projection        decay  (residual)
- *   h.l.mlp.proj.b     [C]         (bias only)                  no decay
- *   lnf.w              [C]         final layer norm             no decay
- *   lnf.b              [C]         (bias only)                  no decay
- *   lm_head.w          [V, C]      (untied only)                decay
- *
- * Linear weights use PyTorch's [out, in] layout (ag_linear). The qkv rows are
- * q (rows 0..C), then k (C..2C), then v (2C..3C); within each, head h owns
- * rows h*D .. (h+1)*D. "decay" is optimizer group TR_GROUP_DECAY (weight
- * decay applies), the rest TR_GROUP_NO_DECAY: as nanoGPT does, every
- * parameter with 2 or more dimensions (matrices and both embeddings) decays,
- * 1-D ones (gains and biases) do not.
+ * Layers may differ in heads and MLP width, and linear sites may be
+ * factorized (W = U V): a structurally pruned or factorized model trains and
+ * runs like any other (tr_gpt_init_arch). pare train builds uniform ones
+ * from the keys (tr_gpt_config).
  *
  * Initialisation (GPT-2): every matrix and embedding ~ N(0, 0.02), the two
  * residual projections (attn.proj.w, mlp.proj.w) ~ N(0, 0.02 / sqrt(2 n_layer)),
  * biases 0, layer norm gains 1. One ag_rng seeded with the given seed draws
- * the tensors in declaration order.
+ * the tensors in table order.
+ *
+ * The forward's hook point is the linear site (tr_gpt_fwd.linear): every
+ * matrix product of a linear site (x W^T + b, or x V^T then U^T + b for a
+ * factorized one) goes through it, so weight and activation fake
+ * quantization, low-rank factors and activation observers wrap one place.
  */
 #ifndef PARE_TR_GPT_H
 #define PARE_TR_GPT_H
@@ -58,12 +47,14 @@
 
 #include "autograd/ops.h"
 #include "autograd/params.h"
+#include "model/arch.h"
 
 enum { TR_GROUP_DECAY = 0, TR_GROUP_NO_DECAY = 1 };
 
 #define TR_GPT_LN_EPS 1e-5f
 #define TR_GPT_INIT_STD 0.02f
 
+/* The uniform configuration the command line describes (every layer alike). */
 typedef struct tr_gpt_config {
     int n_layer;   /* blocks, >= 1 */
     int n_head;    /* heads per block; divides n_embd */
@@ -75,21 +66,21 @@ typedef struct tr_gpt_config {
     bool tied;     /* LM head shares wte */
 } tr_gpt_config;
 
-/* Indices into the parameter set of one block's tensors (-1 when absent). */
+/* One block's sites (indices into the model's table). */
 typedef struct tr_gpt_layer {
-    int ln1_w, ln1_b, qkv_w, qkv_b, proj_w, proj_b;
-    int ln2_w, ln2_b, fc_w, fc_b, mproj_w, mproj_b;
+    int ln1, qkv, proj, ln2, fc, mproj;
 } tr_gpt_layer;
 
 typedef struct tr_gpt {
-    tr_gpt_config cfg;
-    ag_params params;     /* every tensor, named as above */
-    int wte, wpe, lnf_w, lnf_b, lm_head; /* indices; lm_head == wte when tied; lnf_b -1 without bias */
+    pm_arch arch;         /* the model's shape (owned) */
+    pm_table table;       /* its sites and tensors (owned); tensor i is parameter i */
+    ag_params params;     /* every tensor, named as in the table */
+    int wte, wpe, lnf, head; /* model-level sites */
     tr_gpt_layer *layer;  /* [n_layer] */
 } tr_gpt;
 
-/* A default configuration (the README's student-ish size): 2 layers, 4 heads,
- * width 64, MLP ratio 4, ctx 64, vocab 256, bias on, untied. */
+/* The default configuration (pare train's defaults): 4 layers, 4 heads,
+ * width 128, MLP ratio 4, ctx 64, vocab 256, bias on, untied. */
 tr_gpt_config tr_gpt_config_default(void);
 
 /* Checks a configuration: every size positive, n_head divides n_embd, sizes
@@ -101,24 +92,29 @@ int tr_gpt_config_check(const tr_gpt_config *cfg, char *err, size_t errlen);
 /* Number of parameters (without padding) a configuration has. */
 size_t tr_gpt_config_numel(const tr_gpt_config *cfg);
 
-/* Declares the parameters of cfg, in the order and with the names above, into
- * an initialised, not yet allocated ag_params p (for readers of model files
- * that want the same names). If idx is not NULL it receives the indices.
- * Returns 0, or -1 (message in err) on a bad config or out of memory. */
-int tr_gpt_declare(const tr_gpt_config *cfg, ag_params *p, tr_gpt *idx, char *err, size_t errlen);
+/* The architecture of a uniform configuration (owned arrays; pm_arch_free).
+ * Returns 0, or -1 with err (a bad configuration, out of memory). */
+int tr_gpt_config_arch(const tr_gpt_config *cfg, pm_arch *a, char *err, size_t errlen);
 
-/* Builds the model: checks cfg, declares and allocates the parameters with
- * ag_params flags (AG_PARAMS_GRAD for training, AG_PARAMS_MOMENTS for AdamW;
- * 0 for a frozen teacher), all zero. Returns 0, or -1 with err set (config
- * error or out of memory; m is then freed). The caller frees m with
- * tr_gpt_free. */
+/* Builds the model of a checked uniform configuration: declares and
+ * allocates the parameters with ag_params flags (AG_PARAMS_GRAD for
+ * training, AG_PARAMS_MOMENTS for AdamW; 0 for a frozen teacher), all zero.
+ * Returns 0, or -1 with err set (config error or out of memory; m is then
+ * freed). The caller frees m with tr_gpt_free. */
 int tr_gpt_init(tr_gpt *m, const tr_gpt_config *cfg, int flags, char *err, size_t errlen);
 
-/* Frees the parameters and index arrays. m may be NULL. */
+/* The same for any architecture (per-layer heads and widths, factorized
+ * sites); a is copied. */
+int tr_gpt_init_arch(tr_gpt *m, const pm_arch *a, int flags, char *err, size_t errlen);
+
+/* Frees the parameters, table and arch. m may be NULL. */
 void tr_gpt_free(tr_gpt *m);
 
 /* GPT-2 initialisation of every parameter (see above), from `seed`. */
 void tr_gpt_init_weights(tr_gpt *m, uint64_t seed);
+
+/* The parameter holding table tensor i (i >= 0). */
+static inline ag_tensor *tr_gpt_param(tr_gpt *m, int i) { return ag_param(&m->params, i); }
 
 /* Optional extras of a forward pass. Zero-initialise and set what you need. */
 typedef struct tr_gpt_fwd {
@@ -128,11 +124,12 @@ typedef struct tr_gpt_fwd {
     /* If not NULL: [n_layer + 1] pointers, receiving the residual stream x
      * [B, T, C] after the embeddings (0) and after each block (l + 1). */
     ag_tensor **hidden;
-    /* If not NULL: called for every parameter the forward reads, with its
-     * index, before it is used; returns the tensor to use instead (a
-     * fake-quantised or masked weight made with ops, so gradients flow back),
-     * or w itself. Returning NULL fails the forward. */
-    ag_tensor *(*weight)(void *user, ag_ctx *c, int index, ag_tensor *w);
+    /* If not NULL: computes every matrix product of a linear site instead of
+     * ag_linear(c, x, w, b): part is PM_W for a dense site, PM_V (x V^T, no
+     * bias) then PM_U (h U^T + b) for a factorized one. Returns the output
+     * (made with ops, so gradients flow), or NULL to fail the forward. */
+    ag_tensor *(*linear)(void *user, ag_ctx *c, const pm_site *site, pm_part part, ag_tensor *x, ag_tensor *w,
+                         ag_tensor *b);
     void *user;
 } tr_gpt_fwd;
 

@@ -2,10 +2,13 @@
  * and the policy hooks compression methods and the run log attach to.
  *
  * The flow of one step (tr_train_step, a short function worth reading):
- *   reset the arena -> draw a batch -> forward -> loss (+ policy loss terms)
- *   -> zero grads, backward -> policies after backward -> grad norm; NaN/Inf
- *   means stop here, nothing updated -> clip -> AdamW at the scheduled lr
- *   -> policies after the step.
+ *   reset the arena -> draw a batch -> (the teacher's forward, when a policy
+ *   needs it) -> forward, every linear site through the policies' linear
+ *   hooks -> loss (+ policy loss terms) -> zero grads, backward -> policies
+ *   after backward -> masked gradients zeroed -> grad norm; NaN/Inf means
+ *   stop here, nothing updated -> clip -> AdamW at the scheduled lr (the
+ *   model's parameters and the policies' tensors, masks respected) ->
+ *   policies after the step.
  * After the first step a step allocates nothing: the arena keeps its high-water
  * block, the tape keeps its array, the batch buffers are reused.
  *
@@ -16,8 +19,9 @@
  *
  * Determinism: the model is initialised from cfg.seed, the data stream from
  * its own generator (seeded from cfg.seed, state saved in checkpoints),
- * reductions run in a fixed order; the same seed and thread count give the
- * same bits, and a run resumed from a checkpoint continues bit-identically.
+ * reductions run in a fixed order; the same seed gives the same bits at any
+ * thread count, and a run resumed from a checkpoint continues bit-identically
+ * (the policies' tensors, masks and sections included).
  */
 #ifndef PARE_TR_TRAINER_H
 #define PARE_TR_TRAINER_H
@@ -33,6 +37,7 @@
 #include "checkpoint.h"
 #include "data.h"
 #include "gpt.h"
+#include "model/plan.h"
 
 /* Everything about a run except the model's shape and the data. */
 typedef struct tr_train_config {
@@ -46,13 +51,13 @@ typedef struct tr_train_config {
     uint64_t seed;        /* model init and data order */
     int eval_every;       /* evaluate every N steps (and after the last); 0 = only at the end */
     int eval_batches;     /* fixed validation batches per evaluation */
-    int ckpt_every;       /* write the checkpoint every N steps; 0 = only at the end */
+    int ckpt_every;       /* write the checkpoint every N steps; 0 = after every evaluation (and at the end) */
     const char *out;      /* checkpoint path, or NULL/"" for none */
 } tr_train_config;
 
 /* Defaults: 1000 steps, batch 16, lr 1e-3 to 1e-4, warmup 100, weight decay
  * 0.1, betas (0.9, 0.99), eps 1e-8, clip 1.0, seed 1, eval every 100 on 20
- * batches, no periodic checkpoint, no output path. */
+ * batches, a checkpoint after every evaluation, no output path. */
 tr_train_config tr_train_config_default(void);
 
 /* Checks ranges (steps >= 1, batch >= 1, lr > 0, 0 <= min_lr <= lr, warmup
@@ -68,6 +73,15 @@ double tr_lr_at(const tr_train_config *cfg, long step);
 
 typedef struct tr_trainer tr_trainer;
 
+/* A named figure a policy reports during a step (each loss term, clip rates,
+ * sparsity): shown in the progress line and recorded in the run log. */
+typedef struct tr_metric {
+    char name[32];
+    double value;
+} tr_metric;
+
+#define TR_MAX_METRICS 32
+
 /* What a progress callback sees after each step. */
 typedef struct tr_progress {
     long step, steps;     /* steps done (this one included) and in total */
@@ -77,6 +91,8 @@ typedef struct tr_progress {
     double accuracy;      /* its accuracy (tasks), else NAN */
     double tokens_per_s;  /* training throughput so far in this process (evaluation excluded) */
     double elapsed, eta;  /* seconds since start of this process, estimated seconds left */
+    const tr_metric *metrics; /* [n_metrics] the policies' figures of this step */
+    int n_metrics;
 } tr_progress;
 
 /* An evaluation's result. */
@@ -87,36 +103,6 @@ typedef struct tr_eval {
     long tokens;          /* scored tokens */
 } tr_eval;
 
-/* A policy: optional callbacks (NULL = not interested). Each gets the policy
- * itself (with its user pointer) and the trainer. Callbacks that return int
- * return 0 to continue or -1 to stop the run with an error (they write the
- * message into t->err with tr_trainer_fail). */
-typedef struct tr_policy tr_policy;
-struct tr_policy {
-    const char *name;
-    void *user;
-    /* once, before the first step (after a resume has loaded its state) */
-    int (*on_start)(tr_policy *p, tr_trainer *t);
-    /* in the forward: wrap parameter `index` before use (see tr_gpt_fwd.weight) */
-    ag_tensor *(*weight)(tr_policy *p, tr_trainer *t, ag_ctx *c, int index, ag_tensor *w);
-    /* loss terms: return the new loss (e.g. loss + lambda * extra), or NULL on error.
-     * logits [B,T,V]; probs [n_layer] of P[B,H,T,T] and hidden [n_layer+1] of
-     * [B,T,C] are filled when the trainer was told some policy needs them. */
-    ag_tensor *(*loss)(tr_policy *p, tr_trainer *t, ag_ctx *c, ag_tensor *logits, ag_tensor *loss);
-    /* after backward, before the grad norm: touch gradients (e.g. mask them) */
-    int (*after_backward)(tr_policy *p, tr_trainer *t);
-    /* after the optimizer step: prune, regrow, re-apply masks, update observers */
-    int (*after_step)(tr_policy *p, tr_trainer *t);
-    /* observers */
-    void (*on_progress)(tr_policy *p, tr_trainer *t, const tr_progress *pr);
-    void (*on_eval)(tr_policy *p, tr_trainer *t, const tr_eval *ev);
-    /* checkpoints: add sections / read them back (on resume) */
-    int (*save)(tr_policy *p, tr_trainer *t, tr_ckpt_writer *w);
-    int (*load)(tr_policy *p, tr_trainer *t, const tr_ckpt_file *f);
-};
-
-#define TR_MAX_POLICIES 16
-
 /* Outcome of tr_train and tr_train_step. */
 typedef enum tr_status {
     TR_OK = 0,          /* the step ran / the run finished all its steps */
@@ -124,6 +110,84 @@ typedef enum tr_status {
     TR_DIVERGED = 1,    /* NaN or Inf loss or grad norm: no update was made */
     TR_INTERRUPTED = 2, /* *stop was set: stopped between steps (checkpoint written) */
 } tr_status;
+
+/* What a policy needs the trainer to compute for it in each step. */
+enum {
+    TR_NEED_PROBS = 1,          /* the student's attention probabilities (t->probs) */
+    TR_NEED_HIDDEN = 2,         /* its hidden states (t->hidden) */
+    TR_NEED_TEACHER = 4,        /* the teacher's logits on the batch (t->teacher_logits) */
+    TR_NEED_TEACHER_PROBS = 8,  /* and its attention probabilities (t->teacher_probs) */
+    TR_NEED_TEACHER_HIDDEN = 16 /* and its hidden states (t->teacher_hidden) */
+};
+
+/* One matrix product of a linear site in the forward, as the policies' linear
+ * hooks see it (tr_linear_next passes it down the chain). */
+typedef struct tr_linear {
+    tr_trainer *t;
+    ag_ctx *c;
+    const pm_site *site; /* the site: name ("h.3.mlp.fc"), layer, role, shape */
+    pm_part part;        /* PM_W (dense), PM_V then PM_U (a factorized site) */
+    bool training;       /* false during evaluation (observers should not update then) */
+    int next;            /* the next policy in the chain (internal) */
+} tr_linear;
+
+/* Computes the product with the policies after the calling one in the chain,
+ * and finally ag_linear(c, x, w, b). A linear hook wraps its inputs and
+ * calls this (return tr_linear_next(l, fake_quant(x), fake_quant(w), b)), or
+ * computes the product itself. */
+ag_tensor *tr_linear_next(tr_linear *l, ag_tensor *x, ag_tensor *w, ag_tensor *b);
+
+/* A policy: optional callbacks (NULL = not interested) at fixed points of the
+ * run, in the order policies were added. Each gets the policy itself (with
+ * its user pointer) and the trainer. Callbacks that return int return 0 to
+ * continue or -1 to stop the run with an error (they write the message into
+ * t->err with tr_trainer_fail).
+ *
+ * Lifecycle: tr_trainer_add_policy; declare (once, when the trainer is
+ * prepared: by tr_trainer_load, or before the first step); on a resume, load
+ * (the policy's own sections; its declared tensors and the masks are restored
+ * by the trainer); on_start (once, before the first step, also for callers
+ * of tr_train_step); then per step linear (in the forward), loss,
+ * after_backward, after_step, on_progress; on_eval after evaluations; save
+ * with every checkpoint; on_end when tr_train returns. export is called by
+ * `pare export` on a checkpoint the policy trained, without a trainer. */
+typedef struct tr_policy tr_policy;
+struct tr_policy {
+    const char *name;  /* names its tensors ("NAME.tensor") and messages */
+    void *user;
+    unsigned needs;    /* TR_NEED_* */
+    /* declare extra trainable tensors (tr_declare) and masks (tr_trainer_enable_masks) */
+    int (*declare)(tr_policy *p, tr_trainer *t);
+    /* once, before the first step (after a resume has loaded its state) */
+    int (*on_start)(tr_policy *p, tr_trainer *t);
+    /* in the forward: every matrix product of a linear site (see tr_linear) */
+    ag_tensor *(*linear)(tr_policy *p, tr_linear *l, ag_tensor *x, ag_tensor *w, ag_tensor *b);
+    /* loss terms: return the new loss (e.g. loss + lambda * extra), or NULL on error.
+     * logits [B,T,V]; t->probs, t->hidden and the teacher's outputs are filled when a policy needs them */
+    ag_tensor *(*loss)(tr_policy *p, tr_trainer *t, ag_ctx *c, ag_tensor *logits, ag_tensor *loss);
+    /* after backward, before the masks, the grad norm and clipping: gradients are still dense here */
+    int (*after_backward)(tr_policy *p, tr_trainer *t);
+    /* after the optimizer step: prune, regrow, re-apply masks, update observers */
+    int (*after_step)(tr_policy *p, tr_trainer *t);
+    /* observers */
+    void (*on_progress)(tr_policy *p, tr_trainer *t, const tr_progress *pr);
+    void (*on_eval)(tr_policy *p, tr_trainer *t, const tr_eval *ev);
+    void (*on_end)(tr_policy *p, tr_trainer *t, tr_status st);
+    /* checkpoints: add sections / read them back (on resume) */
+    int (*save)(tr_policy *p, tr_trainer *t, tr_ckpt_writer *w);
+    int (*load)(tr_policy *p, tr_trainer *t, const tr_ckpt_file *f);
+    /* export: adjust the plan of model m from the policy's sections in checkpoint f
+     * (storage types, scales, masks, shapes); err has errlen bytes */
+    int (*export)(tr_policy *p, const tr_gpt *m, const tr_ckpt_file *f, pm_plan *plan, char *err, size_t errlen);
+};
+
+/* Runs a statement for every policy of t that has `hook`, in order:
+ *     TR_FOR_POLICIES(t, p, after_step) if (p->after_step(p, t) != 0) return TR_ERROR; */
+#define TR_FOR_POLICIES(t, p, hook)                                                    \
+    for (int tr_i_ = 0; tr_i_ < (t)->n_policy; tr_i_++)                                \
+        if (((p) = (t)->policy[tr_i_])->hook)
+
+#define TR_MAX_POLICIES 16
 
 struct tr_trainer {
     tr_train_config cfg;
@@ -139,10 +203,22 @@ struct tr_trainer {
     volatile sig_atomic_t *stop; /* set (by a signal handler) to stop between steps; may be NULL */
     tr_policy *policy[TR_MAX_POLICIES];
     int n_policy;
-    bool want_probs, want_hidden; /* a policy reads attention probabilities / hidden states */
+    /* the policies' declared tensors: optimized, clipped and checkpointed with the model */
+    ag_params extra;
+    int *extra_owner;         /* [extra.count] index of the policy that declared each */
+    unsigned needs;           /* union of the policies' needs */
+    bool prepared;            /* declare has run and the extras are allocated */
+    int declaring;            /* the policy whose declare hook runs, else -1 */
+    bool started;             /* on_start has run */
     ag_tensor **probs, **hidden;  /* [n_layer], [n_layer + 1] (owned), filled by the forward */
-    tr_gpt_fwd fwd;               /* the forward's extras (policies' weight hooks, probs, hidden) */
-    bool started;                 /* on_start has run */
+    tr_gpt_fwd fwd;               /* the forward's extras (the linear chain, probs, hidden) */
+    /* the teacher (tr_trainer_set_teacher; borrowed) and its outputs of this step */
+    tr_gpt *teacher;
+    ag_tensor *teacher_logits;              /* [B,T,V] */
+    ag_tensor **teacher_probs, **teacher_hidden; /* [teacher layers], [teacher layers + 1] (owned arrays) */
+    /* the policies' figures of this step (tr_metric_set) */
+    tr_metric metric[TR_MAX_METRICS];
+    int n_metrics;
     /* results of the latest step and evaluation */
     double loss, grad_norm, lr;
     tr_eval last_eval;
@@ -161,8 +237,48 @@ int tr_trainer_init(tr_trainer *t, tr_gpt *m, const tr_dataset *d, const tr_trai
                     size_t errlen);
 void tr_trainer_free(tr_trainer *t); /* t may be NULL */
 
-/* Appends a policy (not owned). Returns 0, or -1 when TR_MAX_POLICIES are set. */
+/* Appends a policy (not owned). Returns 0, or -1 with t->err set when
+ * TR_MAX_POLICIES are set or the trainer is already prepared (policies are
+ * added before a resume loads their state and before the first step). */
 int tr_trainer_add_policy(tr_trainer *t, tr_policy *p);
+
+/* Prepares the run once: runs every policy's declare hook, allocates their
+ * tensors (zero, with gradients and moments) and the forward's buffers for
+ * what the policies need. Called by tr_trainer_load and before the first step;
+ * idempotent. Returns 0, or -1 with t->err set. */
+int tr_trainer_prepare(tr_trainer *t);
+
+/* Declares a trainable tensor of policy p (from its declare hook only),
+ * named "<p->name>.<name>", of ndim (1..4) and shape, in optimizer group
+ * `group` (TR_GROUP_DECAY or TR_GROUP_NO_DECAY): optimized and clipped with
+ * the model, saved in checkpoints (section PTEN) and restored on resume,
+ * never exported. Returns its handle (>= 0; tr_extra gives the tensor once
+ * prepared), or -1 with t->err set (called outside declare, a duplicate name,
+ * out of memory). */
+int tr_declare(tr_trainer *t, tr_policy *p, const char *name, int ndim, const int *shape, int group);
+
+/* The tensor of a handle from tr_declare (valid after tr_trainer_prepare). */
+ag_tensor *tr_extra(tr_trainer *t, int handle);
+
+/* Gives the model's parameters a mask (ag_params_mask_enable: every entry
+ * kept): the forward then sees masked weights, and after every backward the
+ * gradients of masked entries are zeroed before clipping, so a masked weight
+ * stays exactly zero with both optimizer moments; masks are saved in
+ * checkpoints (section MASK) and restored on resume. Returns 0, or -1 (out of
+ * memory, t->err set). */
+int tr_trainer_enable_masks(tr_trainer *t);
+
+/* Sets the teacher whose forward runs (grad mode off) on every batch when a
+ * policy needs it (TR_NEED_TEACHER*). teacher is borrowed, built without
+ * gradients; it must have the student's vocabulary size and a context at
+ * least the data's. Returns 0, or -1 with t->err naming both sides. */
+int tr_trainer_set_teacher(tr_trainer *t, tr_gpt *teacher);
+
+/* Reports this step's figure `name` (copied; at most 31 bytes): shown in the
+ * progress line and recorded in the run log. A second report of a name in
+ * the same step replaces the first; past TR_MAX_METRICS names it is dropped.
+ * Metrics are cleared at the start of every step. */
+void tr_metric_set(tr_trainer *t, const char *name, double value);
 
 /* Records an error message on t (printf-style) unless one is set. */
 void tr_trainer_fail(tr_trainer *t, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
@@ -177,9 +293,10 @@ int tr_trainer_eval(tr_trainer *t, tr_eval *out);
 
 /* Runs steps until cfg.steps (from t->step, so a resumed trainer continues),
  * evaluating every cfg.eval_every steps and at the end, calling observers,
- * writing the checkpoint to cfg.out every cfg.ckpt_every steps, at the end
- * and when *t->stop is set. On divergence returns TR_DIVERGED without writing
- * any checkpoint (the last good one on disk stays). */
+ * writing the checkpoint to cfg.out after every evaluation (or every
+ * cfg.ckpt_every steps when that is set), at the end and when *t->stop is
+ * set. On divergence returns TR_DIVERGED without writing any checkpoint (the
+ * last good one on disk stays). Calls every policy's on_end with the outcome. */
 tr_status tr_train(tr_trainer *t);
 
 /* Writes the full training state to path atomically (see checkpoint.h and
@@ -194,10 +311,12 @@ int tr_trainer_load(tr_trainer *t, const char *path);
 
 /* ------------------------------------------------ model-only checkpoint use */
 
-/* Reads the model configuration (MODL), vocabulary (VOCB) and, if conf is not
- * NULL, the resolved configuration text (CONF; malloc'd, caller frees) from an
- * open checkpoint. Returns 0, or -1 with err naming the field. */
-int tr_ckpt_read_meta(const tr_ckpt_file *f, tr_gpt_config *cfg, tr_vocab *vocab, char **conf, char *err,
+/* Reads the model's architecture (ARCH, or MODL in checkpoints written
+ * before per-layer shapes; owned arrays, pm_arch_free), vocabulary (VOCB)
+ * and, if conf is not NULL, the resolved configuration text (CONF; malloc'd,
+ * caller frees) from an open checkpoint. Returns 0, or -1 with err naming the
+ * field (nothing is left allocated). */
+int tr_ckpt_read_meta(const tr_ckpt_file *f, pm_arch *arch, tr_vocab *vocab, char **conf, char *err,
                       size_t errlen);
 
 /* Loads parameters (TENS) into m, whose configuration must be the
@@ -206,8 +325,9 @@ int tr_ckpt_read_meta(const tr_ckpt_file *f, tr_gpt_config *cfg, tr_vocab *vocab
 int tr_ckpt_read_params(const tr_ckpt_file *f, tr_gpt *m, bool with_moments, char *err, size_t errlen);
 
 /* Opens path, builds the model it holds (flags as tr_gpt_init) with its
- * weights, and returns its vocabulary and (if conf != NULL) config text.
- * Returns 0, or -1 with err; on error m is freed. */
+ * weights (and its masks, applied, when the checkpoint has them), and returns
+ * its vocabulary and (if conf != NULL) config text. Returns 0, or -1 with
+ * err; on error m is freed. */
 int tr_model_load(const char *path, tr_gpt *m, int flags, tr_vocab *vocab, char **conf, char *err,
                   size_t errlen);
 
