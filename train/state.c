@@ -383,10 +383,13 @@ static void write_extras(tr_ckpt_writer *w, const ag_params *x) {
 static int read_extras(const tr_ckpt_file *f, ag_params *x, tr_rd *rd) {
     if (!x->count && !tr_ckpt_find(f, "PTEN")) return 0;
     uint32_t count = 0;
-    if (tr_rd_open(rd, f, "PTEN") != 0) {
-        tr_rd_fail(rd, "the run's policies declare %d tensors and the checkpoint has none", x->count);
+    if (!tr_ckpt_find(f, "PTEN")) {
+        *rd = (tr_rd){.tag = "PTEN"};
+        tr_rd_fail(rd, "the run's policies declare %d tensors (%s, ...) and the checkpoint has no PTEN section with "
+                   "them", x->count, x->names[0]);
         return -1;
     }
+    tr_rd_open(rd, f, "PTEN");
     if (tr_rd_u32(rd, "count", &count) == 0 && count != (uint32_t)x->count)
         tr_rd_fail(rd, "field count = %u, the run's policies declare %d tensors", count, x->count);
     for (int i = 0; i < x->count && !rd->failed; i++) {
