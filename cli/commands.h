@@ -57,7 +57,5 @@ void pare_json_number(FILE *f, double v);
 int pare_model_open(const char *path, tr_gpt *m, tr_vocab *vocab, char **conf, char *err, size_t errlen);
 /* The value of key in "key=value" lines, copied into buf (n bytes), or NULL. */
 const char *pare_conf_get(const char *conf, const char *key, char *buf, size_t n);
-/* requested if > 0, else the number of online CPUs. */
-int pare_threads(int requested);
 
 #endif

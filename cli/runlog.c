@@ -30,6 +30,8 @@ static void on_progress(tr_policy *p, tr_trainer *t, const tr_progress *pr) {
     ex_metric(rl->log, rl->run, pr->step, "lr", pr->lr);
     ex_metric(rl->log, rl->run, pr->step, "grad_norm", pr->grad_norm);
     ex_metric(rl->log, rl->run, pr->step, "tokens_per_s", pr->tokens_per_s);
+    for (int i = 0; i < pr->n_metrics; i++) /* the policies' figures, under their own names */
+        ex_metric(rl->log, rl->run, pr->step, pr->metrics[i].name, pr->metrics[i].value);
     if (!isnan(pr->val_loss)) {
         ex_metric(rl->log, rl->run, pr->step, "val_loss", pr->val_loss);
         if (!isnan(pr->accuracy)) ex_metric(rl->log, rl->run, pr->step, "accuracy", pr->accuracy);

@@ -29,7 +29,8 @@ void pare_runlog_begin(pare_runlog *rl, const char *db, const char *command, con
                        uint64_t seed, const char *parent_file, const tr_dataset *d);
 
 /* An observer policy that records, per step, train_loss, lr, grad_norm,
- * tokens_per_s, and after evaluations val_loss and accuracy. */
+ * tokens_per_s and every figure the policies reported (tr_metric_set, under
+ * its own name), and after evaluations val_loss and accuracy. */
 tr_policy pare_runlog_policy(pare_runlog *rl);
 
 /* Final result / artifact of the run (no-ops without a run). */

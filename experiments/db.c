@@ -812,3 +812,11 @@ uint64_t ex_log_close(ex_log *log) {
     free(log);
     return lost;
 }
+
+void ex_log_keys(pare_keys *k, const char **db, const char **name) {
+    pare_opt r[] = {
+        PARE_OPT_STRING("db", db, "", "run log database (\"\" = $PARE_DB, else ./pare.db; none = do not record)"),
+        PARE_OPT_STRING("name", name, "", "a label for this run in the run log"),
+    };
+    pare_keys_add(k, r, (int)(sizeof r / sizeof r[0]));
+}

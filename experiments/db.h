@@ -36,6 +36,8 @@
 #include <stdint.h>
 #include <stdio.h>
 
+#include "keys/options.h"
+
 #include <sqlite3.h>
 
 /* The schema version this pare writes (PRAGMA user_version). */
@@ -88,6 +90,11 @@ ex_log *ex_log_open(const char *path);
 
 /* Same with explicit options (o NULL = defaults). */
 ex_log *ex_log_open_opts(const char *path, const ex_log_opts *o);
+
+/* The run log's keys, declared once for every command that records runs:
+ * db (the database path; "" = $PARE_DB, else ./pare.db; none = do not record)
+ * and name (a label for the run). */
+void ex_log_keys(pare_keys *k, const char **db, const char **name);
 
 /* Records the start of a run and returns its handle (>= 1) for the calls
  * below, or 0 when log is NULL or out of memory. command is the subcommand

@@ -7,7 +7,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "cli/options.h"
+#include "keys/options.h"
 
 typedef struct fixture {
     int steps;
@@ -97,11 +97,69 @@ static void test_help_and_resolved_config(void **state) {
     assert_int_equal(strlen(small), 7); /* truncated, still terminated */
 }
 
+/* Seeds (U64) take every value below 2^64 and nothing else; an ENUM writes
+ * the index of its choice and formats back to the name. */
+static void test_u64_and_enum(void **state) {
+    (void)state;
+    uint64_t seed = 0;
+    int kind = -1;
+    pare_opt o[] = {
+        PARE_OPT_U64("seed", &seed, "7", "a seed"),
+        PARE_OPT_ENUM("vocab", &kind, "byte", "byte|char", "kind"),
+    };
+    char err[256];
+    char *ok[] = {"x", "--seed", "18446744073709551615", "--vocab", "char"};
+    assert_int_equal(pare_opts_parse(o, 2, 5, ok, NULL, 0, NULL, err, sizeof err), PARE_OPTS_OK);
+    assert_true(seed == UINT64_MAX);
+    assert_int_equal(kind, 1);
+    char buf[128];
+    pare_opts_format(o, 2, buf, sizeof buf);
+    assert_string_equal(buf, "seed=18446744073709551615\nvocab=char\n");
+    assert_int_equal(pare_opts_defaults(o, 2, err, sizeof err), 0);
+    assert_true(seed == 7 && kind == 0);
+    const char *bad[] = {"-1", "18446744073709551616", "1.5", "+3", "abc"};
+    for (int i = 0; i < 5; i++) {
+        char *argv[] = {"x", "--seed", (char *)bad[i]};
+        assert_int_equal(pare_opts_parse(o, 2, 3, argv, NULL, 0, NULL, err, sizeof err), PARE_OPTS_ERROR);
+        assert_non_null(strstr(err, "--seed"));
+    }
+    char *argv[] = {"x", "--vocab", "word"};
+    assert_int_equal(pare_opts_parse(o, 2, 3, argv, NULL, 0, NULL, err, sizeof err), PARE_OPTS_ERROR);
+    assert_non_null(strstr(err, "byte|char"));
+}
+
+/* A command's table from groups: rows in order; the same key from two groups
+ * is refused (exit status 1 and a message), and so is overflowing the table. */
+static void test_keys_groups(void **state) {
+    (void)state;
+    int a = 0, b = 0;
+    bool j = false;
+    pare_keys k = {.n = 0};
+    pare_keys_threads(&k, &a);
+    pare_keys_json(&k, &j, NULL);
+    assert_int_equal(k.n, 2);
+    assert_string_equal(k.row[0].key, "threads");
+    assert_string_equal(k.row[0].def, "0"); /* one default for every command */
+    char *argv[] = {"x", "--threads", "3"};
+    assert_int_equal(pare_keys_cli("t", "t", &k, 3, argv, NULL, 0, NULL), -1);
+    assert_int_equal(a, 3);
+    pare_keys_threads(&k, &b); /* a second group declaring threads */
+    assert_int_equal(pare_keys_cli("t", "t", &k, 3, argv, NULL, 0, NULL), 1);
+    pare_keys big = {.n = 0};
+    for (int i = 0; i < PARE_KEYS_MAX + 1; i++) pare_keys_json(&big, &j, NULL);
+    assert_true(big.overflow);
+    assert_int_equal(pare_keys_cli("t", "t", &big, 1, argv, NULL, 0, NULL), 1);
+    assert_true(pare_threads(0) >= 1);
+    assert_int_equal(pare_threads(5), 5);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(test_defaults_then_values, setup, teardown),
         cmocka_unit_test_setup_teardown(test_errors_name_the_key, setup, teardown),
         cmocka_unit_test_setup_teardown(test_help_and_resolved_config, setup, teardown),
+        cmocka_unit_test(test_u64_and_enum),
+        cmocka_unit_test(test_keys_groups),
     };
     return cmocka_run_group_tests_name("options", tests, NULL, NULL);
 }

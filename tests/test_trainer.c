@@ -14,6 +14,7 @@
 #include <unistd.h>
 
 #include "autograd/parallel.h"
+#include "train/keys.h"
 #include "train/trainer.h"
 
 #define MAX_STEPS 64
@@ -118,6 +119,30 @@ static void test_config_errors(void **state) {
     c.batch = 0;
     assert_int_equal(tr_train_config_check(&c, err, sizeof err), -1);
     assert_non_null(strstr(err, "batch"));
+}
+
+/* The library's defaults are its keys' defaults (train/keys.c), and a key
+ * row fills its struct directly. */
+static void test_defaults_are_the_keys(void **state) {
+    (void)state;
+    tr_train_config c = tr_train_config_default();
+    assert_int_equal(c.steps, 1000);
+    assert_int_equal(c.batch, 16);
+    assert_int_equal(c.eval_batches, 20);
+    assert_int_equal(c.ckpt_every, 0); /* a checkpoint after every evaluation */
+    assert_true(c.seed == 1 && c.out == NULL);
+    tr_gpt_config g = tr_gpt_config_default();
+    assert_true(g.n_layer == 4 && g.n_head == 4 && g.n_embd == 128 && g.mlp_ratio == 4 && g.bias && !g.tied);
+    assert_true(tr_data_opts_default().seed == TR_DATA_SEED_DEFAULT);
+    tr_train_config t;
+    tr_gpt_config m;
+    pare_keys k = {.n = 0};
+    tr_train_keys(&k, &t);
+    tr_model_keys(&k, &m);
+    char *argv[] = {"x", "--steps", "5", "--seed", "12345678901", "--n-layer", "2", "--lr", "0.5"};
+    char err[256];
+    assert_int_equal(pare_opts_parse(k.row, k.n, 9, argv, NULL, 0, NULL, err, sizeof err), PARE_OPTS_OK);
+    assert_true(t.steps == 5 && t.seed == 12345678901ull && t.lr == 0.5 && m.n_layer == 2 && t.batch == 16);
 }
 
 /* Training on the copy task lowers the loss, and after the first step a step
@@ -394,6 +419,7 @@ int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_lr_schedule),
         cmocka_unit_test(test_config_errors),
+        cmocka_unit_test(test_defaults_are_the_keys),
         cmocka_unit_test(test_learns_and_steps_do_not_allocate),
         cmocka_unit_test(test_divergence_in_loss),
         cmocka_unit_test(test_divergence_in_gradient),

@@ -2,6 +2,7 @@
  * task accuracy. See data.h for the contracts and docs/data.md for the
  * formats. */
 #include "data.h"
+#include "keys.h"
 
 #include <errno.h>
 #include <math.h>
@@ -136,7 +137,12 @@ int tr_vocab_compare(const tr_vocab *a, const char *a_name, const tr_vocab *b, c
 /* ---- datasets ------------------------------------------------------------ */
 
 tr_data_opts tr_data_opts_default(void) {
-    tr_data_opts o = {.vocab = TR_VOCAB_BYTE, .vocab_fixed = NULL, .ctx = 0, .seed = TR_DATA_SEED_DEFAULT};
+    tr_data_opts o = {.vocab = TR_VOCAB_BYTE, .vocab_fixed = NULL, .ctx = 0, .seed = 0};
+    const char *spec = NULL;
+    pare_keys k = {.n = 0};
+    tr_data_keys(&k, &spec, &o);
+    char err[256];
+    if (pare_opts_defaults(k.row, k.n, err, sizeof err) != 0) abort(); /* a bad default in keys.c is a bug */
     return o;
 }
 

@@ -9,10 +9,15 @@
 #include <string.h>
 
 #include "autograd/rng.h"
+#include "keys.h"
 
 tr_gpt_config tr_gpt_config_default(void) {
-    tr_gpt_config c = {.n_layer = 4, .n_head = 4, .n_embd = 128, .mlp_ratio = 4,
-                       .ctx = 64, .vocab = 256, .bias = true, .tied = false};
+    tr_gpt_config c = {0};
+    pare_keys k = {.n = 0};
+    tr_model_keys(&k, &c);
+    char err[256];
+    if (pare_opts_defaults(k.row, k.n, err, sizeof err) != 0) abort(); /* a bad default in keys.c is a bug */
+    c.vocab = 256;
     return c;
 }
 

@@ -79,8 +79,9 @@ typedef struct tr_gpt {
     tr_gpt_layer *layer;  /* [n_layer] */
 } tr_gpt;
 
-/* The default configuration (pare train's defaults): 4 layers, 4 heads,
- * width 128, MLP ratio 4, ctx 64, vocab 256, bias on, untied. */
+/* The default configuration: the model keys' defaults (train/keys.c: 4
+ * layers, 4 heads, width 128, MLP ratio 4, bias on, untied, ctx 0 = the
+ * data's own, which a caller must set), vocab 256. */
 tr_gpt_config tr_gpt_config_default(void);
 
 /* Checks a configuration: every size positive, n_head divides n_embd, sizes

@@ -40,3 +40,21 @@ int tr_sample_pick(const float *logits, int V, double temperature, int top_k, ag
     }
     return best;
 }
+
+void tr_sample_style_keys(pare_keys *k, tr_sample_opts *s) {
+    pare_opt r[] = {
+        PARE_OPT_FLOAT("temperature", &s->temperature, "0.8", 0, 100, "softmax temperature (0 = greedy argmax)"),
+        PARE_OPT_INT("top-k", &s->top_k, "0", 0, 1 << 24, "sample only among the k most likely tokens (0 = all)"),
+        PARE_OPT_U64("sample-seed", &s->seed, "1", "seed of the sampling generator"),
+    };
+    pare_keys_add(k, r, (int)(sizeof r / sizeof r[0]));
+}
+
+void tr_sample_keys(pare_keys *k, tr_sample_opts *s) {
+    pare_opt r[] = {
+        PARE_OPT_STRING("prompt", &s->prompt, "", "text to continue (\"\" = start from a newline, or token 0)"),
+        PARE_OPT_INT("tokens", &s->tokens, "200", 0, 1000000, "tokens to generate"),
+    };
+    pare_keys_add(k, r, (int)(sizeof r / sizeof r[0]));
+    tr_sample_style_keys(k, s);
+}

@@ -4,12 +4,16 @@
  * tokens in both (tests/test_runtime.c checks this end to end).
  *
  * It is its own small library (pare_sampler, depending on autograd's RNG
- * only) so that infer/ can use it without depending on train/.
+ * and the key tables only) so that infer/ can use it without depending on
+ * train/.
  */
 #ifndef PARE_TR_SAMPLER_H
 #define PARE_TR_SAMPLER_H
 
+#include <stdint.h>
+
 #include "autograd/rng.h"
+#include "keys/options.h"
 
 /* Chooses a token from logits[V] (V >= 1).
  *
@@ -26,5 +30,22 @@
  * Returns the chosen index in [0, V). No errors: callers check V and the
  * buffers. */
 int tr_sample_pick(const float *logits, int V, double temperature, int top_k, ag_rng *rng, double *probs);
+
+/* What a generation asks for: `pare sample` (checkpoints) and `pare
+ * generate` (model files) share these keys. */
+typedef struct tr_sample_opts {
+    const char *prompt; /* text to continue ("" = a newline, or token 0) */
+    int tokens;         /* tokens to generate */
+    double temperature; /* 0 = greedy argmax */
+    int top_k;          /* 0 = every token */
+    uint64_t seed;      /* the sampling generator's seed (key sample-seed) */
+} tr_sample_opts;
+
+/* The rows prompt, tokens, temperature, top-k and sample-seed. */
+void tr_sample_keys(pare_keys *k, tr_sample_opts *s);
+
+/* Only temperature, top-k and sample-seed (pare train's final sample has its
+ * own length key and no prompt). */
+void tr_sample_style_keys(pare_keys *k, tr_sample_opts *s);
 
 #endif

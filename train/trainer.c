@@ -10,12 +10,16 @@
 #include <string.h>
 
 #include "autograd/parallel.h"
+#include "keys.h"
 #include "sampler.h"
 
 tr_train_config tr_train_config_default(void) {
-    tr_train_config c = {.steps = 1000, .batch = 16, .lr = 1e-3, .min_lr = 1e-4, .warmup = 100,
-                         .weight_decay = 0.1, .beta1 = 0.9, .beta2 = 0.99, .eps = 1e-8, .grad_clip = 1.0,
-                         .seed = 1, .eval_every = 100, .eval_batches = 20, .ckpt_every = 0, .out = NULL};
+    tr_train_config c = {0};
+    pare_keys k = {.n = 0};
+    tr_train_keys(&k, &c);
+    char err[256];
+    if (pare_opts_defaults(k.row, k.n, err, sizeof err) != 0) abort(); /* a bad default in keys.c is a bug */
+    c.out = NULL;
     return c;
 }
 

@@ -1,9 +1,10 @@
-#include "options.h"
+#include "keys/options.h"
 
 #include <errno.h>
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 pare_opt *pare_opts_find(pare_opt *opts, int n, const char *key) {
     for (int i = 0; i < n; i++)
@@ -11,17 +12,36 @@ pare_opt *pare_opts_find(pare_opt *opts, int n, const char *key) {
     return NULL;
 }
 
-static bool choice_ok(const char *choices, const char *v) {
+/* The index of v among "a|b|c", or -1. */
+static int choice_index(const char *choices, const char *v) {
     size_t len = strlen(v);
     const char *p = choices;
-    while (*p) {
+    for (int i = 0; *p; i++) {
         const char *bar = strchr(p, '|');
         size_t n = bar ? (size_t)(bar - p) : strlen(p);
-        if (n == len && strncmp(p, v, n) == 0) return true;
+        if (n == len && strncmp(p, v, n) == 0) return i;
         if (!bar) break;
         p = bar + 1;
     }
-    return false;
+    return -1;
+}
+
+static bool choice_ok(const char *choices, const char *v) { return choice_index(choices, v) >= 0; }
+
+/* Writes choice i of "a|b|c" into buf (n bytes). */
+static const char *choice_name(const char *choices, int i, char *buf, size_t n) {
+    const char *p = choices;
+    for (int k = 0; k < i && p; k++) {
+        p = strchr(p, '|');
+        if (p) p++;
+    }
+    if (!p) return "?";
+    const char *bar = strchr(p, '|');
+    size_t len = bar ? (size_t)(bar - p) : strlen(p);
+    if (len >= n) len = n - 1;
+    memcpy(buf, p, len);
+    buf[len] = '\0';
+    return buf;
 }
 
 static int parse_bool(const char *v, bool *out) {
@@ -88,19 +108,47 @@ static int set_value(pare_opt *o, const char *v, char *err, size_t errlen) {
             return -1;
         }
         return 0;
+    case PARE_OPT_T_U64: {
+        errno = 0;
+        if (v[0] == '-' || v[0] == '+' || v[0] == ' ') {
+            snprintf(err, errlen, "--%s: expected a non-negative integer, got '%s'", o->key, v);
+            return -1;
+        }
+        unsigned long long x = strtoull(v, &end, 10);
+        if (errno || end == v || *end) {
+            snprintf(err, errlen, "--%s: expected a non-negative integer below 2^64, got '%s'", o->key, v);
+            return -1;
+        }
+        *(uint64_t *)o->dst = (uint64_t)x;
+        return 0;
+    }
+    case PARE_OPT_T_ENUM: {
+        int i = choice_index(o->choices, v);
+        if (i < 0) {
+            snprintf(err, errlen, "--%s: expected one of %s, got '%s'", o->key, o->choices, v);
+            return -1;
+        }
+        *(int *)o->dst = i;
+        return 0;
+    }
     }
     snprintf(err, errlen, "--%s: unknown option type", o->key);
     return -1;
 }
 
-int pare_opts_parse(pare_opt *opts, int n, int argc, char **argv, int *pos, int max_pos,
-                    int *n_pos, char *err, size_t errlen) {
-    if (n_pos) *n_pos = 0;
+int pare_opts_defaults(pare_opt *opts, int n, char *err, size_t errlen) {
     for (int i = 0; i < n; i++) {
         opts[i].set = false;
         const char *def = opts[i].def ? opts[i].def : "";
-        if (set_value(&opts[i], def, err, errlen) != 0) return PARE_OPTS_ERROR; /* a bad default is a bug */
+        if (set_value(&opts[i], def, err, errlen) != 0) return -1; /* a bad default is a bug */
     }
+    return 0;
+}
+
+int pare_opts_parse(pare_opt *opts, int n, int argc, char **argv, int *pos, int max_pos,
+                    int *n_pos, char *err, size_t errlen) {
+    if (n_pos) *n_pos = 0;
+    if (pare_opts_defaults(opts, n, err, errlen) != 0) return PARE_OPTS_ERROR;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
         if (strncmp(a, "--", 2) != 0 || a[2] == '\0') {
@@ -152,6 +200,8 @@ static const char *type_name(const pare_opt *o) {
     case PARE_OPT_T_STRING: return "STR";
     case PARE_OPT_T_CHOICE: return o->choices;
     case PARE_OPT_T_FLAG: return "";
+    case PARE_OPT_T_U64: return "INT";
+    case PARE_OPT_T_ENUM: return o->choices;
     }
     return "";
 }
@@ -177,6 +227,8 @@ size_t pare_opts_format(const pare_opt *opts, int n, char *buf, size_t len) {
         case PARE_OPT_T_INT: snprintf(val, sizeof val, "%d", *(const int *)o->dst); break;
         case PARE_OPT_T_FLOAT: snprintf(val, sizeof val, "%.9g", *(const double *)o->dst); break;
         case PARE_OPT_T_FLAG: v = *(const bool *)o->dst ? "true" : "false"; break;
+        case PARE_OPT_T_U64: snprintf(val, sizeof val, "%llu", (unsigned long long)*(const uint64_t *)o->dst); break;
+        case PARE_OPT_T_ENUM: v = choice_name(o->choices, *(const int *)o->dst, val, sizeof val); break;
         default: v = *(const char *const *)o->dst; if (!v) v = ""; break;
         }
         int k = snprintf(buf && need < len ? buf + need : NULL, buf && need < len ? len - need : 0,
@@ -202,4 +254,47 @@ int pare_opts_cli(const char *cmd, const char *usage, pare_opt *opts, int n, int
         return 2;
     }
     return -1;
+}
+
+/* ---------------------------------------------------------------- pare_keys */
+
+void pare_keys_add(pare_keys *k, const pare_opt *rows, int n) {
+    for (int i = 0; i < n; i++) {
+        if (k->n >= PARE_KEYS_MAX) {
+            k->overflow = true;
+            return;
+        }
+        k->row[k->n++] = rows[i];
+    }
+}
+
+void pare_keys_threads(pare_keys *k, int *threads) {
+    pare_opt r[] = {PARE_OPT_INT("threads", threads, "0", 0, 1024, "threads (0 = every core)")};
+    pare_keys_add(k, r, 1);
+}
+
+void pare_keys_json(pare_keys *k, bool *json, const char *what) {
+    pare_opt r[] = {PARE_OPT_FLAG("json", json, what ? what : "print the result as one JSON object on stdout")};
+    pare_keys_add(k, r, 1);
+}
+
+int pare_threads(int requested) {
+    if (requested > 0) return requested;
+    long n = sysconf(_SC_NPROCESSORS_ONLN);
+    return n > 0 ? (int)n : 1;
+}
+
+int pare_keys_cli(const char *cmd, const char *usage, pare_keys *k, int argc, char **argv, int *pos, int max_pos,
+                  int *n_pos) {
+    if (k->overflow) {
+        fprintf(stderr, "pare %s: more than %d keys (a bug: raise PARE_KEYS_MAX)\n", cmd, PARE_KEYS_MAX);
+        return 1;
+    }
+    for (int i = 0; i < k->n; i++)
+        for (int j = 0; j < i; j++)
+            if (strcmp(k->row[i].key, k->row[j].key) == 0) {
+                fprintf(stderr, "pare %s: key --%s is declared twice (a bug)\n", cmd, k->row[i].key);
+                return 1;
+            }
+    return pare_opts_cli(cmd, usage, k->row, k->n, argc, argv, pos, max_pos, n_pos);
 }
