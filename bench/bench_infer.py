@@ -86,7 +86,7 @@ def main():
             loss = {}
             if a.eval_batches > 0:
                 for f in ["ckpt"] + list(FORMATS):
-                    r = json.loads(run([pare, "eval", ckpt if f == "ckpt" else files[f], "--batches",
+                    r = json.loads(run([pare, "eval", ckpt if f == "ckpt" else files[f], "--eval-batches",
                                         str(a.eval_batches), "--threads", "2", "--json"], env).strip().splitlines()[-1])
                     loss[f] = r["val_loss"]
             rows = {}

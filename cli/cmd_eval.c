@@ -8,25 +8,28 @@
 #include "autograd/parallel.h"
 #include "cli/commands.h"
 #include "cli/options.h"
+#include "train/keys.h"
 #include "train/trainer.h"
 #include "cli/runlog.h"
 
 int cmd_eval(int argc, char **argv) {
     static const char *usage = "pare eval CHECKPOINT [--key value ...]";
-    const char *data, *db;
-    int batches, batch, data_seed, threads;
+    const char *data, *db, *run_name;
+    int batches, batch, threads;
     bool json;
-    pare_opt opts[] = {
-        PARE_OPT_STRING("data", &data, "", "text file or builtin:NAME (\"\" = the data the model was trained on)"),
-        PARE_OPT_INT("data-seed", &data_seed, "1234", 0, 2147483647, "seed of a built-in dataset's generator"),
-        PARE_OPT_INT("batches", &batches, "50", 1, 1000000, "fixed validation batches"),
-        PARE_OPT_INT("batch", &batch, "16", 1, 1 << 20, "sequences per batch"),
-        PARE_OPT_INT("threads", &threads, "0", 0, 1024, "threads (0 = all cores)"),
-        PARE_OPT_STRING("db", &db, "", "run log database (\"\" = $PARE_DB, else ./pare.db; none = do not record)"),
-        PARE_OPT_FLAG("json", &json, "print the result as one JSON object"),
-    };
-    int n = (int)(sizeof opts / sizeof opts[0]), pos[1], n_pos = 0;
-    int rc = pare_opts_cli("eval", usage, opts, n, argc, argv, pos, 1, &n_pos);
+    tr_data_opts dopt;
+    pare_keys keys = {.n = 0};
+    tr_data_keys(&keys, &data, &dopt);
+    tr_eval_keys(&keys, &batch, &batches);
+    pare_keys_threads(&keys, &threads);
+    ex_log_keys(&keys, &db, &run_name);
+    pare_keys_json(&keys, &json, NULL);
+    pare_keys_note(&keys, "data", "the data the model was trained on");
+    pare_keys_note(&keys, "data-seed", "the training run's");
+    pare_keys_note(&keys, "vocab", "the model's");
+    pare_opt *opts = keys.row;
+    int n = keys.n, pos[1], n_pos = 0;
+    int rc = pare_keys_cli("eval", usage, &keys, argc, argv, pos, 1, &n_pos);
     if (rc >= 0) return rc;
     if (n_pos != 1) {
         fprintf(stderr, "pare eval: expected one checkpoint path\nsee: pare eval --help\n");
@@ -38,8 +41,8 @@ int cmd_eval(int argc, char **argv) {
         char *extra = malloc(strlen(path) + 8), *cfg = NULL;
         if (extra) snprintf(extra, strlen(path) + 8, "model=%s\n", path);
         cfg = pare_runlog_config(opts, n, extra);
-        int frc = pare_eval_model_file(path, data, data_seed, pare_opts_find(opts, n, "data-seed")->set, batches, batch,
-                                       json, db, cfg);
+        int frc = pare_eval_model_file(path, pare_opts_find(opts, n, "data")->set ? data : "", (int)dopt.seed,
+                                       pare_opts_find(opts, n, "data-seed")->set, batches, batch, json, db, cfg);
         free(extra);
         free(cfg);
         return frc;
@@ -57,7 +60,7 @@ int cmd_eval(int argc, char **argv) {
     tr_dataset *d = NULL;
     ag_ctx *c = ag_ctx_new();
     tr_batch b = {0};
-    if (!data[0]) {
+    if (!pare_opts_find(opts, n, "data")->set) {
         data = pare_conf_get(conf, "data", buf, sizeof buf);
         if (!data || !data[0]) {
             fprintf(stderr, "pare eval: %s does not record its data; give --data\n", path);
@@ -65,12 +68,10 @@ int cmd_eval(int argc, char **argv) {
             goto done;
         }
         if (!pare_opts_find(opts, n, "data-seed")->set && pare_conf_get(conf, "data-seed", seedbuf, sizeof seedbuf))
-            data_seed = atoi(seedbuf);
+            dopt.seed = strtoull(seedbuf, NULL, 10);
     }
-    tr_data_opts dopt = tr_data_opts_default();
     dopt.vocab_fixed = &v;
     dopt.ctx = m.arch.ctx;
-    dopt.seed = (uint64_t)data_seed;
     if (!c || tr_dataset_open(&d, data, &dopt, err, sizeof err) != 0) {
         fprintf(stderr, "pare eval: %s\n", c ? err : "out of memory");
         goto done;
@@ -114,7 +115,7 @@ int cmd_eval(int argc, char **argv) {
             snprintf(cfg + len, need - len, "model=%s\n", path);
         }
         pare_runlog rl;
-        pare_runlog_begin(&rl, db, "eval", "", cfg ? cfg : "", (uint64_t)data_seed, path, d);
+        pare_runlog_begin(&rl, db, "eval", run_name, cfg ? cfg : "", dopt.seed, path, d);
         pare_runlog_result(&rl, "val_loss", ev.loss);
         if (!isnan(ev.accuracy)) pare_runlog_result(&rl, "accuracy", ev.accuracy);
         pare_runlog_result(&rl, "tokens", (double)ev.tokens);

@@ -23,7 +23,7 @@ int cmd_report(int argc, char **argv) {
         PARE_OPT_STRING("command", &command, "", "without RUN ids: runs of this command"),
         PARE_OPT_STRING("status", &status, "", "without RUN ids: runs with this status"),
         PARE_OPT_INT("limit", &limit, "20", 0, 1000000, "without RUN ids: the newest N matching runs (0 = all)"),
-        {"figures", PARE_OPT_T_FLAG, &figures, "true", 0, 0, NULL, "draw the figures (needs gnuplot)", false},
+        PARE_OPT_FLAG_ON("figures", &figures, "draw the figures (needs gnuplot)"),
     };
     int n = (int)(sizeof opts / sizeof opts[0]);
     enum { MAX_POS = 256 };

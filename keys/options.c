@@ -212,6 +212,7 @@ void pare_opts_help(FILE *f, const char *usage, const pare_opt *opts, int n) {
         char left[96];
         snprintf(left, sizeof left, "--%s %s", opts[i].key, type_name(&opts[i]));
         const char *def = opts[i].def && opts[i].def[0] ? opts[i].def : "\"\"";
+        if (opts[i].note) def = opts[i].note;
         fprintf(f, "  %-28s %s (default: %s)\n", left, opts[i].help, def);
     }
     fprintf(f, "  %-28s %s\n", "--help", "print this list and exit");
@@ -266,6 +267,11 @@ void pare_keys_add(pare_keys *k, const pare_opt *rows, int n) {
         }
         k->row[k->n++] = rows[i];
     }
+}
+
+void pare_keys_note(pare_keys *k, const char *key, const char *note) {
+    pare_opt *o = pare_opts_find(k->row, k->n, key);
+    if (o) o->note = note;
 }
 
 void pare_keys_threads(pare_keys *k, int *threads) {

@@ -49,16 +49,18 @@ typedef struct pare_opt {
     const char *choices; /* for CHOICE and ENUM: "byte|char" */
     const char *help;
     bool set;            /* filled by the parser: given on the command line */
+    const char *note;    /* what the command does when the key is not given, if not the default itself
+                            (pare eval: data "= the data the model was trained on"); shown by --help */
 } pare_opt;
 
-#define PARE_OPT_INT(k, d, def, lo, hi, h) {k, PARE_OPT_T_INT, d, def, lo, hi, NULL, h, false}
-#define PARE_OPT_FLOAT(k, d, def, lo, hi, h) {k, PARE_OPT_T_FLOAT, d, def, lo, hi, NULL, h, false}
-#define PARE_OPT_STRING(k, d, def, h) {k, PARE_OPT_T_STRING, d, def, 0, 0, NULL, h, false}
-#define PARE_OPT_CHOICE(k, d, def, ch, h) {k, PARE_OPT_T_CHOICE, d, def, 0, 0, ch, h, false}
-#define PARE_OPT_FLAG(k, d, h) {k, PARE_OPT_T_FLAG, d, "false", 0, 0, NULL, h, false}
-#define PARE_OPT_FLAG_ON(k, d, h) {k, PARE_OPT_T_FLAG, d, "true", 0, 0, NULL, h, false}
-#define PARE_OPT_U64(k, d, def, h) {k, PARE_OPT_T_U64, d, def, 0, 1.8446744073709552e19, NULL, h, false}
-#define PARE_OPT_ENUM(k, d, def, ch, h) {k, PARE_OPT_T_ENUM, d, def, 0, 0, ch, h, false}
+#define PARE_OPT_INT(k, d, def, lo, hi, h) {k, PARE_OPT_T_INT, d, def, lo, hi, NULL, h, false, NULL}
+#define PARE_OPT_FLOAT(k, d, def, lo, hi, h) {k, PARE_OPT_T_FLOAT, d, def, lo, hi, NULL, h, false, NULL}
+#define PARE_OPT_STRING(k, d, def, h) {k, PARE_OPT_T_STRING, d, def, 0, 0, NULL, h, false, NULL}
+#define PARE_OPT_CHOICE(k, d, def, ch, h) {k, PARE_OPT_T_CHOICE, d, def, 0, 0, ch, h, false, NULL}
+#define PARE_OPT_FLAG(k, d, h) {k, PARE_OPT_T_FLAG, d, "false", 0, 0, NULL, h, false, NULL}
+#define PARE_OPT_FLAG_ON(k, d, h) {k, PARE_OPT_T_FLAG, d, "true", 0, 0, NULL, h, false, NULL}
+#define PARE_OPT_U64(k, d, def, h) {k, PARE_OPT_T_U64, d, def, 0, 1.8446744073709552e19, NULL, h, false, NULL}
+#define PARE_OPT_ENUM(k, d, def, ch, h) {k, PARE_OPT_T_ENUM, d, def, 0, 0, ch, h, false, NULL}
 
 enum { PARE_OPTS_OK = 0, PARE_OPTS_HELP = 1, PARE_OPTS_ERROR = -1 };
 
@@ -103,6 +105,11 @@ typedef struct pare_keys {
 
 /* Appends rows[0, n) to k. */
 void pare_keys_add(pare_keys *k, const pare_opt *rows, int n);
+
+/* Notes what this command does when `key` is not given (its row's default
+ * still applies to the struct; the command reads the row's `set`): shown by
+ * --help instead of the default. No-op when k has no such key. */
+void pare_keys_note(pare_keys *k, const char *key, const char *note);
 
 /* The keys every command that computes shares, each with one meaning:
  * threads (0 = every core, the default everywhere) and json. */

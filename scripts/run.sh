@@ -36,10 +36,10 @@ $pare train "${common[@]}" --n-layer 2 --n-head 4 --n-embd 64 --lr 3e-3 --min-lr
 # the KV cache (one thread, best of 5 runs of 512 tokens).
 field() { grep -o "\"$2\":[^,}]*" "$1" | head -1 | cut -d: -f2; }
 for m in teacher student; do
-  $pare eval "$out/$m.ckpt" --batches 50 --json >"$out/$m.eval.json"
+  $pare eval "$out/$m.ckpt" --eval-batches 50 --json >"$out/$m.eval.json"
   for f in f32 q8 q4; do
     $pare export "$out/$m.ckpt" --out "$out/$m.$f.pare" --format "$f" --json >"$out/$m.$f.export.json"
-    $pare eval "$out/$m.$f.pare" --batches 50 --json >"$out/$m.$f.eval.json"
+    $pare eval "$out/$m.$f.pare" --eval-batches 50 --json >"$out/$m.$f.eval.json"
     $pare bench "$out/$m.$f.pare" --tokens 512 --repeat 5 --threads 1 --json >"$out/$m.$f.bench.json"
   done
 done

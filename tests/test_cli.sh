@@ -65,7 +65,7 @@ grep -q "step" "$dir/progress.txt" || fail "progress lines did not go to stderr 
 
 # eval reproduces the trainer's final validation loss (same batches, same threads)
 val=$(grep -o '"val_loss":[^,]*' <<<"$json")
-ev=$("$PARE" eval "$dir/a.ckpt" --batches 2 --batch 4 --threads 1 --json)
+ev=$("$PARE" eval "$dir/a.ckpt" --eval-batches 2 --batch 4 --threads 1 --json)
 [[ $(grep -o '"val_loss":[^,]*' <<<"$ev") == "$val" ]] || fail "eval gives $ev, train gave $val"
 "$PARE" sample "$dir/a.ckpt" --prompt "abc>" --tokens 4 --temperature 0 | grep -q "^abc>" || fail "sample lost the prompt"
 expect 2 "byte 'X'" -- "$PARE" sample "$dir/a.ckpt" --prompt "X"
@@ -95,6 +95,43 @@ else
   fail "SIGINT: exit $st, expected 130: $(tail -3 "$dir/int.txt")"
 fi
 
+# SIGTERM (timeout, schedulers) and SIGHUP (a closed terminal) behave like Ctrl-C: a checkpoint, exit
+# 130, the signal named, the run recorded as interrupted
+for sig in TERM HUP; do
+  "$PARE" train "${long[@]}" --out "$dir/$sig.ckpt" --name "sig$sig" >"$dir/$sig.txt" 2>&1 &
+  pid=$!
+  for _ in $(seq 200); do grep -q "step *5/" "$dir/$sig.txt" && break; sleep 0.02; done
+  kill -$sig $pid
+  wait $pid
+  st=$?
+  if [[ $st == 130 ]]; then
+    grep -q "SIG$sig" "$dir/$sig.txt" || fail "SIG$sig: the message does not name the signal: $(tail -2 "$dir/$sig.txt")"
+    "$PARE" eval "$dir/$sig.ckpt" --eval-batches 1 --db none >/dev/null 2>&1 || fail "SIG$sig: the checkpoint does not load"
+    "$PARE" runs --status interrupted --name "sig$sig" | grep -q " train " || fail "SIG$sig: the run log does not say interrupted"
+  elif [[ $st != 0 ]]; then
+    fail "SIG$sig: exit $st, expected 130: $(tail -3 "$dir/$sig.txt")"
+  fi
+done
+
+# a run killed outright (kill -9, an out-of-memory kill) keeps the checkpoint of its last evaluation:
+# by default one is written after every evaluation, and --resume continues from it
+"$PARE" train "${tiny[@]}" --steps 100000 --eval-every 5 --log-every 1 --out "$dir/k9.ckpt" >"$dir/k9.txt" 2>&1 &
+pid=$!
+for _ in $(seq 300); do grep -q "step *12/" "$dir/k9.txt" && break; sleep 0.02; done
+kill -9 $pid
+wait $pid 2>/dev/null
+[[ -s "$dir/k9.ckpt" ]] || fail "kill -9 after step 12 left no checkpoint (one is due after every evaluation)"
+last=$(grep -o 'step *[0-9]*/' "$dir/k9.txt" | tail -1 | tr -dc 0-9)
+out=$("$PARE" train --resume "$dir/k9.ckpt" --steps $((last + 10)) --out "$dir/k9b.ckpt" 2>&1) ||
+  fail "the checkpoint a killed run left does not resume: $out"
+[[ $out == *"from step $((last / 5 * 5))"* || $out == *"from step $((last / 5 * 5 - 5))"* ]] ||
+  fail "the resumed run does not start at the last evaluation before step $last: $out"
+
+# a closed pipe (pare train ... | head -1) does not kill the run: it finishes and saves
+"$PARE" train "${tiny[@]}" --steps 40 --log-every 1 --out "$dir/pipe.ckpt" | head -1 >/dev/null
+for _ in $(seq 250); do [[ -s "$dir/pipe.ckpt" ]] && break; sleep 0.02; done
+"$PARE" eval "$dir/pipe.ckpt" --eval-batches 1 --db none >/dev/null 2>&1 || fail "a run piped into head -1 left no checkpoint"
+
 # divergence: a weight decay of 1000 per step (lr 10 x 100) makes the weights overflow within a few
 # steps. The run must stop with status 3 naming the step, make no update, and leave the checkpoint
 # saved before it (--ckpt-every 3) intact and loadable; the run log records the run as diverged.
@@ -107,7 +144,7 @@ st=$?
 [[ $st == 3 ]] || fail "diverging run exited $st, expected 3: $out"
 [[ $out =~ diverged\ at\ step\ ([0-9]+) ]] || fail "divergence message names no step: $out"
 [[ $out == *"$dir/div.ckpt was not overwritten"* ]] || fail "divergence message does not name the kept checkpoint: $out"
-"$PARE" eval "$dir/div.ckpt" --batches 1 --db none >/dev/null 2>&1 || fail "the checkpoint saved before divergence does not load"
+"$PARE" eval "$dir/div.ckpt" --eval-batches 1 --db none >/dev/null 2>&1 || fail "the checkpoint saved before divergence does not load"
 runs=$("$PARE" runs --status diverged 2>&1)
 [[ $(grep -c ' train ' <<<"$runs") == 2 ]] || fail "the run log does not list both diverged runs as diverged: $runs"
 

@@ -26,9 +26,9 @@ tiny=(--data builtin:copy --vocab char --n-layer 1 --n-embd 32 --n-head 2 --batc
 "$PARE" train "${tiny[@]}" --name teacher --out "$dir/a.ckpt" >/dev/null 2>"$dir/log" || fail "train: $(cat "$dir/log")"
 "$PARE" train "${tiny[@]}" --name student --lr 3e-3 --init "$dir/a.ckpt" --out "$dir/b.ckpt" >/dev/null 2>"$dir/log" ||
   fail "train --init: $(cat "$dir/log")"
-"$PARE" eval "$dir/b.ckpt" --batches 2 --threads 1 >/dev/null 2>"$dir/log" || fail "eval: $(cat "$dir/log")"
+"$PARE" eval "$dir/b.ckpt" --eval-batches 2 --threads 1 >/dev/null 2>"$dir/log" || fail "eval: $(cat "$dir/log")"
 "$PARE" export "$dir/b.ckpt" --out "$dir/b.q8.pare" --format q8 >/dev/null 2>"$dir/log" || fail "export: $(cat "$dir/log")"
-"$PARE" eval "$dir/b.q8.pare" --batches 2 --threads 1 >/dev/null 2>"$dir/log" || fail "eval FILE: $(cat "$dir/log")"
+"$PARE" eval "$dir/b.q8.pare" --eval-batches 2 --threads 1 >/dev/null 2>"$dir/log" || fail "eval FILE: $(cat "$dir/log")"
 "$PARE" report --out "$dir/rep" --title "Browser check" >"$dir/log" 2>&1 || fail "report: $(cat "$dir/log")"
 html="$dir/rep/report.html"
 [[ -s $html ]] || { echo "FAIL: no $html"; exit 1; }

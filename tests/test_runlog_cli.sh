@@ -21,10 +21,10 @@ tiny=(--data builtin:copy --vocab char --n-layer 1 --n-embd 32 --n-head 2 --batc
       --threads 1 --sample-tokens 0 --eval-every 0 --steps 20)
 run "$PARE" train "${tiny[@]}" --name teacher --out "$dir/t.ckpt"
 run "$PARE" sample "$dir/t.ckpt" --prompt "ab>" --tokens 3 --temperature 0
-run "$PARE" eval "$dir/t.ckpt" --batches 2 --batch 4 --threads 1
+run "$PARE" eval "$dir/t.ckpt" --eval-batches 2 --batch 4 --threads 1
 for f in f32 q8 q4; do
   run "$PARE" export "$dir/t.ckpt" --out "$dir/t.$f.pare" --format "$f"
-  run "$PARE" eval "$dir/t.$f.pare" --batches 2 --batch 4 --threads 1
+  run "$PARE" eval "$dir/t.$f.pare" --eval-batches 2 --batch 4 --threads 1
 done
 run "$PARE" bench "$dir/t.q8.pare" --tokens 4 --repeat 1
 run "$PARE" sample "$dir/t.q4.pare" --prompt "ab>" --tokens 3 --temperature 0
