@@ -25,7 +25,7 @@ expect() {
 
 run "$PARE" train --data builtin:markov --vocab char --n-layer 2 --n-embd 64 --n-head 2 --ctx 32 --batch 8 \
   --steps 60 --eval-every 0 --eval-batches 2 --threads 1 --sample-tokens 0 --out "$dir/m.ckpt"
-run "$PARE" eval "$dir/m.ckpt" --batches 4 --batch 4 --threads 1 --json
+run "$PARE" eval "$dir/m.ckpt" --eval-batches 4 --batch 4 --threads 1 --json
 ckpt_loss=$(json val_loss)
 for f in f32 q8 q4 q4a; do
   run "$PARE" export "$dir/m.ckpt" --out "$dir/m.$f.pare" --format "$f" --json
@@ -36,11 +36,11 @@ s32=$(stat -c %s "$dir/m.f32.pare"); s8=$(stat -c %s "$dir/m.q8.pare"); s4=$(sta
 (( s8 * 2 < s32 && s4 < s8 )) || fail "file sizes f32 $s32, q8 $s8, q4 $s4"
 
 # eval of the f32 file = eval of the checkpoint (the data comes from the file's metadata)
-run "$PARE" eval "$dir/m.f32.pare" --batches 4 --batch 4 --threads 1 --json
+run "$PARE" eval "$dir/m.f32.pare" --eval-batches 4 --batch 4 --threads 1 --json
 f32_loss=$(json val_loss)
 awk -v a="$ckpt_loss" -v b="$f32_loss" 'BEGIN { d = a - b; exit !(d < 1e-4 && d > -1e-4) }' ||
   fail "eval: checkpoint $ckpt_loss, f32 file $f32_loss"
-run "$PARE" eval "$dir/m.q8.pare" --batches 4 --batch 4 --threads 1 --json
+run "$PARE" eval "$dir/m.q8.pare" --eval-batches 4 --batch 4 --threads 1 --json
 q8_loss=$(json val_loss)
 awk -v a="$f32_loss" -v b="$q8_loss" 'BEGIN { exit !(b < a * 1.02 && b > a * 0.98) }' ||
   fail "eval: q8 file $q8_loss is not within 2% of f32 $f32_loss"
