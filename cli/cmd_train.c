@@ -2,11 +2,13 @@
  * a built-in dataset, print progress, a summary and a sample; checkpoint,
  * resume, and stop cleanly on Ctrl-C. Also the helpers `pare sample` and
  * `pare eval` share (JSON output, opening a model). */
+#include <errno.h>
 #include <math.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "autograd/parallel.h"
@@ -56,6 +58,35 @@ const char *pare_conf_get(const char *conf, const char *key, char *buf, size_t n
         p = nl ? nl + 1 : p + len;
     }
     return NULL;
+}
+
+bool pare_same_file(const char *a, const char *b) {
+    struct stat sa, sb;
+    if (!a || !b || !a[0] || !b[0] || stat(a, &sa) != 0 || stat(b, &sb) != 0) return false;
+    return sa.st_dev == sb.st_dev && sa.st_ino == sb.st_ino;
+}
+
+int pare_check_out(const char *path, char *err, size_t errlen) {
+    struct stat st;
+    if (stat(path, &st) == 0 && S_ISDIR(st.st_mode)) {
+        snprintf(err, errlen, "--out %s is a directory: expected a file path", path);
+        return -1;
+    }
+    char dir[4096];
+    snprintf(dir, sizeof dir, "%s", path);
+    char *slash = strrchr(dir, '/');
+    if (!slash) snprintf(dir, sizeof dir, ".");
+    else if (slash == dir) dir[1] = '\0';
+    else *slash = '\0';
+    if (stat(dir, &st) != 0 || !S_ISDIR(st.st_mode)) {
+        snprintf(err, errlen, "--out %s: its directory %s does not exist: expected an existing directory", path, dir);
+        return -1;
+    }
+    if (access(dir, W_OK) != 0) {
+        snprintf(err, errlen, "--out %s: cannot write into %s: %s", path, dir, strerror(errno));
+        return -1;
+    }
+    return 0;
 }
 
 /* ---------------------------------------------------------------- options */
@@ -125,6 +156,12 @@ static void print_progress(tr_policy *p, tr_trainer *t, const tr_progress *pr) {
     fflush(pp->f);
 }
 
+static void print_warning(tr_policy *p, tr_trainer *t, const char *msg) {
+    (void)p;
+    (void)t;
+    fprintf(stderr, "pare train: warning: %s\n", msg);
+}
+
 /* ------------------------------------------------------------------ signal */
 
 static volatile sig_atomic_t g_stop = 0;
@@ -179,45 +216,6 @@ static int final_sample(tr_trainer *t, int n_tokens, const tr_sample_opts *so, c
 
 /* ---------------------------------------------------------------- command */
 
-/* Builds argv for a resumed run: the checkpoint's configuration lines as
- * --key=value (except how to start, and keys this version no longer has),
- * then the user's own arguments, which win because later keys override
- * earlier ones. */
-static char **resume_argv(const char *conf, const pare_keys *k, int argc, char **argv, int *out_argc) {
-    int lines = 0;
-    for (const char *p = conf; *p; p++) lines += *p == '\n';
-    char **a = calloc((size_t)(lines + argc + 2), sizeof *a);
-    if (!a) return NULL;
-    int n = 0;
-    a[n++] = argv[0];
-    for (const char *p = conf; *p;) {
-        const char *nl = strchr(p, '\n');
-        size_t len = nl ? (size_t)(nl - p) : strlen(p);
-        const char *eq = memchr(p, '=', len);
-        bool known = false;
-        for (int i = 0; eq && i < k->n && !known; i++)
-            known = strlen(k->row[i].key) == (size_t)(eq - p) && !strncmp(k->row[i].key, p, (size_t)(eq - p));
-        if (len && known && strncmp(p, "init=", 5) != 0 && strncmp(p, "resume=", 7) != 0) {
-            char *s = malloc(len + 3);
-            if (!s) break;
-            memcpy(s, "--", 2);
-            memcpy(s + 2, p, len);
-            s[len + 2] = '\0';
-            a[n++] = s;
-        }
-        p = nl ? nl + 1 : p + len;
-    }
-    for (int i = 1; i < argc; i++) a[n++] = argv[i];
-    *out_argc = n;
-    return a;
-}
-
-static void free_resume_argv(char **a, int n, int user_args) {
-    if (!a) return;
-    for (int i = 1; i < n - user_args; i++) free(a[i]);
-    free(a);
-}
-
 /* For --init/--resume: the model keys take the checkpoint's values; one
  * given on the command line with another value is an error naming it. A
  * model whose layers differ (pruned heads or neurons, factorized sites) is
@@ -261,8 +259,6 @@ int cmd_train(int argc, char **argv) {
 
     int status = PARE_EXIT_ERROR;
     char err[1024];
-    char **rargv = NULL;
-    int rargc = 0;
     char *conf = NULL, *ck_conf = NULL;
     tr_dataset *d = NULL;
     tr_gpt m = {0};
@@ -288,16 +284,17 @@ int cmd_train(int argc, char **argv) {
             return PARE_EXIT_ERROR;
         }
         tr_ckpt_close(&f);
-        rargv = resume_argv(ck_conf, &keys, argc, argv, &rargc);
-        if (!rargv) {
-            fprintf(stderr, "pare train: out of memory\n");
-            free(ck_conf);
-            pm_arch_free(&ck_arch);
-            return PARE_EXIT_ERROR;
-        }
-        rc = pare_keys_cli("train", usage, &keys, rargc, rargv, NULL, 0, NULL);
-        if (rc >= 0) {
-            status = rc;
+        /* defaults, then the checkpoint's stored configuration read as data
+         * of known keys (not what concerns this process: how to start, the
+         * output format, threads, the run log's file), then the user's keys */
+        static const char *const not_stored[] = {"init", "resume", "json", "threads", "db", "log-every", NULL};
+        char where[300];
+        snprintf(where, sizeof where, "checkpoint %s", o.resume);
+        if (pare_opts_defaults(keys.row, keys.n, err, sizeof err) != 0 ||
+            pare_opts_apply_stored(keys.row, keys.n, ck_conf, not_stored, where, err, sizeof err) != 0 ||
+            pare_opts_parse_more(keys.row, keys.n, argc, argv, NULL, 0, NULL, err, sizeof err) != PARE_OPTS_OK) {
+            fprintf(stderr, "pare train: %s\n", err);
+            status = PARE_EXIT_ERROR;
             goto done;
         }
         have_ck = true;
@@ -324,6 +321,23 @@ int cmd_train(int argc, char **argv) {
     ag_set_threads(pare_threads(o.threads));
     FILE *out = o.json ? stderr : stdout;
 
+    /* the output: writable before the first step, and never one of the inputs */
+    if (o.out[0]) {
+        if (pare_check_out(o.out, err, sizeof err) != 0) {
+            fprintf(stderr, "pare train: %s\n", err);
+            status = PARE_EXIT_USAGE;
+            goto done;
+        }
+        const char *inputs[2][2] = {{"--data", o.data}, {"--init", o.init}};
+        for (int i = 0; i < 2; i++)
+            if (pare_same_file(o.out, inputs[i][1])) {
+                fprintf(stderr, "pare train: --out %s is the same file as %s %s: refusing to overwrite an input\n",
+                        o.out, inputs[i][0], inputs[i][1]);
+                status = PARE_EXIT_USAGE;
+                goto done;
+            }
+    }
+
     /* data */
     o.dopt.vocab_fixed = have_ck ? &ck_vocab : NULL;
     if (o.model.ctx == 0) {
@@ -348,7 +362,7 @@ int cmd_train(int argc, char **argv) {
                         : tr_gpt_init(&m, mc, AG_PARAMS_GRAD | AG_PARAMS_MOMENTS, err, sizeof err);
     if (built != 0) {
         fprintf(stderr, "pare train: %s\n", err);
-        status = PARE_EXIT_USAGE;
+        status = strstr(err, "out of memory") ? PARE_EXIT_ERROR : PARE_EXIT_USAGE;
         goto done;
     }
     if (o.init[0] && !o.resume[0])
@@ -370,9 +384,19 @@ int cmd_train(int argc, char **argv) {
     t.config_text = conf;
     printer pr = {.f = out, .every = o.log_every > 0 ? o.log_every : (o.train.steps >= 20 ? o.train.steps / 20 : 1),
                   .d = d};
-    tr_policy print_policy = {.name = "progress", .user = &pr, .on_progress = print_progress};
+    tr_policy print_policy = {.name = "progress", .user = &pr, .on_progress = print_progress,
+                              .on_warning = print_warning};
     tr_trainer_add_policy(&t, &print_policy);
     pare_runlog_begin(&rl, o.db, "train", o.run_name, conf, o.train.seed, o.resume[0] ? o.resume : o.init, d);
+    /* if --out cannot be written at the end, the state goes next to the run database, else to the temp dir */
+    static char db_dir[4096];
+    snprintf(db_dir, sizeof db_dir, "%s", ex_db_path(o.db));
+    char *dslash = strrchr(db_dir, '/');
+    if (dslash) *dslash = '\0';
+    else snprintf(db_dir, sizeof db_dir, ".");
+    const char *tmpdir = getenv("TMPDIR");
+    t.fallback_dir[0] = strcmp(o.db, "none") ? db_dir : NULL;
+    t.fallback_dir[t.fallback_dir[0] ? 1 : 0] = tmpdir && tmpdir[0] ? tmpdir : "/tmp";
     tr_policy log_policy = pare_runlog_policy(&rl);
     tr_trainer_add_policy(&t, &log_policy);
     /* policies are in place before a resume loads their state */
@@ -401,8 +425,8 @@ int cmd_train(int argc, char **argv) {
     if (t.evaluated && !isnan(t.last_eval.accuracy)) pare_runlog_result(&rl, "accuracy", t.last_eval.accuracy);
     pare_runlog_result(&rl, "params", (double)ag_params_numel(&m.params));
     pare_runlog_result(&rl, "train_loss", t.loss);
-    if (st == TR_OK || st == TR_INTERRUPTED) pare_runlog_artifact(&rl, "checkpoint", o.out);
-    pare_runlog_end(&rl, pare_runlog_status(st));
+    if (st == TR_OK || st == TR_INTERRUPTED || st == TR_SAVED_ELSEWHERE) pare_runlog_artifact(&rl, "checkpoint", t.saved_to);
+    pare_runlog_end(&rl, st == TR_SAVED_ELSEWHERE ? (t.interrupted ? EX_INTERRUPTED : EX_FINISHED) : pare_runlog_status(st));
     double seconds = ag_now() - t0;
     catch_stop_signals(false);
     if (st == TR_DIVERGED) {
@@ -412,6 +436,11 @@ int cmd_train(int argc, char **argv) {
         else if (o.out[0])
             fprintf(stderr, "pare train: no checkpoint had been saved yet (one is written after every evaluation)\n");
         status = PARE_EXIT_DIVERGED;
+        goto done;
+    }
+    if (st == TR_SAVED_ELSEWHERE) {
+        fprintf(stderr, "pare train: %s\n", t.err);
+        status = PARE_EXIT_SAVED_ELSEWHERE;
         goto done;
     }
     if (st == TR_INTERRUPTED) {
@@ -480,6 +509,6 @@ done:
     tr_dataset_free(d);
     free(conf);
     free(ck_conf);
-    free_resume_argv(rargv, rargc, argc - 1);
+    pare_opts_free(keys.row, keys.n);
     return status;
 }

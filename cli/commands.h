@@ -12,8 +12,9 @@ enum {
     PARE_EXIT_OK = 0,
     PARE_EXIT_ERROR = 1,     /* a runtime failure: I/O, memory, a bad file */
     PARE_EXIT_USAGE = 2,     /* an unknown option or a bad value */
-    PARE_EXIT_DIVERGED = 3,  /* training hit a NaN or Inf */
-    PARE_EXIT_INTERRUPTED = 130, /* stopped by SIGINT after saving */
+    PARE_EXIT_DIVERGED = 3,  /* a NaN or Inf: training diverged, or an evaluation's loss is not finite */
+    PARE_EXIT_SAVED_ELSEWHERE = 4, /* training ended, but --out could not be written: the state went to a fallback path */
+    PARE_EXIT_INTERRUPTED = 130, /* stopped by SIGINT, SIGTERM or SIGHUP after saving */
 };
 
 typedef int (*pare_cmd_fn)(int argc, char **argv);
@@ -55,6 +56,15 @@ void pare_json_number(FILE *f, double v);
  * (malloc'd, may be NULL). Returns 0, or -1 with err naming the file and
  * what is wrong; m is then freed. */
 int pare_model_open(const char *path, tr_gpt *m, tr_vocab *vocab, char **conf, char *err, size_t errlen);
+/* True when paths a and b both exist and are the same file (device and
+ * inode: another name, a link or a relative path to it included). */
+bool pare_same_file(const char *a, const char *b);
+
+/* Checks that a command may write its output file at path: its directory
+ * exists and is writable, path is not a directory. Returns 0, or -1 with err
+ * naming the path and what is wrong. */
+int pare_check_out(const char *path, char *err, size_t errlen);
+
 /* The value of key in "key=value" lines, copied into buf (n bytes), or NULL. */
 const char *pare_conf_get(const char *conf, const char *key, char *buf, size_t n);
 

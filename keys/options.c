@@ -93,6 +93,13 @@ static int set_value(pare_opt *o, const char *v, char *err, size_t errlen) {
         return 0;
     }
     case PARE_OPT_T_STRING:
+        for (const unsigned char *c = (const unsigned char *)v; *c; c++)
+            if (*c < 0x20 || *c == 0x7f) {
+                /* stored configurations are "key=value" lines: a newline would forge a key */
+                snprintf(err, errlen, "--%s: control character 0x%02x in the value: expected text on one line", o->key,
+                         *c);
+                return -1;
+            }
         *(const char **)o->dst = v;
         return 0;
     case PARE_OPT_T_CHOICE:
@@ -147,13 +154,23 @@ int pare_opts_defaults(pare_opt *opts, int n, char *err, size_t errlen) {
 
 int pare_opts_parse(pare_opt *opts, int n, int argc, char **argv, int *pos, int max_pos,
                     int *n_pos, char *err, size_t errlen) {
-    if (n_pos) *n_pos = 0;
     if (pare_opts_defaults(opts, n, err, errlen) != 0) return PARE_OPTS_ERROR;
+    return pare_opts_parse_more(opts, n, argc, argv, pos, max_pos, n_pos, err, errlen);
+}
+
+int pare_opts_parse_more(pare_opt *opts, int n, int argc, char **argv, int *pos, int max_pos, int *n_pos, char *err,
+                         size_t errlen) {
+    if (n_pos) *n_pos = 0;
+    const char *last_flag = NULL; /* a flag given without a value just before */
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
         if (strncmp(a, "--", 2) != 0 || a[2] == '\0') {
             if (!pos || !n_pos || *n_pos >= max_pos) {
-                snprintf(err, errlen, "unexpected argument '%s'", a);
+                if (last_flag)
+                    snprintf(err, errlen, "unexpected argument '%s' (--%s is a flag: it takes true|false, yes|no, "
+                             "on|off, 1|0, or nothing)", a, last_flag);
+                else
+                    snprintf(err, errlen, "unexpected argument '%s'", a);
                 return PARE_OPTS_ERROR;
             }
             pos[(*n_pos)++] = i;
@@ -175,11 +192,12 @@ int pare_opts_parse(pare_opt *opts, int n, int argc, char **argv, int *pos, int 
             return PARE_OPTS_ERROR;
         }
         const char *v = eq ? eq + 1 : NULL;
+        last_flag = NULL;
         if (!v && o->type == PARE_OPT_T_FLAG) {
             /* `--flag` alone, or `--flag true|false` */
             bool b;
             if (i + 1 < argc && parse_bool(argv[i + 1], &b) == 0) v = argv[++i];
-            else v = "true";
+            else v = "true", last_flag = o->key;
         } else if (!v) {
             if (i + 1 >= argc) {
                 snprintf(err, errlen, "--%s: missing value", key);
@@ -255,6 +273,57 @@ int pare_opts_cli(const char *cmd, const char *usage, pare_opt *opts, int n, int
         return 2;
     }
     return -1;
+}
+
+int pare_opts_apply_stored(pare_opt *opts, int n, const char *conf, const char *const *skip, const char *source,
+                           char *err, size_t errlen) {
+    for (const char *p = conf; p && *p;) {
+        const char *nl = strchr(p, '\n');
+        size_t len = nl ? (size_t)(nl - p) : strlen(p);
+        const char *eq = memchr(p, '=', len);
+        char key[128];
+        size_t kl = eq ? (size_t)(eq - p) : 0;
+        if (eq && kl > 0 && kl < sizeof key) {
+            memcpy(key, p, kl);
+            key[kl] = '\0';
+            bool skipped = false;
+            for (int i = 0; skip && skip[i] && !skipped; i++) skipped = strcmp(skip[i], key) == 0;
+            pare_opt *o = skipped ? NULL : pare_opts_find(opts, n, key);
+            if (o) {
+                /* the value is copied into the table's own storage: it outlives conf */
+                size_t vl = len - kl - 1;
+                char *val = malloc(vl + 1);
+                if (!val) {
+                    snprintf(err, errlen, "%s: out of memory", source);
+                    return -1;
+                }
+                memcpy(val, eq + 1, vl);
+                val[vl] = '\0';
+                char why[512];
+                int rc = set_value(o, val, why, sizeof why);
+                if (rc != 0) {
+                    snprintf(err, errlen, "%s: its stored configuration: %s", source, why);
+                    free(val);
+                    return -1;
+                }
+                if (o->type == PARE_OPT_T_STRING || o->type == PARE_OPT_T_CHOICE) {
+                    if (o->owned) free(o->owned);
+                    o->owned = val; /* *dst points into it */
+                } else {
+                    free(val);
+                }
+            }
+        }
+        p = nl ? nl + 1 : p + len;
+    }
+    return 0;
+}
+
+void pare_opts_free(pare_opt *opts, int n) {
+    for (int i = 0; i < n; i++) {
+        free(opts[i].owned);
+        opts[i].owned = NULL;
+    }
 }
 
 /* ---------------------------------------------------------------- pare_keys */

@@ -51,16 +51,17 @@ typedef struct pare_opt {
     bool set;            /* filled by the parser: given on the command line */
     const char *note;    /* what the command does when the key is not given, if not the default itself
                             (pare eval: data "= the data the model was trained on"); shown by --help */
+    char *owned;         /* a stored value's copy (pare_opts_apply_stored), freed by pare_opts_free */
 } pare_opt;
 
-#define PARE_OPT_INT(k, d, def, lo, hi, h) {k, PARE_OPT_T_INT, d, def, lo, hi, NULL, h, false, NULL}
-#define PARE_OPT_FLOAT(k, d, def, lo, hi, h) {k, PARE_OPT_T_FLOAT, d, def, lo, hi, NULL, h, false, NULL}
-#define PARE_OPT_STRING(k, d, def, h) {k, PARE_OPT_T_STRING, d, def, 0, 0, NULL, h, false, NULL}
-#define PARE_OPT_CHOICE(k, d, def, ch, h) {k, PARE_OPT_T_CHOICE, d, def, 0, 0, ch, h, false, NULL}
-#define PARE_OPT_FLAG(k, d, h) {k, PARE_OPT_T_FLAG, d, "false", 0, 0, NULL, h, false, NULL}
-#define PARE_OPT_FLAG_ON(k, d, h) {k, PARE_OPT_T_FLAG, d, "true", 0, 0, NULL, h, false, NULL}
-#define PARE_OPT_U64(k, d, def, h) {k, PARE_OPT_T_U64, d, def, 0, 1.8446744073709552e19, NULL, h, false, NULL}
-#define PARE_OPT_ENUM(k, d, def, ch, h) {k, PARE_OPT_T_ENUM, d, def, 0, 0, ch, h, false, NULL}
+#define PARE_OPT_INT(k, d, def, lo, hi, h) {k, PARE_OPT_T_INT, d, def, lo, hi, NULL, h, false, NULL, NULL}
+#define PARE_OPT_FLOAT(k, d, def, lo, hi, h) {k, PARE_OPT_T_FLOAT, d, def, lo, hi, NULL, h, false, NULL, NULL}
+#define PARE_OPT_STRING(k, d, def, h) {k, PARE_OPT_T_STRING, d, def, 0, 0, NULL, h, false, NULL, NULL}
+#define PARE_OPT_CHOICE(k, d, def, ch, h) {k, PARE_OPT_T_CHOICE, d, def, 0, 0, ch, h, false, NULL, NULL}
+#define PARE_OPT_FLAG(k, d, h) {k, PARE_OPT_T_FLAG, d, "false", 0, 0, NULL, h, false, NULL, NULL}
+#define PARE_OPT_FLAG_ON(k, d, h) {k, PARE_OPT_T_FLAG, d, "true", 0, 0, NULL, h, false, NULL, NULL}
+#define PARE_OPT_U64(k, d, def, h) {k, PARE_OPT_T_U64, d, def, 0, 1.8446744073709552e19, NULL, h, false, NULL, NULL}
+#define PARE_OPT_ENUM(k, d, def, ch, h) {k, PARE_OPT_T_ENUM, d, def, 0, 0, ch, h, false, NULL, NULL}
 
 enum { PARE_OPTS_OK = 0, PARE_OPTS_HELP = 1, PARE_OPTS_ERROR = -1 };
 
@@ -73,6 +74,25 @@ enum { PARE_OPTS_OK = 0, PARE_OPTS_HELP = 1, PARE_OPTS_ERROR = -1 };
  * Nothing is allocated; string values point into argv or the defaults. */
 int pare_opts_parse(pare_opt *opts, int n, int argc, char **argv, int *pos, int max_pos,
                     int *n_pos, char *err, size_t errlen);
+
+/* The same without setting the defaults first: applies argv on top of the
+ * table's current values (after pare_opts_apply_stored, for a resume). */
+int pare_opts_parse_more(pare_opt *opts, int n, int argc, char **argv, int *pos, int max_pos, int *n_pos, char *err,
+                         size_t errlen);
+
+/* Applies a stored configuration ("key=value" lines, as pare_opts_format
+ * wrote them into a checkpoint) as data: each line whose key is in the table
+ * and not in skip (a NULL-terminated list, may be NULL) sets that key's value
+ * (not its `set` flag); lines of other keys (a newer or older pare's) are
+ * ignored; nothing is ever read as a command-line option, so a stored `help`
+ * or `--x` does nothing. String values are copied into the row (free them
+ * with pare_opts_free). Returns 0, or -1 with err naming `source` (the
+ * checkpoint), the key and what was expected. */
+int pare_opts_apply_stored(pare_opt *opts, int n, const char *conf, const char *const *skip, const char *source,
+                           char *err, size_t errlen);
+
+/* Frees the values pare_opts_apply_stored copied. */
+void pare_opts_free(pare_opt *opts, int n);
 
 /* Prints "usage: <usage>" and a line per key: --key TYPE (default X) help. */
 void pare_opts_help(FILE *f, const char *usage, const pare_opt *opts, int n);

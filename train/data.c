@@ -157,12 +157,18 @@ static const char *task_names[] = {"copy", "reverse", "sort"};
 static int read_file(const char *path, uint8_t **buf, size_t *n, char *err, size_t errlen) {
     *buf = NULL;
     *n = 0;
+    /* the type first: opening a FIFO (or a terminal) would block */
+    struct stat st;
+    if (stat(path, &st) == 0 && !S_ISREG(st.st_mode)) {
+        ag_errf(err, errlen, "data file '%s': not a regular file (%s); expected a text file", path,
+                S_ISFIFO(st.st_mode) ? "a FIFO" : S_ISDIR(st.st_mode) ? "a directory" : "a device or socket");
+        return -1;
+    }
     FILE *f = fopen(path, "rb");
     if (!f) {
         ag_errf(err, errlen, "data file '%s': cannot open: %s; expected a readable text file", path, strerror(errno));
         return -1;
     }
-    struct stat st;
     if (fstat(fileno(f), &st) != 0 || !S_ISREG(st.st_mode)) {
         fclose(f);
         ag_errf(err, errlen, "data file '%s': not a regular file; expected a text file", path);

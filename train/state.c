@@ -10,6 +10,7 @@
  * file cannot make pare allocate for a model it does not contain. */
 #include "trainer.h"
 
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -314,10 +315,27 @@ static int read_tensors(tr_rd *rd, ag_params *p) {
     return rd->failed ? -1 : 0;
 }
 
+/* A trained model never holds a NaN or an infinity (the trainer refuses the
+ * step that would make one): such a checkpoint is corrupt, and evaluating it
+ * would only report "loss nan". Names the first offending value. */
+static int check_finite(tr_rd *rd, const ag_params *p, const float *buf, const char *what) {
+    bool nonneg = strstr(what, "second") != NULL; /* AdamW's v is a running mean of squares */
+    for (int i = 0; i < p->count; i++) {
+        const float *x = buf + p->offset[i];
+        for (size_t j = 0; j < p->t[i].numel; j++)
+            if (!isfinite(x[j]) || (nonneg && x[j] < 0)) {
+                tr_rd_fail(rd, "%s of tensor %s, element %zu, is %g: expected finite values%s", what, p->names[i], j,
+                           (double)x[j], nonneg ? " >= 0" : "");
+                return -1;
+            }
+    }
+    return 0;
+}
+
 int tr_ckpt_read_params(const tr_ckpt_file *f, tr_gpt *m, bool with_moments, char *err, size_t errlen) {
     ag_params *p = &m->params;
     tr_rd rd;
-    if (tr_rd_open(&rd, f, "TENS") == 0) read_tensors(&rd, p);
+    if (tr_rd_open(&rd, f, "TENS") == 0 && read_tensors(&rd, p) == 0) check_finite(&rd, p, p->data, "a weight");
     if (tr_rd_done(&rd) != 0) goto fail;
     if (with_moments && p->m) {
         uint32_t count = 0;
@@ -330,6 +348,8 @@ int tr_ckpt_read_params(const tr_ckpt_file *f, tr_gpt *m, bool with_moments, cha
                 tr_rd_f32s(&rd, "m", p->m + p->offset[i], p->t[i].numel);
                 tr_rd_f32s(&rd, "v", p->v + p->offset[i], p->t[i].numel);
             }
+            if (!rd.failed && check_finite(&rd, p, p->m, "a first moment") == 0)
+                check_finite(&rd, p, p->v, "a second moment");
         }
         if (tr_rd_done(&rd) != 0) goto fail;
     }
@@ -407,6 +427,8 @@ static int read_extras(const tr_ckpt_file *f, ag_params *x, tr_rd *rd) {
         tr_rd_f32s(rd, "m", x->m + x->offset[i], x->t[i].numel);
         tr_rd_f32s(rd, "v", x->v + x->offset[i], x->t[i].numel);
     }
+    if (!rd->failed && check_finite(rd, x, x->data, "a value") == 0 && check_finite(rd, x, x->m, "a first moment") == 0)
+        check_finite(rd, x, x->v, "a second moment");
     return tr_rd_done(rd);
 }
 
@@ -486,6 +508,19 @@ int tr_trainer_load(tr_trainer *t, const char *path) {
         for (int k = 0; k < 4; k++) tr_rd_u64(&rd, "data_rng", &s[k]);
     }
     if (tr_rd_done(&rd) != 0) goto rd_fail;
+    /* fields a correct checksum does not make right: the optimizer's step is
+     * the trainer's (every good step counts once in both), and the data
+     * generator's state is one xoshiro can have (not all zero) */
+    if (opt_step != step) {
+        tr_trainer_fail(t, "checkpoint %s: section OPTM: the optimizer is at step %llu, section TRNR at step %llu: "
+                           "expected the same step", path, (unsigned long long)opt_step, (unsigned long long)step);
+        goto out;
+    }
+    if ((s[0] | s[1] | s[2] | s[3]) == 0) {
+        tr_trainer_fail(t, "checkpoint %s: section TRNR: the data generator's state is all zero (no generator "
+                           "reaches it): expected a state saved by pare", path);
+        goto out;
+    }
     if (step > (uint64_t)t->cfg.steps) {
         tr_trainer_fail(t, "checkpoint %s is at step %llu, beyond --steps %d", path, (unsigned long long)step,
                         t->cfg.steps);

@@ -8,6 +8,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "autograd/parallel.h"
 #include "keys.h"
@@ -408,6 +409,50 @@ int tr_trainer_eval(tr_trainer *t, tr_eval *out) {
 
 static bool should_stop(const tr_trainer *t) { return t->stop && *t->stop; }
 
+static void warn(tr_trainer *t, const char *msg) {
+    tr_policy *p;
+    TR_FOR_POLICIES(t, p, on_warning) p->on_warning(p, t, msg);
+}
+
+/* A periodic save: a failure is a warning, the previous checkpoint stays. */
+static void save_periodic(tr_trainer *t) {
+    if (tr_trainer_save(t, t->cfg.out) == 0) {
+        snprintf(t->saved_to, sizeof t->saved_to, "%s", t->cfg.out);
+        return;
+    }
+    char msg[768];
+    snprintf(msg, sizeof msg, "step %ld: %s; the previous checkpoint stays, training goes on and the next save "
+             "point tries again", t->step, t->err);
+    t->err[0] = '\0';
+    warn(t, msg);
+}
+
+/* The final save: cfg.out, else a fallback directory. */
+static tr_status save_final(tr_trainer *t, tr_status ok) {
+    if (tr_trainer_save(t, t->cfg.out) == 0) {
+        snprintf(t->saved_to, sizeof t->saved_to, "%s", t->cfg.out);
+        return ok;
+    }
+    char first[600];
+    snprintf(first, sizeof first, "%s", t->err);
+    const char *base = strrchr(t->cfg.out, '/');
+    base = base ? base + 1 : t->cfg.out;
+    for (int i = 0; i < 3 && t->fallback_dir[i]; i++) {
+        char path[4096];
+        snprintf(path, sizeof path, "%s/%s.rescued-%ld", t->fallback_dir[i], base[0] ? base : "pare.ckpt",
+                 (long)getpid());
+        t->err[0] = '\0';
+        if (tr_trainer_save(t, path) == 0) {
+            snprintf(t->saved_to, sizeof t->saved_to, "%s", path);
+            tr_trainer_fail(t, "%s; the training state was saved to %s instead", first, path);
+            return TR_SAVED_ELSEWHERE;
+        }
+    }
+    t->err[0] = '\0';
+    tr_trainer_fail(t, "%s; no fallback directory took the training state either: nothing was saved", first);
+    return TR_ERROR;
+}
+
 /* The run of tr_train without on_end. */
 static tr_status run(tr_trainer *t) {
     const tr_train_config *cfg = &t->cfg;
@@ -418,9 +463,10 @@ static tr_status run(tr_trainer *t) {
     tr_policy *p;
     while (t->step < cfg->steps) {
         if (should_stop(t)) {
-            if (have_out && tr_trainer_save(t, cfg->out) != 0) return TR_ERROR;
-            tr_trainer_fail(t, "interrupted after step %ld of %d", t->step, cfg->steps);
-            return TR_INTERRUPTED;
+            t->interrupted = true;
+            tr_status st = have_out ? save_final(t, TR_INTERRUPTED) : TR_INTERRUPTED;
+            if (st == TR_INTERRUPTED) tr_trainer_fail(t, "interrupted after step %ld of %d", t->step, cfg->steps);
+            return st;
         }
         double s0 = ag_now();
         tr_status st = tr_train_step(t);
@@ -446,7 +492,8 @@ static tr_status run(tr_trainer *t) {
         pr.eta = pr.elapsed / (double)(t->step - first) * (double)(cfg->steps - t->step);
         TR_FOR_POLICIES(t, p, on_progress) p->on_progress(p, t, &pr);
         bool periodic = cfg->ckpt_every > 0 ? t->step % cfg->ckpt_every == 0 : eval;
-        if (have_out && (last || periodic) && tr_trainer_save(t, cfg->out) != 0) return TR_ERROR;
+        if (have_out && last) return save_final(t, TR_OK);
+        if (have_out && periodic) save_periodic(t);
     }
     if (!t->evaluated && tr_trainer_eval(t, NULL) != 0) return TR_ERROR; /* resumed at the end */
     return TR_OK;

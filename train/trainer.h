@@ -109,6 +109,8 @@ typedef enum tr_status {
     TR_ERROR = -1,      /* an error; message in t->err */
     TR_DIVERGED = 1,    /* NaN or Inf loss or grad norm: no update was made */
     TR_INTERRUPTED = 2, /* *stop was set: stopped between steps (checkpoint written) */
+    TR_SAVED_ELSEWHERE = 3, /* the run ended (finished or interrupted), but its final checkpoint could not be
+                               written to cfg.out: it went to t->saved_to instead (t->err says why) */
 } tr_status;
 
 /* What a policy needs the trainer to compute for it in each step. */
@@ -173,6 +175,9 @@ struct tr_policy {
     void (*on_progress)(tr_policy *p, tr_trainer *t, const tr_progress *pr);
     void (*on_eval)(tr_policy *p, tr_trainer *t, const tr_eval *ev);
     void (*on_end)(tr_policy *p, tr_trainer *t, tr_status st);
+    /* something the user should know that does not stop the run (a periodic checkpoint that could not be
+     * written: the previous one stays and the next save point tries again) */
+    void (*on_warning)(tr_policy *p, tr_trainer *t, const char *msg);
     /* checkpoints: add sections / read them back (on resume) */
     int (*save)(tr_policy *p, tr_trainer *t, tr_ckpt_writer *w);
     int (*load)(tr_policy *p, tr_trainer *t, const tr_ckpt_file *f);
@@ -223,6 +228,12 @@ struct tr_trainer {
     double loss, grad_norm, lr;
     tr_eval last_eval;
     bool evaluated;
+    /* where the final checkpoint goes when cfg.out cannot be written: the first of these directories
+     * that takes it (set by the caller, for example the run database's and the temporary directory;
+     * NULL entries end the list) */
+    const char *fallback_dir[3];
+    char saved_to[4096];      /* the path the last checkpoint was written to */
+    bool interrupted;         /* the run stopped on *stop (with TR_SAVED_ELSEWHERE too) */
     double train_seconds;     /* spent in steps in this process */
     long steps_this_process;
     char err[512];
@@ -295,8 +306,13 @@ int tr_trainer_eval(tr_trainer *t, tr_eval *out);
  * evaluating every cfg.eval_every steps and at the end, calling observers,
  * writing the checkpoint to cfg.out after every evaluation (or every
  * cfg.ckpt_every steps when that is set), at the end and when *t->stop is
- * set. On divergence returns TR_DIVERGED without writing any checkpoint (the
- * last good one on disk stays). Calls every policy's on_end with the outcome. */
+ * set. A periodic save that fails is a warning (on_warning): the previous
+ * checkpoint stays and training goes on. A final save (the end, or a stop)
+ * that fails tries "<dir>/<name of out>.rescued-<pid>" in each of
+ * t->fallback_dir and returns TR_SAVED_ELSEWHERE with the path in t->saved_to
+ * (TR_ERROR when none took it). On divergence returns TR_DIVERGED without
+ * writing any checkpoint (the last good one on disk stays). Calls every
+ * policy's on_end with the outcome. */
 tr_status tr_train(tr_trainer *t);
 
 /* Writes the full training state to path atomically (see checkpoint.h and
