@@ -132,6 +132,38 @@ out=$("$PARE" train --resume "$dir/k9.ckpt" --steps $((last + 10)) --out "$dir/k
 for _ in $(seq 250); do [[ -s "$dir/pipe.ckpt" ]] && break; sleep 0.02; done
 "$PARE" eval "$dir/pipe.ckpt" --eval-batches 1 --db none >/dev/null 2>&1 || fail "a run piped into head -1 left no checkpoint"
 
+# --out is checked before the first step, and never replaces an input (device and inode, not names)
+expect 2 "does not exist" -- "$PARE" train "${tiny[@]}" --steps 5 --out "$dir/no/such/dir/x.ckpt"
+expect 2 "is a directory" -- "$PARE" train "${tiny[@]}" --steps 5 --out "$dir"
+printf 'some text to learn from, long enough for a context of sixteen and more.\n%.0s' {1..40} >"$dir/corpus.txt"
+cp "$dir/corpus.txt" "$dir/corpus.orig"
+ln -s corpus.txt "$dir/corpus.link"
+expect 2 "same file as --data" -- "$PARE" train --data "$dir/corpus.txt" --n-layer 1 --n-embd 16 --n-head 2 \
+  --ctx 16 --steps 3 --out "$dir/corpus.link"
+cmp -s "$dir/corpus.txt" "$dir/corpus.orig" || fail "train --out over its own --data changed the corpus"
+expect 2 "same file as --init" -- "$PARE" train --init "$dir/a.ckpt" --steps 3 --out "$dir/a.ckpt"
+expect 2 "control character" -- "$PARE" train "${tiny[@]}" --steps 3 --name $'run\nlr=10' --out ""
+
+# a failed save loses nothing: when --out's directory disappears mid-run, the periodic saves warn and
+# training goes on; the final save goes next to the run database, the run exits 4 naming the path
+mkdir -p "$dir/vanish"
+"$PARE" train "${tiny[@]}" --steps 400 --eval-every 10 --out "$dir/vanish/v.ckpt" >"$dir/vanish.txt" 2>&1 &
+pid=$!
+for _ in $(seq 300); do [[ -s "$dir/vanish/v.ckpt" ]] && break; sleep 0.02; done
+rm -rf "$dir/vanish"
+wait $pid
+st=$?
+if [[ $st == 4 ]]; then
+  grep -q "warning: .*the previous checkpoint stays" "$dir/vanish.txt" || fail "no warning for a failed periodic save"
+  saved=$(grep -o "saved to [^ ]* instead" "$dir/vanish.txt" | head -1 | cut -d' ' -f3)
+  [[ $saved == "$dir/"* ]] || fail "the state did not go next to the run database ($dir): $(tail -2 "$dir/vanish.txt")"
+  "$PARE" eval "$saved" --eval-batches 1 --db none >/dev/null 2>&1 || fail "the rescued checkpoint $saved does not load"
+elif [[ $st == 0 ]]; then
+  echo "note: the run finished before its directory was removed; the failed-save path was not exercised"
+else
+  fail "a run whose --out directory vanished exited $st, expected 4: $(tail -3 "$dir/vanish.txt")"
+fi
+
 # divergence: a weight decay of 1000 per step (lr 10 x 100) makes the weights overflow within a few
 # steps. The run must stop with status 3 naming the step, make no update, and leave the checkpoint
 # saved before it (--ckpt-every 3) intact and loadable; the run log records the run as diverged.

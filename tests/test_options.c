@@ -153,12 +153,51 @@ static void test_keys_groups(void **state) {
     assert_int_equal(pare_threads(5), 5);
 }
 
+/* A stored configuration is data: known keys take their values (not their
+ * `set` flags), skipped and unknown keys are ignored, a stored "help" or
+ * "--steps" line is not an option; a bad stored value names its source. */
+static void test_apply_stored(void **state) {
+    fixture *f = *state;
+    char err[256];
+    static const char *const skip[] = {"json", NULL};
+    assert_int_equal(pare_opts_defaults(f->opts, 5, err, sizeof err), 0);
+    assert_int_equal(pare_opts_apply_stored(f->opts, 5, "help=1\n--steps=5\njson=true\nsteps=7\nbogus=3\ndata=x.txt",
+                                            skip, "checkpoint c", err, sizeof err), 0);
+    assert_int_equal(f->steps, 7);
+    assert_false(f->json);
+    assert_string_equal(f->data, "x.txt");
+    assert_false(f->opts[0].set);
+    char *argv[] = {"x", "--steps", "9"};
+    assert_int_equal(pare_opts_parse_more(f->opts, 5, 3, argv, NULL, 0, NULL, err, sizeof err), PARE_OPTS_OK);
+    assert_int_equal(f->steps, 9); /* the user's keys win */
+    assert_string_equal(f->data, "x.txt");
+    assert_int_equal(pare_opts_apply_stored(f->opts, 5, "steps=many\n", NULL, "checkpoint c", err, sizeof err), -1);
+    assert_non_null(strstr(err, "checkpoint c"));
+    assert_non_null(strstr(err, "--steps"));
+    pare_opts_free(f->opts, 5);
+}
+
+/* A string value with a control character is refused (a newline would
+ * forge a stored key); a flag followed by a non-boolean says what it takes. */
+static void test_control_characters_and_flags(void **state) {
+    fixture *f = *state;
+    char *nl[] = {"x", "--data", "run\nlr=10"};
+    assert_int_equal(parse(f, 3, nl), PARE_OPTS_ERROR);
+    assert_non_null(strstr(f->err, "control character 0x0a"));
+    char *maybe[] = {"x", "--json", "maybe"};
+    f->n_pos = 0;
+    assert_int_equal(pare_opts_parse(f->opts, 5, 3, maybe, NULL, 0, NULL, f->err, sizeof f->err), PARE_OPTS_ERROR);
+    assert_non_null(strstr(f->err, "--json is a flag"));
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(test_defaults_then_values, setup, teardown),
         cmocka_unit_test_setup_teardown(test_errors_name_the_key, setup, teardown),
         cmocka_unit_test_setup_teardown(test_help_and_resolved_config, setup, teardown),
         cmocka_unit_test(test_u64_and_enum),
+        cmocka_unit_test_setup_teardown(test_apply_stored, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_control_characters_and_flags, setup, teardown),
         cmocka_unit_test(test_keys_groups),
     };
     return cmocka_run_group_tests_name("options", tests, NULL, NULL);
