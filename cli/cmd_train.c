@@ -3,6 +3,8 @@
  * resume, and stop cleanly on Ctrl-C. Also the helpers `pare sample` and
  * `pare eval` share (JSON output, opening a model). */
 #include <errno.h>
+#include <fcntl.h>
+#include <glob.h>
 #include <math.h>
 #include <signal.h>
 #include <stdio.h>
@@ -87,6 +89,50 @@ int pare_check_out(const char *path, char *err, size_t errlen) {
         return -1;
     }
     return 0;
+}
+
+int pare_lock_out(const char *path, char *err, size_t errlen) {
+    char lock[4200];
+    snprintf(lock, sizeof lock, "%s.lock", path);
+    int fd = open(lock, O_RDWR | O_CREAT | O_CLOEXEC, 0644);
+    if (fd < 0) {
+        snprintf(err, errlen, "--out %s: cannot create its lock file %s: %s", path, lock, strerror(errno));
+        return -1;
+    }
+    struct flock fl = {.l_type = F_WRLCK, .l_whence = SEEK_SET, .l_start = 0, .l_len = 0};
+    if (fcntl(fd, F_SETLK, &fl) != 0) {
+        char pid[32] = "";
+        ssize_t n = pread(fd, pid, sizeof pid - 1, 0);
+        pid[n > 0 ? n : 0] = '\0';
+        pid[strcspn(pid, "\n")] = '\0';
+        snprintf(err, errlen, "--out %s: another live pare (pid %s) is writing it (it holds %s): give another --out",
+                 path, pid[0] ? pid : "?", lock);
+        close(fd);
+        return -1;
+    }
+    char me[32];
+    int n = snprintf(me, sizeof me, "%ld\n", (long)getpid());
+    if (ftruncate(fd, 0) != 0 || pwrite(fd, me, (size_t)n, 0) != n) { /* the pid is for the message only */
+    }
+    /* no live writer: temporary files left by a writer that was killed during a save are stale */
+    char pat[2][4200];
+    snprintf(pat[0], sizeof pat[0], "%s.tmp", path);
+    snprintf(pat[1], sizeof pat[1], "%s.*.tmp", path);
+    for (int i = 0; i < 2; i++) {
+        glob_t g;
+        if (glob(pat[i], 0, NULL, &g) == 0)
+            for (size_t k = 0; k < g.gl_pathc; k++) unlink(g.gl_pathv[k]);
+        globfree(&g);
+    }
+    return fd;
+}
+
+void pare_unlock_out(const char *path, int fd) {
+    if (fd < 0) return;
+    char lock[4200];
+    snprintf(lock, sizeof lock, "%s.lock", path);
+    unlink(lock); /* while still holding it: a waiting writer then locks a new file */
+    close(fd);
 }
 
 /* ---------------------------------------------------------------- options */
@@ -268,6 +314,7 @@ int cmd_train(int argc, char **argv) {
     bool have_ck = false;
     tr_gpt ck_model = {0};
     pm_arch ck_arch = {0}; /* the checkpoint's model (--resume, --init) */
+    int lock_fd = -1;       /* the advisory lock on --out */
 
     if (o.resume[0] && o.init[0]) {
         fprintf(stderr, "pare train: --init and --resume exclude each other (init starts a new run from weights, "
@@ -324,6 +371,11 @@ int cmd_train(int argc, char **argv) {
     /* the output: writable before the first step, and never one of the inputs */
     if (o.out[0]) {
         if (pare_check_out(o.out, err, sizeof err) != 0) {
+            fprintf(stderr, "pare train: %s\n", err);
+            status = PARE_EXIT_USAGE;
+            goto done;
+        }
+        if ((lock_fd = pare_lock_out(o.out, err, sizeof err)) < 0) {
             fprintf(stderr, "pare train: %s\n", err);
             status = PARE_EXIT_USAGE;
             goto done;
@@ -509,6 +561,7 @@ done:
     tr_dataset_free(d);
     free(conf);
     free(ck_conf);
+    if (lock_fd >= 0) pare_unlock_out(o.out, lock_fd);
     pare_opts_free(keys.row, keys.n);
     return status;
 }

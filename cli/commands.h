@@ -65,6 +65,13 @@ bool pare_same_file(const char *a, const char *b);
  * naming the path and what is wrong. */
 int pare_check_out(const char *path, char *err, size_t errlen);
 
+/* Takes the advisory lock on output path (a POSIX record lock on "<path>.lock"), so two
+ * live processes never write the same output; then removes the temporary
+ * files a killed writer left. Returns the lock's descriptor (>= 0; release
+ * it with pare_unlock_out), or -1 with err naming the other process. */
+int pare_lock_out(const char *path, char *err, size_t errlen);
+void pare_unlock_out(const char *path, int fd);
+
 /* The value of key in "key=value" lines, copied into buf (n bytes), or NULL. */
 const char *pare_conf_get(const char *conf, const char *key, char *buf, size_t n);
 

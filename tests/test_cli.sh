@@ -144,6 +144,18 @@ cmp -s "$dir/corpus.txt" "$dir/corpus.orig" || fail "train --out over its own --
 expect 2 "same file as --init" -- "$PARE" train --init "$dir/a.ckpt" --steps 3 --out "$dir/a.ckpt"
 expect 2 "control character" -- "$PARE" train "${tiny[@]}" --steps 3 --name $'run\nlr=10' --out ""
 
+# two live runs never write the same --out: the second is refused, naming the first one's pid; a
+# temporary file a killed writer left is removed by the next run
+"$PARE" train "${tiny[@]}" --steps 100000 --log-every 1 --out "$dir/shared.ckpt" >"$dir/first.txt" 2>&1 &
+pid=$!
+for _ in $(seq 200); do grep -q "step *2/" "$dir/first.txt" && break; sleep 0.02; done
+expect 2 "another live pare (pid $pid)" -- "$PARE" train "${tiny[@]}" --steps 5 --out "$dir/shared.ckpt"
+kill -9 $pid
+wait $pid 2>/dev/null
+printf 'torn' >"$dir/shared.ckpt.tmp"
+"$PARE" train "${tiny[@]}" --steps 5 --out "$dir/shared.ckpt" >/dev/null 2>&1 || fail "a run after a killed one could not take its --out"
+[[ -e "$dir/shared.ckpt.tmp" || -e "$dir/shared.ckpt.lock" ]] && fail "a stale temporary or lock file was left"
+
 # a failed save loses nothing: when --out's directory disappears mid-run, the periodic saves warn and
 # training goes on; the final save goes next to the run database, the run exits 4 naming the path
 mkdir -p "$dir/vanish"
