@@ -28,7 +28,10 @@ void ag_arena_free(ag_arena *a) {
 
 static ag_chunk *chunk_new(ag_arena *a, size_t cap) {
     ag_chunk *c = aligned_alloc(AG_ALIGN, round_up(sizeof(ag_chunk) + cap, AG_ALIGN));
-    if (!c) return NULL;
+    if (!c) {
+        a->failed = cap;
+        return NULL;
+    }
     c->next = NULL;
     c->cap = cap;
     c->off = 0;
@@ -38,7 +41,10 @@ static ag_chunk *chunk_new(ag_arena *a, size_t cap) {
 
 void *ag_arena_alloc(ag_arena *a, size_t bytes) {
     size_t need = round_up(bytes ? bytes : 1, AG_ALIGN);
-    if (need < bytes) return NULL; /* overflow */
+    if (need < bytes) {
+        a->failed = bytes; /* overflow */
+        return NULL;
+    }
     ag_chunk *c = a->head;
     if (!c || c->cap - c->off < need) {
         size_t cap = (size_t)1 << 20;

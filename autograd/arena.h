@@ -20,6 +20,7 @@ typedef struct ag_arena {
     size_t used;         /* bytes used in all chunks since the last reset */
     size_t high_water;   /* largest `used` ever seen */
     size_t n_mallocs;    /* chunks allocated since creation (tests read it) */
+    size_t failed;       /* the block size of the last allocation that failed (for messages) */
 } ag_arena;
 
 /* Initialises an empty arena. Never fails (no memory is taken until first use). */

@@ -54,7 +54,9 @@ void ag_fail(ag_ctx *c, const char *fmt, ...) {
 
 void *ag_alloc(ag_ctx *c, size_t bytes) {
     void *p = ag_arena_alloc(&c->arena, bytes);
-    if (!p) ag_fail(c, "out of memory: %zu bytes for the step's activations", bytes);
+    if (!p)
+        ag_fail(c, "out of memory: %zu bytes for the step's activations (a new arena block of %zu bytes; %zu in use)",
+                bytes, c->arena.failed, c->arena.used);
     return p;
 }
 
@@ -67,7 +69,8 @@ static ag_tensor *new_tensor(ag_ctx *c, int ndim, const int *shape, const char *
     t->data = zero ? ag_arena_calloc(&c->arena, t->numel * sizeof(float))
                    : ag_arena_alloc(&c->arena, t->numel * sizeof(float));
     if (!t->data) {
-        ag_fail(c, "out of memory: tensor %s of %zu floats", name ? name : "?", t->numel);
+        ag_fail(c, "out of memory: tensor %s of %zu floats (a new arena block of %zu bytes; %zu in use)",
+                name ? name : "?", t->numel, c->arena.failed, c->arena.used);
         return NULL;
     }
     return t;

@@ -32,7 +32,7 @@ int cmd_eval(int argc, char **argv) {
     int rc = pare_keys_cli("eval", usage, &keys, argc, argv, pos, 1, &n_pos);
     if (rc >= 0) return rc;
     if (n_pos != 1) {
-        fprintf(stderr, "pare eval: expected one checkpoint path\nsee: pare eval --help\n");
+        pare_report_error("pare eval: expected one checkpoint path\nsee: pare eval --help\n");
         return PARE_EXIT_USAGE;
     }
     const char *path = argv[pos[0]];
@@ -53,7 +53,7 @@ int cmd_eval(int argc, char **argv) {
     tr_vocab v;
     char *conf = NULL;
     if (pare_model_open(path, &m, &v, &conf, err, sizeof err) != 0) {
-        fprintf(stderr, "pare eval: %s\n", err);
+        pare_report_error("pare eval: %s\n", err);
         return PARE_EXIT_ERROR;
     }
     int status = PARE_EXIT_ERROR;
@@ -63,7 +63,7 @@ int cmd_eval(int argc, char **argv) {
     if (!pare_opts_find(opts, n, "data")->set) {
         data = pare_conf_get(conf, "data", buf, sizeof buf);
         if (!data || !data[0]) {
-            fprintf(stderr, "pare eval: %s does not record its data; give --data\n", path);
+            pare_report_error("pare eval: %s does not record its data; give --data\n", path);
             status = PARE_EXIT_USAGE;
             goto done;
         }
@@ -73,21 +73,32 @@ int cmd_eval(int argc, char **argv) {
     dopt.vocab_fixed = &v;
     dopt.ctx = m.arch.ctx;
     if (!c || tr_dataset_open(&d, data, &dopt, err, sizeof err) != 0) {
-        fprintf(stderr, "pare eval: %s\n", c ? err : "out of memory");
+        pare_report_error("pare eval: %s\n", c ? err : "out of memory");
         goto done;
     }
     if (tr_vocab_compare(&v, "model", &d->vocab, "data", err, sizeof err) != 0) {
-        fprintf(stderr, "pare eval: %s\n", err);
+        pare_report_error("pare eval: %s\n", err);
+        goto done;
+    }
+    if (tr_gpt_check_batch(&m.arch, batch, d->ctx, false, err, sizeof err) != 0) {
+        pare_report_error("pare eval: %s\n", err);
+        status = PARE_EXIT_USAGE;
         goto done;
     }
     tr_eval ev;
     double t0 = ag_now();
     if (tr_batch_init(&b, batch, d->ctx, err, sizeof err) != 0 ||
         tr_evaluate(c, &m, NULL, d, &b, batches, &ev, err, sizeof err) != 0) {
-        fprintf(stderr, "pare eval: %s\n", err);
+        pare_report_error("pare eval: %s\n", err);
         goto done;
     }
     double secs = ag_now() - t0;
+    if (!isfinite(ev.loss)) { /* a model that computes NaN or Inf is broken, not evaluated */
+        pare_report_error("pare eval: %s on %s: the loss is %g: the model computes a non-finite value (exit status 3)\n",
+                path, data, ev.loss);
+        status = PARE_EXIT_DIVERGED;
+        goto done;
+    }
     if (json) {
         printf("{\"command\":\"eval\",\"data\":");
         pare_json_string(stdout, data);

@@ -29,7 +29,7 @@ int cmd_plot(int argc, char **argv) {
     int rc = pare_opts_cli("plot", usage, opts, n, argc, argv, pos, MAX_POS, &n_pos);
     if (rc >= 0) return rc;
     if (n_pos < 1) {
-        fprintf(stderr, "pare plot: which figure? expected loss, pareto or sweep\nusage: %s\n", usage);
+        pare_report_error("pare plot: which figure? expected loss, pareto or sweep\nusage: %s\n", usage);
         return PARE_EXIT_USAGE;
     }
     const char *kind = argv[pos[0]];
@@ -39,21 +39,21 @@ int cmd_plot(int argc, char **argv) {
         for (int i = 1; i < n_pos; i++)
             if (pare_parse_run_id("plot", argv[pos[i]], &ids[n_ids++]) != 0) return PARE_EXIT_USAGE;
         if (n_ids == 0) {
-            fprintf(stderr, "pare plot loss: expected one or more run ids (see pare runs)\n");
+            pare_report_error("pare plot loss: expected one or more run ids (see pare runs)\n");
             return PARE_EXIT_USAGE;
         }
     } else if (strcmp(kind, "pareto") == 0) {
         if (n_pos != 1) {
-            fprintf(stderr, "pare plot pareto: takes no arguments (it draws every exported model)\n");
+            pare_report_error("pare plot pareto: takes no arguments (it draws every exported model)\n");
             return PARE_EXIT_USAGE;
         }
     } else if (strcmp(kind, "sweep") == 0) {
         if (n_pos != 3) {
-            fprintf(stderr, "pare plot sweep: expected KEY METRIC, for example: pare plot sweep lr val_loss\n");
+            pare_report_error("pare plot sweep: expected KEY METRIC, for example: pare plot sweep lr val_loss\n");
             return PARE_EXIT_USAGE;
         }
     } else {
-        fprintf(stderr, "pare plot: unknown figure '%s' (expected loss, pareto or sweep)\n", kind);
+        pare_report_error("pare plot: unknown figure '%s' (expected loss, pareto or sweep)\n", kind);
         return PARE_EXIT_USAGE;
     }
 
@@ -62,7 +62,7 @@ int cmd_plot(int argc, char **argv) {
         if (mkdir("figures", 0755) != 0) {
             struct stat sb;
             if (stat("figures", &sb) != 0 || !S_ISDIR(sb.st_mode)) {
-                fprintf(stderr, "pare plot: cannot create the directory figures/ (use --out PATH)\n");
+                pare_report_error("pare plot: cannot create the directory figures/ (use --out PATH)\n");
                 return PARE_EXIT_ERROR;
             }
         }
@@ -72,7 +72,7 @@ int cmd_plot(int argc, char **argv) {
     char err[1024];
     sqlite3 *db = ex_db_open(db_path, err, sizeof err);
     if (!db) {
-        fprintf(stderr, "pare plot: %s\n", err);
+        pare_report_error("pare plot: %s\n", err);
         return PARE_EXIT_ERROR;
     }
     ex_fig fig = {.out = out, .format = strcmp(format, "svg") == 0 ? EX_FIG_SVG : EX_FIG_PNG,
@@ -85,14 +85,14 @@ int cmd_plot(int argc, char **argv) {
     }
     sqlite3_close(db);
     if (rc == EX_PLOT_ERROR) {
-        fprintf(stderr, "pare plot %s: %s\n", kind, err);
+        pare_report_error("pare plot %s: %s\n", kind, err);
         return PARE_EXIT_ERROR;
     }
     size_t len = strlen(fig.image);
     size_t stem = len > 4 ? len - 4 : len;
     if (rc == EX_PLOT_NO_GNUPLOT) {
-        fprintf(stderr, "pare plot %s: %s\n", kind, err);
-        fprintf(stderr, "pare plot %s: written without the image: %.*s.sql, .dat, .gp (%d rows)\n", kind, (int)stem,
+        pare_report_error("pare plot %s: %s\n", kind, err);
+        pare_report_error("pare plot %s: written without the image: %.*s.sql, .dat, .gp (%d rows)\n", kind, (int)stem,
                 fig.image, fig.rows);
         return PARE_EXIT_ERROR;
     }

@@ -37,7 +37,7 @@ int cmd_report(int argc, char **argv) {
     char err[1024];
     sqlite3 *db = ex_db_open(db_path, err, sizeof err);
     if (!db) {
-        fprintf(stderr, "pare report: %s\n", err);
+        pare_report_error("pare report: %s\n", err);
         return PARE_EXIT_ERROR;
     }
     int64_t *ids = given, *sel = NULL;
@@ -56,11 +56,11 @@ int cmd_report(int argc, char **argv) {
     ex_report_opts ro = {.dir = out, .title = title, .db_label = ex_db_path(db_path), .figures = figures};
     ex_report_out res;
     if (ex_report_write(db, ids, n_ids, &ro, &res, err, sizeof err) != 0) goto fail;
-    if (res.note[0]) fprintf(stderr, "pare report: %s\n", res.note);
+    if (res.note[0]) pare_report_error("pare report: %s\n", res.note);
     printf("%s\n%s\n(%d runs, %d figures)\n", res.html, res.md, n_ids, res.figures);
     status_code = PARE_EXIT_OK;
 fail:
-    if (status_code != PARE_EXIT_OK) fprintf(stderr, "pare report: %s\n", err);
+    if (status_code != PARE_EXIT_OK) pare_report_error("pare report: %s\n", err);
     free(sel);
     sqlite3_close(db);
     return status_code;

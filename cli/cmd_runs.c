@@ -15,7 +15,7 @@ int pare_parse_run_id(const char *cmd, const char *s, int64_t *id) {
     errno = 0;
     long long v = strtoll(p, &end, 10);
     if (errno || end == p || *end || v < 1) {
-        fprintf(stderr, "pare %s: '%s' is not a run id (expected a positive integer, as `pare runs` lists)\n", cmd, s);
+        pare_report_error("pare %s: '%s' is not a run id (expected a positive integer, as `pare runs` lists)\n", cmd, s);
         return -1;
     }
     *id = v;
@@ -43,7 +43,7 @@ int cmd_runs(int argc, char **argv) {
 
     const char *action = n_pos > 0 ? argv[pos[0]] : "list";
     if (strcmp(action, "list") != 0 && strcmp(action, "show") != 0 && strcmp(action, "compare") != 0) {
-        fprintf(stderr, "pare runs: unknown action '%s' (expected show or compare)\nsee: pare runs --help\n", action);
+        pare_report_error("pare runs: unknown action '%s' (expected show or compare)\nsee: pare runs --help\n", action);
         return PARE_EXIT_USAGE;
     }
     int64_t ids[MAX_POS];
@@ -51,22 +51,22 @@ int cmd_runs(int argc, char **argv) {
     for (int i = 1; i < n_pos; i++)
         if (pare_parse_run_id("runs", argv[pos[i]], &ids[n_ids++]) != 0) return PARE_EXIT_USAGE;
     if (strcmp(action, "show") == 0 && n_ids != 1) {
-        fprintf(stderr, "pare runs show: expected one run id\n");
+        pare_report_error("pare runs show: expected one run id\n");
         return PARE_EXIT_USAGE;
     }
     if (strcmp(action, "compare") == 0 && n_ids < 2) {
-        fprintf(stderr, "pare runs compare: expected at least two run ids\n");
+        pare_report_error("pare runs compare: expected at least two run ids\n");
         return PARE_EXIT_USAGE;
     }
     if (strcmp(action, "list") == 0 && n_pos > 1) {
-        fprintf(stderr, "pare runs: unexpected argument '%s'\nsee: pare runs --help\n", argv[pos[1]]);
+        pare_report_error("pare runs: unexpected argument '%s'\nsee: pare runs --help\n", argv[pos[1]]);
         return PARE_EXIT_USAGE;
     }
 
     char err[1024];
     sqlite3 *db = ex_db_open(db_path, err, sizeof err);
     if (!db) {
-        fprintf(stderr, "pare runs: %s\n", err);
+        pare_report_error("pare runs: %s\n", err);
         return PARE_EXIT_ERROR;
     }
     int status_code = PARE_EXIT_ERROR;
@@ -108,7 +108,7 @@ int cmd_runs(int argc, char **argv) {
         }
         free(sel);
     }
-    if (status_code != PARE_EXIT_OK) fprintf(stderr, "pare runs: %s\n", err);
+    if (status_code != PARE_EXIT_OK) pare_report_error("pare runs: %s\n", err);
     sqlite3_close(db);
     return status_code;
 }

@@ -40,7 +40,7 @@ int cmd_sample(int argc, char **argv) {
     int rc = pare_opts_cli("sample", usage, opts, n, argc, argv, pos, 1, &n_pos);
     if (rc >= 0) return rc;
     if (n_pos != 1) {
-        fprintf(stderr, "pare sample: expected one checkpoint path\nsee: pare sample --help\n");
+        pare_report_error("pare sample: expected one checkpoint path\nsee: pare sample --help\n");
         return PARE_EXIT_USAGE;
     }
     const char *path = argv[pos[0]];
@@ -55,7 +55,7 @@ int cmd_sample(int argc, char **argv) {
     tr_gpt m;
     tr_vocab v;
     if (pare_model_open(path, &m, &v, NULL, err, sizeof err) != 0) {
-        fprintf(stderr, "pare sample: %s\n", err);
+        pare_report_error("pare sample: %s\n", err);
         sample_record(db, opts, n, path, g.seed, -1, 0);
         return PARE_EXIT_ERROR;
     }
@@ -65,7 +65,7 @@ int cmd_sample(int argc, char **argv) {
     ag_ctx *c = ag_ctx_new();
     int status = pare_gen_begin(&gt, "sample", &v, g.prompt, g.tokens);
     if (status == PARE_EXIT_OK && !c) {
-        fprintf(stderr, "pare sample: out of memory\n");
+        pare_report_error("pare sample: out of memory\n");
         status = PARE_EXIT_ERROR;
     }
     if (status != PARE_EXIT_OK) goto done;
@@ -76,7 +76,7 @@ int cmd_sample(int argc, char **argv) {
                           sizeof err);
     secs = ag_now() - t0;
     if (len < 0) {
-        fprintf(stderr, "pare sample: %s\n", err);
+        pare_report_error("pare sample: %s\n", err);
         status = PARE_EXIT_ERROR;
         goto done;
     }

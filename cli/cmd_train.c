@@ -278,7 +278,7 @@ static int adopt_model(pare_keys *k, train_opts *o, const pm_arch *mc, const cha
     for (int i = 0; i < 5; i++) {
         pare_opt *p = pare_opts_find(k->row, k->n, ints[i].key);
         if (p->set && *ints[i].dst != ints[i].val && !(i == 4 && *ints[i].dst == 0)) {
-            fprintf(stderr, "pare train: --%s %d conflicts with checkpoint %s, whose model has %s %d\n", ints[i].key,
+            pare_report_error("pare train: --%s %d conflicts with checkpoint %s, whose model has %s %d\n", ints[i].key,
                     *ints[i].dst, path, ints[i].key, ints[i].val);
             return -1;
         }
@@ -286,7 +286,7 @@ static int adopt_model(pare_keys *k, train_opts *o, const pm_arch *mc, const cha
     }
     pare_opt *pb = pare_opts_find(k->row, k->n, "bias"), *pt = pare_opts_find(k->row, k->n, "tied");
     if ((pb->set && c->bias != mc->bias) || (pt->set && c->tied != mc->tied)) {
-        fprintf(stderr, "pare train: --%s conflicts with checkpoint %s\n",
+        pare_report_error("pare train: --%s conflicts with checkpoint %s\n",
                 pb->set && c->bias != mc->bias ? "bias" : "tied", path);
         return -1;
     }
@@ -317,7 +317,7 @@ int cmd_train(int argc, char **argv) {
     int lock_fd = -1;       /* the advisory lock on --out */
 
     if (o.resume[0] && o.init[0]) {
-        fprintf(stderr, "pare train: --init and --resume exclude each other (init starts a new run from weights, "
+        pare_report_error("pare train: --init and --resume exclude each other (init starts a new run from weights, "
                         "resume continues one)\n");
         return PARE_EXIT_USAGE;
     }
@@ -327,7 +327,7 @@ int cmd_train(int argc, char **argv) {
         if (tr_ckpt_read(&f, o.resume, err, sizeof err) != 0 ||
             tr_ckpt_read_meta(&f, &ck_arch, &ck_vocab, &ck_conf, err, sizeof err) != 0) {
             tr_ckpt_close(&f);
-            fprintf(stderr, "pare train: %s\n", err);
+            pare_report_error("pare train: %s\n", err);
             return PARE_EXIT_ERROR;
         }
         tr_ckpt_close(&f);
@@ -340,7 +340,7 @@ int cmd_train(int argc, char **argv) {
         if (pare_opts_defaults(keys.row, keys.n, err, sizeof err) != 0 ||
             pare_opts_apply_stored(keys.row, keys.n, ck_conf, not_stored, where, err, sizeof err) != 0 ||
             pare_opts_parse_more(keys.row, keys.n, argc, argv, NULL, 0, NULL, err, sizeof err) != PARE_OPTS_OK) {
-            fprintf(stderr, "pare train: %s\n", err);
+            pare_report_error("pare train: %s\n", err);
             status = PARE_EXIT_ERROR;
             goto done;
         }
@@ -351,12 +351,12 @@ int cmd_train(int argc, char **argv) {
         }
     } else if (o.init[0]) {
         if (tr_model_load(o.init, &ck_model, 0, &ck_vocab, NULL, err, sizeof err) != 0) {
-            fprintf(stderr, "pare train: %s\n", err);
+            pare_report_error("pare train: %s\n", err);
             return PARE_EXIT_ERROR;
         }
         have_ck = true;
         if (pm_arch_copy(&ck_arch, &ck_model.arch) != 0) {
-            fprintf(stderr, "pare train: out of memory\n");
+            pare_report_error("pare train: out of memory\n");
             goto done;
         }
         if (adopt_model(&keys, &o, &ck_arch, o.init) != 0) {
@@ -371,19 +371,19 @@ int cmd_train(int argc, char **argv) {
     /* the output: writable before the first step, and never one of the inputs */
     if (o.out[0]) {
         if (pare_check_out(o.out, err, sizeof err) != 0) {
-            fprintf(stderr, "pare train: %s\n", err);
+            pare_report_error("pare train: %s\n", err);
             status = PARE_EXIT_USAGE;
             goto done;
         }
         if ((lock_fd = pare_lock_out(o.out, err, sizeof err)) < 0) {
-            fprintf(stderr, "pare train: %s\n", err);
+            pare_report_error("pare train: %s\n", err);
             status = PARE_EXIT_USAGE;
             goto done;
         }
         const char *inputs[2][2] = {{"--data", o.data}, {"--init", o.init}};
         for (int i = 0; i < 2; i++)
             if (pare_same_file(o.out, inputs[i][1])) {
-                fprintf(stderr, "pare train: --out %s is the same file as %s %s: refusing to overwrite an input\n",
+                pare_report_error("pare train: --out %s is the same file as %s %s: refusing to overwrite an input\n",
                         o.out, inputs[i][0], inputs[i][1]);
                 status = PARE_EXIT_USAGE;
                 goto done;
@@ -398,11 +398,11 @@ int cmd_train(int argc, char **argv) {
     }
     o.dopt.ctx = o.model.ctx;
     if (tr_dataset_open(&d, o.data, &o.dopt, err, sizeof err) != 0) {
-        fprintf(stderr, "pare train: %s\n", err);
+        pare_report_error("pare train: %s\n", err);
         goto done;
     }
     if (have_ck && tr_vocab_compare(&ck_vocab, "checkpoint", &d->vocab, "data", err, sizeof err) != 0) {
-        fprintf(stderr, "pare train: %s\n", err);
+        pare_report_error("pare train: %s\n", err);
         goto done;
     }
     if (have_ck) o.dopt.vocab = ck_vocab.kind; /* the resolved configuration records the vocabulary used */
@@ -413,7 +413,7 @@ int cmd_train(int argc, char **argv) {
     int built = have_ck ? tr_gpt_init_arch(&m, &ck_arch, AG_PARAMS_GRAD | AG_PARAMS_MOMENTS, err, sizeof err)
                         : tr_gpt_init(&m, mc, AG_PARAMS_GRAD | AG_PARAMS_MOMENTS, err, sizeof err);
     if (built != 0) {
-        fprintf(stderr, "pare train: %s\n", err);
+        pare_report_error("pare train: %s\n", err);
         status = strstr(err, "out of memory") ? PARE_EXIT_ERROR : PARE_EXIT_USAGE;
         goto done;
     }
@@ -422,10 +422,16 @@ int cmd_train(int argc, char **argv) {
     else
         tr_gpt_init_weights(&m, o.train.seed);
 
+    if (tr_gpt_check_batch(&m.arch, o.train.batch, d->ctx, true, err, sizeof err) != 0) {
+        pare_report_error("pare train: %s\n", err);
+        status = PARE_EXIT_USAGE;
+        goto done;
+    }
+
     /* trainer */
     o.train.out = o.out;
     if (tr_trainer_init(&t, &m, d, &o.train, err, sizeof err) != 0) {
-        fprintf(stderr, "pare train: %s\n", err);
+        pare_report_error("pare train: %s\n", err);
         status = PARE_EXIT_USAGE;
         goto done;
     }
@@ -453,7 +459,7 @@ int cmd_train(int argc, char **argv) {
     tr_trainer_add_policy(&t, &log_policy);
     /* policies are in place before a resume loads their state */
     if (o.resume[0] && tr_trainer_load(&t, o.resume) != 0) {
-        fprintf(stderr, "pare train: %s\n", t.err);
+        pare_report_error("pare train: %s\n", t.err);
         goto done;
     }
 
@@ -482,27 +488,27 @@ int cmd_train(int argc, char **argv) {
     double seconds = ag_now() - t0;
     catch_stop_signals(false);
     if (st == TR_DIVERGED) {
-        fprintf(stderr, "pare train: %s\n", t.err);
+        pare_report_error("pare train: %s\n", t.err);
         if (o.out[0] && access(o.out, F_OK) == 0)
-            fprintf(stderr, "pare train: no checkpoint was written for this step; %s was not overwritten\n", o.out);
+            pare_report_error("pare train: no checkpoint was written for this step; %s was not overwritten\n", o.out);
         else if (o.out[0])
-            fprintf(stderr, "pare train: no checkpoint had been saved yet (one is written after every evaluation)\n");
+            pare_report_error("pare train: no checkpoint had been saved yet (one is written after every evaluation)\n");
         status = PARE_EXIT_DIVERGED;
         goto done;
     }
     if (st == TR_SAVED_ELSEWHERE) {
-        fprintf(stderr, "pare train: %s\n", t.err);
+        pare_report_error("pare train: %s\n", t.err);
         status = PARE_EXIT_SAVED_ELSEWHERE;
         goto done;
     }
     if (st == TR_INTERRUPTED) {
-        fprintf(stderr, "pare train: %s (%s)%s%s\n", t.err, g_stop == SIGTERM ? "SIGTERM" : g_stop == SIGHUP ? "SIGHUP" : "SIGINT",
+        pare_report_error("pare train: %s (%s)%s%s\n", t.err, g_stop == SIGTERM ? "SIGTERM" : g_stop == SIGHUP ? "SIGHUP" : "SIGINT",
                 o.out[0] ? "; checkpoint written to " : " (no --out: nothing saved)", o.out);
         status = PARE_EXIT_INTERRUPTED;
         goto done;
     }
     if (st != TR_OK) {
-        fprintf(stderr, "pare train: %s\n", t.err);
+        pare_report_error("pare train: %s\n", t.err);
         goto done;
     }
 

@@ -1,9 +1,11 @@
 /* main.c - `pare SUBCOMMAND [--key value ...]`: dispatches to the subcommands. */
+#include <stdbool.h>
 #include <stdio.h>
 #include <string.h>
 
 #include "autograd/parallel.h"
 #include "commands.h"
+#include "keys/options.h"
 
 static const pare_cmd commands[] = {
     {"version", cmd_version, "print pare's version and the BLAS it uses"},
@@ -39,7 +41,22 @@ int main(int argc, char **argv) {
         return argc < 2 ? PARE_EXIT_USAGE : PARE_EXIT_OK;
     }
     for (int i = 0; i < n_commands; i++)
-        if (strcmp(argv[1], commands[i].name) == 0) return commands[i].run(argc - 1, argv + 1);
+        if (strcmp(argv[1], commands[i].name) == 0) {
+            int rc = commands[i].run(argc - 1, argv + 1);
+            /* with --json, a failure still ends with one object on stdout */
+            bool json = false;
+            for (int k = 2; k < argc; k++)
+                json = json || !strcmp(argv[k], "--json") || !strcmp(argv[k], "--json=true") ||
+                       (!strcmp(argv[k], "--json") && k + 1 < argc && !strcmp(argv[k + 1], "true"));
+            if (json && rc != PARE_EXIT_OK) {
+                printf("{\"command\":");
+                pare_json_string(stdout, commands[i].name);
+                printf(",\"status\":%d,\"error\":", rc);
+                pare_json_string(stdout, pare_last_error()[0] ? pare_last_error() : "failed");
+                printf("}\n");
+            }
+            return rc;
+        }
     fprintf(stderr, "pare: unknown command '%s'\n", argv[1]);
     usage(stderr);
     return PARE_EXIT_USAGE;

@@ -14,7 +14,7 @@ int pare_gen_begin(pare_gen_text *g, const char *cmd, const tr_vocab *v, const c
     g->ids = malloc((np + 1 + (size_t)tokens) * sizeof *g->ids);
     g->text = malloc(np + 2 + (size_t)tokens);
     if (!g->ids || !g->text) {
-        fprintf(stderr, "pare %s: out of memory\n", cmd);
+        pare_report_error("pare %s: out of memory\n", cmd);
         return PARE_EXIT_ERROR;
     }
     char err[512];
@@ -22,7 +22,7 @@ int pare_gen_begin(pare_gen_text *g, const char *cmd, const tr_vocab *v, const c
         g->ids[0] = v->id['\n'] >= 0 ? v->id['\n'] : 0;
         np = 1;
     } else if (tr_vocab_encode(v, (const uint8_t *)prompt, np, g->ids, err, sizeof err) != 0) {
-        fprintf(stderr, "pare %s: --prompt: %s\n", cmd, err);
+        pare_report_error("pare %s: --prompt: %s\n", cmd, err);
         return PARE_EXIT_USAGE;
     }
     g->n_prompt = (int)np;

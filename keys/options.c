@@ -1,6 +1,7 @@
 #include "keys/options.h"
 
 #include <errno.h>
+#include <stdarg.h>
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -268,7 +269,7 @@ int pare_opts_cli(const char *cmd, const char *usage, pare_opt *opts, int n, int
         return 0;
     }
     if (rc == PARE_OPTS_ERROR) {
-        fprintf(stderr, "pare %s: %s\n", cmd, err);
+        pare_report_error("pare %s: %s\n", cmd, err);
         fprintf(stderr, "see: pare %s --help\n", cmd);
         return 2;
     }
@@ -373,3 +374,22 @@ int pare_keys_cli(const char *cmd, const char *usage, pare_keys *k, int argc, ch
             }
     return pare_opts_cli(cmd, usage, k->row, k->n, argc, argv, pos, max_pos, n_pos);
 }
+
+static char g_last_error[1024];
+
+void pare_report_error(const char *fmt, ...) {
+    char msg[1024];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof msg, fmt, ap);
+    va_end(ap);
+    fputs(msg, stderr);
+    size_t n = strlen(msg);
+    while (n && msg[n - 1] == '\n') msg[--n] = '\0';
+    /* the messages of one command, in order */
+    size_t used = strlen(g_last_error);
+    if (used && used + 2 < sizeof g_last_error) memcpy(g_last_error + used, "; ", 3), used += 2;
+    snprintf(g_last_error + used, sizeof g_last_error - used, "%s", msg);
+}
+
+const char *pare_last_error(void) { return g_last_error; }

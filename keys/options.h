@@ -94,6 +94,14 @@ int pare_opts_apply_stored(pare_opt *opts, int n, const char *conf, const char *
 /* Frees the values pare_opts_apply_stored copied. */
 void pare_opts_free(pare_opt *opts, int n);
 
+/* Every error a command reports goes through here: printed to stderr as
+ * given (printf-style, "pare CMD: ..." with its newline) and kept, so that a
+ * command run with --json can end with one error object on stdout
+ * (pare_last_error). */
+void pare_report_error(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+/* The messages pare_report_error printed so far, without newlines, joined by "; " ("" = none). */
+const char *pare_last_error(void);
+
 /* Prints "usage: <usage>" and a line per key: --key TYPE (default X) help. */
 void pare_opts_help(FILE *f, const char *usage, const pare_opt *opts, int n);
 

@@ -176,6 +176,19 @@ else
   fail "a run whose --out directory vanished exited $st, expected 4: $(tail -3 "$dir/vanish.txt")"
 fi
 
+# --json: a failure still ends with one JSON object on stdout, with the status and the message
+out=$("$PARE" train --steps many --json 2>/dev/null)
+[[ $out == '{"command":"train","status":2,"error":"pare train: --steps: expected an integer, got '"'"'many'"'"'"}' ]] ||
+  fail "train --json on a bad key printed: $out"
+out=$("$PARE" eval "$dir/none.ckpt" --json 2>/dev/null)
+[[ $out == *'"status":1'*'cannot open'* ]] || fail "eval --json of a missing file printed: $out"
+
+# finite weights that overflow in the forward: eval says so with status 3 instead of "loss nan"
+python3 "$(dirname "$0")/ckpt_edit.py" "$dir/a.ckpt" "$dir/huge.ckpt" --fill lnf.w 3e38
+expect 3 "non-finite" -- "$PARE" eval "$dir/huge.ckpt" --eval-batches 1 --db none
+# a batch the machine cannot hold is refused before it is allocated
+expect 2 "expected a smaller --batch" -- "$PARE" eval "$dir/a.ckpt" --batch 1048576 --db none
+
 # divergence: a weight decay of 1000 per step (lr 10 x 100) makes the weights overflow within a few
 # steps. The run must stop with status 3 naming the step, make no update, and leave the checkpoint
 # saved before it (--ckpt-every 3) intact and loadable; the run log records the run as diverged.

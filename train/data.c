@@ -273,6 +273,12 @@ static int open_text(tr_dataset *d, const char *path, const tr_data_opts *o, cha
         tr_vocab_chars(&d->vocab, text, n, NULL, 0);
     else
         tr_vocab_byte(&d->vocab);
+    if (d->vocab.size < 2) {
+        ag_errf(err, errlen, "data file '%s': its %zu bytes are all '%c': a character vocabulary needs at least 2 "
+                "distinct symbols (or use --vocab byte)", path, n, text[0] >= 0x20 && text[0] < 0x7f ? text[0] : '?');
+        free(text);
+        return -1;
+    }
     d->kind = TR_DATA_TEXT;
     d->source_bytes = n;
     d->hash = ag_fnv1a(AG_FNV_INIT, text, n);

@@ -7,6 +7,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "autograd/rng.h"
 #include "keys.h"
@@ -248,4 +249,23 @@ ag_tensor *tr_gpt_forward(ag_ctx *c, tr_gpt *m, const int *ids, int B, int T, co
     ag_tensor *logits = linear_site(c, m, opt, m->head, norm_site(c, m, m->lnf, x)); /* [B,T,V] */
     if (ag_error(c)) return NULL;
     return logits;
+}
+
+double tr_gpt_step_bytes(const pm_arch *a, int B, int T, bool training) {
+    double C = a->n_embd, per_token = 4.0 * C + 2.0 * a->vocab; /* embeddings, final norm, logits and their softmax */
+    for (int l = 0; l < a->n_layer; l++) {
+        double A = (double)a->n_head[l] * a->head_dim, M = a->n_hidden[l];
+        per_token += 6.0 * C + 4.0 * A + 2.0 * (double)a->n_head[l] * T + 3.0 * M;
+    }
+    return 4.0 * per_token * (double)B * (double)T * (training ? 3.0 : 1.0);
+}
+
+int tr_gpt_check_batch(const pm_arch *a, int B, int T, bool training, char *err, size_t errlen) {
+    long pages = sysconf(_SC_PHYS_PAGES), page = sysconf(_SC_PAGESIZE);
+    if (pages <= 0 || page <= 0) return 0; /* unknown: no check */
+    double have = (double)pages * (double)page, need = tr_gpt_step_bytes(a, B, T, training);
+    if (need <= 0.9 * have) return 0;
+    snprintf(err, errlen, "--batch %d x %d tokens: about %.3g GB of activations%s, this machine has %.3g GB: expected a "
+             "smaller --batch", B, T, need / 1e9, training ? " and gradients" : "", have / 1e9);
+    return -1;
 }

@@ -141,4 +141,18 @@ typedef struct tr_gpt_fwd {
  * of memory. */
 ag_tensor *tr_gpt_forward(ag_ctx *c, tr_gpt *m, const int *ids, int B, int T, const tr_gpt_fwd *opt);
 
+/* About how many bytes of activations one forward of B sequences of T
+ * tokens keeps (training: with their gradients and what the backward saves,
+ * about three times as much): the embeddings, each layer's norms, products,
+ * attention probabilities [H, T, T] and MLP, the logits. An estimate (within
+ * a factor of about 2) for refusing a batch the machine cannot hold before
+ * the operating system kills the process for it. */
+double tr_gpt_step_bytes(const pm_arch *a, int B, int T, bool training);
+
+/* Checks that tr_gpt_step_bytes fits in this machine's physical memory.
+ * Returns 0, or -1 with err naming the batch, the estimate and the memory
+ * ("--batch 1048576 x 17 tokens: about 31 GB of activations, this machine
+ * has 24 GB: expected a smaller --batch"). */
+int tr_gpt_check_batch(const pm_arch *a, int B, int T, bool training, char *err, size_t errlen);
+
 #endif
