@@ -249,6 +249,18 @@ sqlite3 *ex_db_open(const char *path, char *err, size_t errlen) {
     sqlite3_busy_timeout(db, 5000);
     int have = 0;
     rc = user_version(db, &have);
+    if (rc != SQLITE_OK && strncmp(path, "file:", 5) != 0) {
+        /* on read-only storage a WAL database cannot even be read normally
+         * (WAL needs its -shm file): read it as immutable instead, which is
+         * what a read-only medium is (writers cannot be there) */
+        sqlite3_close(db);
+        db = NULL;
+        char *uri = sqlite3_mprintf("file:%s?immutable=1", path);
+        rc = uri ? sqlite3_open_v2(uri, &db, SQLITE_OPEN_READONLY | SQLITE_OPEN_URI | SQLITE_OPEN_NOMUTEX, NULL)
+                 : SQLITE_NOMEM;
+        sqlite3_free(uri);
+        if (rc == SQLITE_OK) rc = user_version(db, &have);
+    }
     if (rc != SQLITE_OK) {
         ag_errf(err, errlen, "%s: not a readable SQLite database: %s", path, sqlite3_errmsg(db));
         sqlite3_close(db);

@@ -8,7 +8,7 @@ set -uo pipefail
 PARE=${1:?usage: test_runlog_cli.sh path/to/pare}
 command -v sqlite3 >/dev/null || { echo "SKIP: the sqlite3 shell is missing (apt-get install sqlite3)"; exit 77; }
 dir=$(mktemp -d)
-trap 'rm -rf "$dir"' EXIT
+trap 'umount "$dir/ro" 2>/dev/null; rm -rf "$dir"' EXIT
 export PARE_DB="$dir/pare.db"
 fails=0
 fail() { echo "FAIL: $*"; fails=$((fails + 1)); }
@@ -74,6 +74,19 @@ elif grep -q "gnuplot was not found" "$dir/out"; then
   [[ $(tail -n +2 "$dir/fig/pareto.dat" | wc -l) == 3 ]] || fail "pareto rows: $(cat "$dir/fig/pareto.dat")"
 else
   fail "pare plot pareto: $(cat "$dir/out")"
+fi
+
+# a run database on read-only storage can still be read (runs, report): it is opened as immutable
+mkdir -p "$dir/ro" "$dir/rosrc"
+cp "$PARE_DB" "$dir/rosrc/r.db"
+if mount --bind -o ro "$dir/rosrc" "$dir/ro" 2>/dev/null; then
+  out=$("$PARE" runs --db "$dir/ro/r.db" 2>&1) || fail "pare runs on a read-only database: $out"
+  [[ $out == *" train "* ]] || fail "pare runs on a read-only database lists no run: $out"
+  "$PARE" report --db "$dir/ro/r.db" --out "$dir/rorep" --figures false >/dev/null 2>&1 ||
+    fail "pare report on a read-only database failed"
+  umount "$dir/ro"
+else
+  echo "note: this machine does not allow a read-only bind mount here; the read-only database case was not run"
 fi
 
 if ((fails)); then echo "$fails failure(s)"; exit 1; fi
