@@ -1,5 +1,5 @@
 /* sha256.h - SHA-256 (FIPS 180-4) of a buffer or a file, for the run log's
- * artifact checksums.
+ * artifact checksums. The digest itself is libmd's (Debian's libmd-dev).
  *
  * Use: ex_sha256_init, any number of ex_sha256_update, ex_sha256_final; or
  * ex_sha256_file for a whole file as 64 lowercase hex digits.
@@ -9,12 +9,13 @@
 
 #include <stddef.h>
 #include <stdint.h>
+#include <sys/types.h>
+
+#include <sha2.h>
 
 typedef struct ex_sha256 {
-    uint32_t h[8];      /* chaining state */
-    uint64_t bytes;     /* message length so far */
-    uint8_t block[64];  /* partial block */
-    size_t fill;        /* bytes in block */
+    SHA2_CTX ctx;   /* libmd's state */
+    uint64_t bytes; /* message length so far */
 } ex_sha256;
 
 /* Starts a new digest. */
