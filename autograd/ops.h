@@ -124,6 +124,12 @@ ag_tensor *ag_cross_entropy(ag_ctx *c, ag_tensor *logits, const int *targets, in
  * sum_v p_v (log p_v - log q_v). Both inputs [..., V]. out: scalar. */
 ag_tensor *ag_kl_div(ag_ctx *c, ag_tensor *student, ag_tensor *teacher, float tau);
 
+/* KL between probability rows (attention distillation, MiniLM): with p the
+ * teacher's rows and q the student's (both [..., T], each row summing to 1,
+ * zeros where masked), out = mean over rows of sum_{p_j > 0} p_j (log p_j -
+ * log q_j); q is floored at FLT_MIN. out: scalar. */
+ag_tensor *ag_prob_kl(ag_ctx *c, ag_tensor *p_student, ag_tensor *p_teacher);
+
 /* Mean squared error: mean((a - b)^2). out: scalar. */
 ag_tensor *ag_mse(ag_ctx *c, ag_tensor *a, ag_tensor *b);
 

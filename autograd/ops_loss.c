@@ -5,6 +5,7 @@
  * index order. The result is therefore the same for any thread count.
  */
 #include <assert.h>
+#include <float.h>
 #include <math.h>
 #include <string.h>
 
@@ -295,6 +296,60 @@ ag_tensor *ag_kl_div(ag_ctx *c, ag_tensor *student, ag_tensor *teacher, float ta
     double total = 0.0;
     for (size_t r = 0; r < N; r++) total += kl[r];
     out->data[0] = (float)((double)tau * tau * total / (double)N);
+    return out;
+}
+
+/* ----------------------------------------------------------------- prob_kl
+ * KL between two tensors that already hold probability rows (attention
+ * probabilities, MiniLM's relations): per row r over the last dimension,
+ *   KL_r = sum_{j: p_j > 0} p_j (log p_j - log q_j),   loss = (1/N) sum_r KL_r
+ * with p the teacher's row and q the student's. Entries where the teacher's
+ * p is 0 (a causal mask's future positions, zero in both) contribute
+ * nothing. q is read as max(q, FLT_MIN), so a student probability that
+ * underflowed to 0 gives a large finite term instead of an infinity.
+ *   dq_j += dloss (1/N) (-p_j / q_j)
+ *   dp_j += dloss (1/N) (log p_j - log q_j + 1)     (p_j > 0) */
+
+static void prob_kl_backward(ag_node *n) {
+    ag_tensor *q = n->in[0], *p = n->in[1], *out = n->out;
+    size_t N = ag_rows(q);
+    int T = ag_cols(q);
+    float g = (float)((double)out->grad[0] / (double)N);
+    const float *Q = q->data, *Pv = p->data; /* [N, T] */
+    float *dQ = q->grad, *dP = p->grad;      /* [N, T] or NULL */
+    long nn = (long)(N * (size_t)T);
+#pragma omp parallel for schedule(static) if ((size_t)nn >= AG_PAR_MIN)
+    for (long i = 0; i < nn; i++) {
+        if (!(Pv[i] > 0.0f)) continue;
+        float qi = Q[i] > FLT_MIN ? Q[i] : FLT_MIN;
+        if (dQ) dQ[i] += g * (-Pv[i] / qi);
+        if (dP) dP[i] += g * (logf(Pv[i]) - logf(qi) + 1.0f);
+    }
+}
+
+ag_tensor *ag_prob_kl(ag_ctx *c, ag_tensor *p_student, ag_tensor *p_teacher) {
+    if (!p_student || !p_teacher) return NULL;
+    assert(ag_same_shape(p_student, p_teacher));
+    size_t N = ag_rows(p_student);
+    int T = ag_cols(p_student);
+    ag_tensor *out = new_scalar(c, "prob_kl");
+    if (!out) return NULL;
+    double *kl = ag_alloc(c, N * sizeof(double));
+    if (!kl) return NULL;
+    const float *Q = p_student->data, *Pv = p_teacher->data; /* [N, T] */
+    long nn = (long)N;
+#pragma omp parallel for schedule(static) if (N * (size_t)T >= AG_PAR_MIN)
+    for (long r = 0; r < nn; r++) {
+        const float *qr = Q + (size_t)r * T, *pr = Pv + (size_t)r * T;
+        double acc = 0.0;
+        for (int j = 0; j < T; j++)
+            if (pr[j] > 0.0f) acc += (double)pr[j] * ((double)logf(pr[j]) - (double)logf(qr[j] > FLT_MIN ? qr[j] : FLT_MIN));
+        kl[r] = acc;
+    }
+    double total = 0.0; /* rows in order: the same bits at any thread count */
+    for (size_t r = 0; r < N; r++) total += kl[r];
+    out->data[0] = (float)(total / (double)N);
+    if (!ag_record(c, "prob_kl", prob_kl_backward, out, p_student, p_teacher, NULL) && ag_error(c)) return NULL;
     return out;
 }
 

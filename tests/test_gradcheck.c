@@ -101,6 +101,17 @@ static ag_tensor *f_cross_entropy(ag_ctx *c, ag_params *in, void *user) {
 static ag_tensor *f_kl(ag_ctx *c, ag_params *in, void *user) {
     return ag_kl_div(c, T0(), T1(), ((gc_user *)user)->cs->farg);
 }
+/* probabilities made by softmax, so the rows are distributions; the second
+ * input has masked (zero) entries in its upper triangle, as causal attention */
+static ag_tensor *f_prob_kl(ag_ctx *c, ag_params *in, void *user) {
+    (void)user;
+    ag_tensor *t = T1(), *mask = ag_new(c, t->ndim, t->shape, "causal"); /* a constant: no gradient */
+    if (!mask) return NULL;
+    int T = ag_cols(t);
+    for (size_t r = 0; r < ag_rows(t); r++)
+        for (int j = 0; j < T; j++) mask->data[r * T + j] = j > (int)(r % (size_t)T) ? -1e30f : 0.0f;
+    return ag_prob_kl(c, ag_softmax(c, T0()), ag_softmax(c, ag_add(c, t, mask)));
+}
 static ag_tensor *f_mse(ag_ctx *c, ag_params *in, void *user) {
     (void)user;
     return ag_mse(c, T0(), T1());
@@ -185,6 +196,8 @@ static const gc_case cases[] = {
     {"kl_tau1", f_kl, 2, {S2(4, 6), S2(4, 6)}, {0}, 1.0f, 0, 0, 0, -2, 2, false},
     {"kl_tau2", f_kl, 2, {S3(2, 3, 5), S3(2, 3, 5)}, {0}, 2.0f, 0, 0, 0, -3, 3, false},
     {"kl_tau05", f_kl, 2, {S2(3, 7), S2(3, 7)}, {0}, 0.5f, 0, 0, 0, -1, 1, false},
+    {"prob_kl", f_prob_kl, 2, {S2(4, 5), S2(4, 5)}, {0}, 0, 0, 0, 0, -2, 2, false},
+    {"prob_kl_rows", f_prob_kl, 2, {S3(2, 3, 3), S3(2, 3, 3)}, {0}, 0, 0, 0, 0, -1, 1, false},
     {"mse", f_mse, 2, {S2(4, 5), S2(4, 5)}, {0}, 0, 0, 0, 0, -1, 1, false},
     {"mse_3d", f_mse, 2, {S3(2, 2, 3), S3(2, 2, 3)}, {0}, 0, 0, 0, 0, -2, 2, false},
     /* L1: inputs kept at least 0.05 (> GC_EPS) away from the kink at 0 */
