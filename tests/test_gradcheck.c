@@ -112,6 +112,18 @@ static ag_tensor *f_prob_kl(ag_ctx *c, ag_params *in, void *user) {
         for (int j = 0; j < T; j++) mask->data[r * T + j] = j > (int)(r % (size_t)T) ? -1e30f : 0.0f;
     return ag_prob_kl(c, ag_softmax(c, T0()), ag_softmax(c, ag_add(c, t, mask)));
 }
+/* MiniLM's value relation: KL between softmax(V V^T / sqrt(d)) (causal) of
+ * two fused qkv tensors [B, T, 3A], over 2 relation heads */
+static ag_tensor *f_value_relation(ag_ctx *c, ag_params *in, void *user) {
+    (void)user;
+    ag_tensor *vs = ag_split_heads(c, T0(), 2, 2, 3), *vt = ag_split_heads(c, T1(), 2, 2, 3);
+    return ag_prob_kl(c, ag_attn_probs(c, vs, vs), ag_attn_probs(c, vt, vt));
+}
+/* hidden-state distillation through a projection: mse(h W^T, h_teacher) */
+static ag_tensor *f_hidden_projection(ag_ctx *c, ag_params *in, void *user) {
+    (void)user;
+    return ag_mse(c, ag_linear(c, T0(), T1(), NULL), T2());
+}
 static ag_tensor *f_mse(ag_ctx *c, ag_params *in, void *user) {
     (void)user;
     return ag_mse(c, T0(), T1());
@@ -198,6 +210,8 @@ static const gc_case cases[] = {
     {"kl_tau05", f_kl, 2, {S2(3, 7), S2(3, 7)}, {0}, 0.5f, 0, 0, 0, -1, 1, false},
     {"prob_kl", f_prob_kl, 2, {S2(4, 5), S2(4, 5)}, {0}, 0, 0, 0, 0, -2, 2, false},
     {"prob_kl_rows", f_prob_kl, 2, {S3(2, 3, 3), S3(2, 3, 3)}, {0}, 0, 0, 0, 0, -1, 1, false},
+    {"value_relation", f_value_relation, 2, {S3(1, 4, 12), S3(1, 4, 12)}, {0}, 0, 0, 0, 0, -1, 1, false},
+    {"hidden_projection", f_hidden_projection, 3, {S3(2, 3, 4), S2(6, 4), S3(2, 3, 6)}, {0}, 0, 0, 0, 0, -1, 1, false},
     {"mse", f_mse, 2, {S2(4, 5), S2(4, 5)}, {0}, 0, 0, 0, 0, -1, 1, false},
     {"mse_3d", f_mse, 2, {S3(2, 2, 3), S3(2, 2, 3)}, {0}, 0, 0, 0, 0, -2, 2, false},
     /* L1: inputs kept at least 0.05 (> GC_EPS) away from the kink at 0 */

@@ -228,6 +228,7 @@ ag_tensor *tr_gpt_forward(ag_ctx *c, tr_gpt *m, const int *ids, int B, int T, co
         int H = a->n_head[l];
         /* attention sub-block */
         ag_tensor *qkv = linear_site(c, m, opt, y->qkv, norm_site(c, m, y->ln1, x)); /* [B,T,3A] */
+        if (opt && opt->qkv) opt->qkv[l] = qkv;
         /* q, k, v read in place from qkv (no head copies): the same bits as
          * split_heads + attention + merge_heads (test_attention). A caller
          * that reads P gets it as a tensor (two ops); otherwise one fused op

@@ -125,6 +125,9 @@ typedef struct tr_gpt_fwd {
     /* If not NULL: [n_layer + 1] pointers, receiving the residual stream x
      * [B, T, C] after the embeddings (0) and after each block (l + 1). */
     ag_tensor **hidden;
+    /* If not NULL: [n_layer] pointers, receiving each layer's qkv projection
+     * [B, T, 3A] (q, k, v of every head; for value-relation distillation). */
+    ag_tensor **qkv;
     /* If not NULL: computes every matrix product of a linear site instead of
      * ag_linear(c, x, w, b): part is PM_W for a dense site, PM_V (x V^T, no
      * bias) then PM_U (h U^T + b) for a factorized one. Returns the output

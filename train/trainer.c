@@ -107,7 +107,8 @@ int tr_trainer_init(tr_trainer *t, tr_gpt *m, const tr_dataset *d, const tr_trai
     t->ctx = ag_ctx_new();
     t->probs = calloc((size_t)m->arch.n_layer, sizeof *t->probs);
     t->hidden = calloc((size_t)m->arch.n_layer + 1, sizeof *t->hidden);
-    if (!t->ctx || !t->probs || !t->hidden) {
+    t->qkv = calloc((size_t)m->arch.n_layer, sizeof *t->qkv);
+    if (!t->ctx || !t->probs || !t->hidden || !t->qkv) {
         snprintf(err, errlen, "trainer: out of memory");
         return -1;
     }
@@ -136,8 +137,10 @@ void tr_trainer_free(tr_trainer *t) {
     free(t->extra_owner);
     free(t->probs);
     free(t->hidden);
+    free(t->qkv);
     free(t->teacher_probs);
     free(t->teacher_hidden);
+    free(t->teacher_qkv);
     memset(t, 0, sizeof *t);
 }
 
@@ -210,9 +213,11 @@ int tr_trainer_set_teacher(tr_trainer *t, tr_gpt *teacher) {
     }
     free(t->teacher_probs);
     free(t->teacher_hidden);
+    free(t->teacher_qkv);
     t->teacher_probs = alloc_tensors(teacher->arch.n_layer);
     t->teacher_hidden = alloc_tensors(teacher->arch.n_layer + 1);
-    if (!t->teacher_probs || !t->teacher_hidden) {
+    t->teacher_qkv = alloc_tensors(teacher->arch.n_layer);
+    if (!t->teacher_probs || !t->teacher_hidden || !t->teacher_qkv) {
         tr_trainer_fail(t, "out of memory");
         return -1;
     }
@@ -236,7 +241,7 @@ int tr_trainer_prepare(tr_trainer *t) {
             return -1;
         }
     }
-    if ((t->needs & (TR_NEED_TEACHER | TR_NEED_TEACHER_PROBS | TR_NEED_TEACHER_HIDDEN)) && !t->teacher) {
+    if ((t->needs & TR_NEED_ANY_TEACHER) && !t->teacher) {
         tr_trainer_fail(t, "a policy needs a teacher, and none was given (tr_trainer_set_teacher)");
         return -1;
     }
@@ -285,6 +290,7 @@ static int teacher_forward(tr_trainer *t, const tr_batch *b) {
     tr_gpt_fwd tf = {0};
     if (t->needs & TR_NEED_TEACHER_PROBS) tf.probs = t->teacher_probs;
     if (t->needs & TR_NEED_TEACHER_HIDDEN) tf.hidden = t->teacher_hidden;
+    if (t->needs & TR_NEED_TEACHER_QKV) tf.qkv = t->teacher_qkv;
     bool prev = ag_set_grad(t->ctx, false);
     t->teacher_logits = tr_gpt_forward(t->ctx, t->teacher, b->x, b->B, b->T, &tf); /* [B,T,V] */
     ag_set_grad(t->ctx, prev);
@@ -305,15 +311,15 @@ tr_status tr_train_step(tr_trainer *t) {
     /* 1. forget the previous step's activations, draw a batch */
     if (ag_ctx_reset(c) != 0) return ctx_failed(t, "reset");
     if (tr_data_train_batch(t->data, &t->data_rng, b, t->err, sizeof t->err) != 0) return TR_ERROR;
-    if (t->teacher && (t->needs & (TR_NEED_TEACHER | TR_NEED_TEACHER_PROBS | TR_NEED_TEACHER_HIDDEN)) &&
-        teacher_forward(t, b) != 0)
+    if (t->teacher && (t->needs & TR_NEED_ANY_TEACHER) && teacher_forward(t, b) != 0)
         return ctx_failed(t, "teacher forward");
 
     /* 2. forward (every linear site through the policies' hooks) and loss (policies may add terms) */
     t->fwd.probs = t->needs & TR_NEED_PROBS ? t->probs : NULL;
     t->fwd.hidden = t->needs & TR_NEED_HIDDEN ? t->hidden : NULL;
+    t->fwd.qkv = t->needs & TR_NEED_QKV ? t->qkv : NULL;
     ag_tensor *logits = tr_gpt_forward(c, t->model, b->x, b->B, b->T, &t->fwd); /* [B,T,V] */
-    ag_tensor *loss = ag_cross_entropy(c, logits, b->y, TR_IGNORE);             /* [1] */
+    ag_tensor *loss = t->ce = ag_cross_entropy(c, logits, b->y, TR_IGNORE);     /* [1] */
     TR_FOR_POLICIES(t, pol, loss) if (loss) loss = pol->loss(pol, t, c, logits, loss);
     if (!loss) return ctx_failed(t, "forward");
 

@@ -119,8 +119,11 @@ enum {
     TR_NEED_HIDDEN = 2,         /* its hidden states (t->hidden) */
     TR_NEED_TEACHER = 4,        /* the teacher's logits on the batch (t->teacher_logits) */
     TR_NEED_TEACHER_PROBS = 8,  /* and its attention probabilities (t->teacher_probs) */
-    TR_NEED_TEACHER_HIDDEN = 16 /* and its hidden states (t->teacher_hidden) */
+    TR_NEED_TEACHER_HIDDEN = 16, /* and its hidden states (t->teacher_hidden) */
+    TR_NEED_QKV = 32,           /* the student's qkv projections (t->qkv) */
+    TR_NEED_TEACHER_QKV = 64,   /* the teacher's (t->teacher_qkv) */
 };
+#define TR_NEED_ANY_TEACHER (TR_NEED_TEACHER | TR_NEED_TEACHER_PROBS | TR_NEED_TEACHER_HIDDEN | TR_NEED_TEACHER_QKV)
 
 /* One matrix product of a linear site in the forward, as the policies' linear
  * hooks see it (tr_linear_next passes it down the chain). */
@@ -178,6 +181,9 @@ struct tr_policy {
     /* something the user should know that does not stop the run (a periodic checkpoint that could not be
      * written: the previous one stays and the next save point tries again) */
     void (*on_warning)(tr_policy *p, tr_trainer *t, const char *msg);
+    /* what the policy will do, in a line or a few (the command prints it before the first step, for
+     * example which student layer learns from which teacher layer); after prepare */
+    void (*describe)(tr_policy *p, tr_trainer *t, char *buf, size_t n);
     /* checkpoints: add sections / read them back (on resume) */
     int (*save)(tr_policy *p, tr_trainer *t, tr_ckpt_writer *w);
     int (*load)(tr_policy *p, tr_trainer *t, const tr_ckpt_file *f);
@@ -215,12 +221,13 @@ struct tr_trainer {
     bool prepared;            /* declare has run and the extras are allocated */
     int declaring;            /* the policy whose declare hook runs, else -1 */
     bool started;             /* on_start has run */
-    ag_tensor **probs, **hidden;  /* [n_layer], [n_layer + 1] (owned), filled by the forward */
+    ag_tensor **probs, **hidden, **qkv; /* [n_layer], [n_layer + 1], [n_layer] (owned), filled by the forward */
+    ag_tensor *ce;                /* this step's cross-entropy (the loss before the policies' terms) */
     tr_gpt_fwd fwd;               /* the forward's extras (the linear chain, probs, hidden) */
     /* the teacher (tr_trainer_set_teacher; borrowed) and its outputs of this step */
     tr_gpt *teacher;
     ag_tensor *teacher_logits;              /* [B,T,V] */
-    ag_tensor **teacher_probs, **teacher_hidden; /* [teacher layers], [teacher layers + 1] (owned arrays) */
+    ag_tensor **teacher_probs, **teacher_hidden, **teacher_qkv; /* [teacher layers], [+ 1], [layers] (owned arrays) */
     /* the policies' figures of this step (tr_metric_set) */
     tr_metric metric[TR_MAX_METRICS];
     int n_metrics;
