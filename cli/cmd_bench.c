@@ -53,7 +53,7 @@ int cmd_bench(int argc, char **argv) {
     int rc = pare_opts_cli("bench", usage, opts, n, argc, argv, pos, 1, &n_pos);
     if (rc >= 0) return rc;
     if (n_pos != 1) {
-        fprintf(stderr, "pare bench: expected one model file (made by pare export)\nsee: pare bench --help\n");
+        pare_report_error("pare bench: expected one model file (made by pare export)\nsee: pare bench --help\n");
         return PARE_EXIT_USAGE;
     }
     const char *path = argv[pos[0]];
@@ -62,7 +62,7 @@ int cmd_bench(int argc, char **argv) {
     char err[1024];
     inf_model m;
     if (inf_model_open(&m, path, err, sizeof err) != 0) {
-        fprintf(stderr, "pare bench: %s\n", err);
+        pare_report_error("pare bench: %s\n", err);
         inf_model_close(&m);
         return PARE_EXIT_ERROR;
     }
@@ -71,7 +71,7 @@ int cmd_bench(int argc, char **argv) {
     float *logits = NULL;
     int *ids = NULL;
     if (inf_session_init(&s, &m, inf_isa_best(), limbs, err, sizeof err) != 0) {
-        fprintf(stderr, "pare bench: %s\n", err);
+        pare_report_error("pare bench: %s\n", err);
         inf_model_close(&m);
         return PARE_EXIT_ERROR;
     }
@@ -79,12 +79,12 @@ int cmd_bench(int argc, char **argv) {
     logits = malloc((size_t)m.V * sizeof(float));
     ids = malloc((size_t)T * sizeof(int));
     if (!logits || !ids) {
-        fprintf(stderr, "pare bench: out of memory\n");
+        pare_report_error("pare bench: out of memory\n");
         goto done;
     }
     for (int i = 0; i < T; i++) ids[i] = (i * 31 + 7) % m.V;
     if (time_decode(&s, tokens < 8 ? tokens : 8, logits, err, sizeof err) < 0) { /* warm-up */
-        fprintf(stderr, "pare bench: %s\n", err);
+        pare_report_error("pare bench: %s\n", err);
         goto done;
     }
     double best_dec = 1e300, best_pre = 1e300;
@@ -95,7 +95,7 @@ int cmd_bench(int argc, char **argv) {
         int prc = inf_forward(&s, ids, T, logits, false, err, sizeof err);
         double p = ag_now() - t0;
         if (d < 0 || prc != 0) {
-            fprintf(stderr, "pare bench: %s\n", err);
+            pare_report_error("pare bench: %s\n", err);
             goto done;
         }
         if (d < best_dec) best_dec = d;
@@ -106,7 +106,7 @@ int cmd_bench(int argc, char **argv) {
     struct rusage ru;
     getrusage(RUSAGE_SELF, &ru);
     long long rss = (long long)ru.ru_maxrss * 1024;
-    const char *fmt = inf_type(m.layer[0].qkv.dtype)->name;
+    const char *fmt = inf_model_storage(&m);
     double dec_tps = tokens / best_dec, pre_tps = T / best_pre;
     if (json) {
         printf("{\"command\":\"bench\",\"file\":");

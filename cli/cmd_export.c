@@ -1,5 +1,7 @@
 /* cmd_export.c - `pare export CHECKPOINT --out FILE --format f32|q8|q4|q4a`:
- * a trained model as one validated model file for the inference runtime. */
+ * a trained model as one validated model file for the inference runtime,
+ * through an export plan (infer/export.h: inf_export_gpt fills it from the
+ * model, applies these options and writes it). */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -32,14 +34,26 @@ int cmd_export(int argc, char **argv) {
     int rc = pare_opts_cli("export", usage, opts, n, argc, argv, pos, 1, &n_pos);
     if (rc >= 0) return rc;
     if (n_pos != 1) {
-        fprintf(stderr, "pare export: expected one checkpoint path\nsee: pare export --help\n");
+        pare_report_error("pare export: expected one checkpoint path\nsee: pare export --help\n");
         return PARE_EXIT_USAGE;
     }
     if (!out[0]) {
-        fprintf(stderr, "pare export: --out: expected the path of the model file to write\n");
+        pare_report_error("pare export: --out: expected the path of the model file to write\n");
         return PARE_EXIT_USAGE;
     }
     const char *ckpt = argv[pos[0]];
+    {
+        char why[1024];
+        if (pare_same_file(out, ckpt)) {
+            pare_report_error("pare export: --out %s is the same file as the checkpoint %s: refusing to overwrite an "
+                              "input\n", out, ckpt);
+            return PARE_EXIT_USAGE;
+        }
+        if (pare_check_out(out, why, sizeof why) != 0) {
+            pare_report_error("pare export: %s\n", why);
+            return PARE_EXIT_USAGE;
+        }
+    }
     int dtype = inf_dtype_from_name(format);
     if (group < 0) group = dtype == INF_Q4 || dtype == INF_Q4A ? 32 : 0;
 
@@ -48,7 +62,7 @@ int cmd_export(int argc, char **argv) {
     tr_vocab v;
     char *conf = NULL;
     if (pare_model_open(ckpt, &m, &v, &conf, err, sizeof err) != 0) {
-        fprintf(stderr, "pare export: %s\n", err);
+        pare_report_error("pare export: %s\n", err);
         return PARE_EXIT_ERROR;
     }
     /* metadata: where the model came from, so `pare eval FILE` finds its data */
@@ -76,8 +90,9 @@ int cmd_export(int argc, char **argv) {
     pare_runlog rl;
     pare_runlog_begin(&rl, db, "export", run_name, cfg ? cfg : "", 0, ckpt, NULL);
     if (inf_export_gpt(&m, &v, &o, out, err, sizeof err) != 0) {
-        fprintf(stderr, "pare export: %s\n", err);
-        status = strstr(err, "group size") ? PARE_EXIT_USAGE : PARE_EXIT_ERROR;
+        pare_report_error("pare export: %s\n", err);
+        /* a group size or an input width the storage type cannot use: the options' fault */
+        status = strstr(err, "group size") || strstr(err, "input width") ? PARE_EXIT_USAGE : PARE_EXIT_ERROR;
         goto done;
     }
     struct stat st;

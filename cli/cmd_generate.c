@@ -70,7 +70,7 @@ static int run_generate(const char *cmd, const char *path, const pare_gen_opts *
     inf_model m;
     tr_vocab v;
     if (pare_model_file_open(path, &m, &v, err, sizeof err) != 0) {
-        fprintf(stderr, "pare %s: %s\n", cmd, err);
+        pare_report_error("pare %s: %s\n", cmd, err);
         return PARE_EXIT_ERROR;
     }
     pare_gen_text gt;
@@ -80,7 +80,7 @@ static int run_generate(const char *cmd, const char *path, const pare_gen_opts *
     if (status != PARE_EXIT_OK) goto done;
     status = PARE_EXIT_ERROR;
     if (inf_session_init(&s, &m, inf_isa_best(), limbs, err, sizeof err) != 0) {
-        fprintf(stderr, "pare %s: %s\n", cmd, err);
+        pare_report_error("pare %s: %s\n", cmd, err);
         goto done;
     }
     ag_rng rng;
@@ -126,7 +126,7 @@ int cmd_generate(int argc, char **argv) {
     int rc = pare_opts_cli("generate", usage, opts, n, argc, argv, pos, 1, &n_pos);
     if (rc >= 0) return rc;
     if (n_pos != 1) {
-        fprintf(stderr, "pare generate: expected one model file (made by pare export)\nsee: pare generate --help\n");
+        pare_report_error("pare generate: expected one model file (made by pare export)\nsee: pare generate --help\n");
         return PARE_EXIT_USAGE;
     }
     ag_set_threads(pare_threads(g.threads));
@@ -139,7 +139,7 @@ int pare_eval_model_file(const char *path, const char *data, int data_seed, bool
     inf_model m;
     tr_vocab v;
     if (pare_model_file_open(path, &m, &v, err, sizeof err) != 0) {
-        fprintf(stderr, "pare eval: %s\n", err);
+        pare_report_error("pare eval: %s\n", err);
         return PARE_EXIT_ERROR;
     }
     int status = PARE_EXIT_ERROR;
@@ -151,7 +151,7 @@ int pare_eval_model_file(const char *path, const char *data, int data_seed, bool
     if (!data[0]) {
         data = inf_file_meta(&m.file, "data", buf, sizeof buf);
         if (!data || !data[0]) {
-            fprintf(stderr, "pare eval: %s does not record its data; give --data\n", path);
+            pare_report_error("pare eval: %s does not record its data; give --data\n", path);
             status = PARE_EXIT_USAGE;
             goto done;
         }
@@ -165,27 +165,27 @@ int pare_eval_model_file(const char *path, const char *data, int data_seed, bool
         tr_vocab_compare(&v, "model", &d->vocab, "data", err, sizeof err) != 0 ||
         tr_batch_init(&b, batch, d->ctx, err, sizeof err) != 0 ||
         inf_session_init(&s, &m, inf_isa_best(), 3, err, sizeof err) != 0) {
-        fprintf(stderr, "pare eval: %s\n", err);
+        pare_report_error("pare eval: %s\n", err);
         goto done;
     }
     int T = d->ctx, V = m.V;
     logits = malloc((size_t)batch * T * V * sizeof(float));
     if (!logits) {
-        fprintf(stderr, "pare eval: out of memory\n");
+        pare_report_error("pare eval: out of memory\n");
         goto done;
     }
     double sum = 0, t0 = ag_now();
     long tokens = 0, correct = 0, total = 0;
     for (int i = 0; i < batches; i++) {
         if (tr_data_val_batch(d, i, &b, err, sizeof err) != 0) {
-            fprintf(stderr, "pare eval: %s\n", err);
+            pare_report_error("pare eval: %s\n", err);
             goto done;
         }
         for (int r = 0; r < batch; r++) {
             inf_session_reset(&s);
             float *lg = logits + (size_t)r * T * V; /* [T, V] */
             if (inf_forward(&s, b.x + (size_t)r * T, T, lg, true, err, sizeof err) != 0) {
-                fprintf(stderr, "pare eval: %s\n", err);
+                pare_report_error("pare eval: %s\n", err);
                 goto done;
             }
             for (int t = 0; t < T; t++) {

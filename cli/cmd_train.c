@@ -74,6 +74,11 @@ int pare_check_out(const char *path, char *err, size_t errlen) {
         snprintf(err, errlen, "--out %s is a directory: expected a file path", path);
         return -1;
     }
+    if (stat(path, &st) == 0 && S_ISREG(st.st_mode) && !(st.st_mode & (S_IWUSR | S_IWGRP | S_IWOTH))) {
+        snprintf(err, errlen, "--out %s is read-only (mode %03o): refusing to replace it", path,
+                 (unsigned)(st.st_mode & 0777));
+        return -1;
+    }
     char dir[4096];
     snprintf(dir, sizeof dir, "%s", path);
     char *slash = strrchr(dir, '/');
@@ -458,7 +463,7 @@ int cmd_train(int argc, char **argv) {
     tr_policy log_policy = pare_runlog_policy(&rl);
     tr_trainer_add_policy(&t, &log_policy);
     /* policies are in place before a resume loads their state */
-    if (o.resume[0] && tr_trainer_load(&t, o.resume) != 0) {
+    if ((o.resume[0] && tr_trainer_load(&t, o.resume) != 0) || tr_trainer_prepare(&t) != 0) {
         pare_report_error("pare train: %s\n", t.err);
         goto done;
     }
@@ -469,6 +474,12 @@ int cmd_train(int argc, char **argv) {
             m.arch.n_layer, m.arch.n_head[0], m.arch.n_embd, m.arch.n_hidden[0] / m.arch.n_embd, m.arch.ctx,
             m.arch.vocab, m.arch.bias ? "bias" : "no bias", m.arch.tied ? "tied head" : "untied head",
             pm_arch_is_uniform(&m.arch) ? "" : " (layers differ; layer 0's shown)", ag_params_numel(&m.params));
+    for (int i = 0; i < t.n_policy; i++)
+        if (t.policy[i]->describe) {
+            char line[1024];
+            t.policy[i]->describe(t.policy[i], &t, line, sizeof line);
+            fprintf(out, "%s\n", line);
+        }
     fprintf(out, "train: %d steps from step %ld, batch %d, lr %g -> %g, warmup %d, threads %d%s%s\n", o.train.steps,
             t.step, o.train.batch, o.train.lr, o.train.min_lr, o.train.warmup, ag_get_threads(),
             o.out[0] ? ", checkpoint " : "", o.out);

@@ -61,7 +61,7 @@ int pare_model_open(const char *path, tr_gpt *m, tr_vocab *vocab, char **conf, c
 bool pare_same_file(const char *a, const char *b);
 
 /* Checks that a command may write its output file at path: its directory
- * exists and is writable, path is not a directory. Returns 0, or -1 with err
+ * exists and is writable, path is not a directory nor a read-only file. Returns 0, or -1 with err
  * naming the path and what is wrong. */
 int pare_check_out(const char *path, char *err, size_t errlen);
 

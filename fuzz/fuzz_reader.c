@@ -4,7 +4,9 @@
  * before it is exercised), and with its checksum recomputed (so mutations get
  * past the checksum into the structural and model checks). An input that is
  * accepted is also prepared for the kernels and, when it is small, run for two
- * tokens, so a file the reader accepts is one the runtime can execute.
+ * tokens (a batched pair, then one decoded token), so a file the reader
+ * accepts is one the runtime can execute: version 1 and 2, per-layer shapes,
+ * factorized sites.
  * Build: CC=clang cmake -S . -B build-fuzz -DPARE_FUZZ=ON && cmake --build build-fuzz --target fuzz_reader
  * Run:   ./build-fuzz/fuzz/fuzz_reader CORPUS_DIR (seed it with make_fuzz_corpus). */
 #include <stdint.h>
@@ -20,13 +22,15 @@ static void try_parse(const uint8_t *buf, size_t len) {
     inf_model m;
     if (inf_model_parse(&m, buf, len, "fuzz", err, sizeof err) == 0) {
         /* run it when the KV cache and scratch stay small */
-        uint64_t work = (uint64_t)m.n_layer * m.ctx * m.C + (uint64_t)m.V * m.C + (uint64_t)m.M * m.C * m.n_layer;
+        uint64_t work = (uint64_t)m.kv_floats + (uint64_t)m.V * m.C + (uint64_t)m.max_M * m.C * m.n_layer +
+                        (uint64_t)m.max_A * m.C * m.n_layer;
         if (work < (1u << 22)) {
             inf_session s;
             if (inf_session_init(&s, &m, inf_isa_best(), 3, err, sizeof err) == 0) {
                 int ids[2] = {0, m.V - 1};
                 float *lg = malloc((size_t)m.V * sizeof(float));
-                if (lg) inf_forward(&s, ids, m.ctx >= 2 ? 2 : 1, lg, false, err, sizeof err);
+                if (lg && inf_forward(&s, ids, m.ctx >= 2 ? 2 : 1, lg, false, err, sizeof err) == 0 && m.ctx >= 3)
+                    inf_forward(&s, ids, 1, lg, false, err, sizeof err);
                 free(lg);
                 inf_session_free(&s);
             }

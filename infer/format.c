@@ -1,11 +1,10 @@
-/* format.c - the model file: storage-type traits, the validating reader and
- * the atomic writer (layout in format.h and docs/format.md). */
+/* format.c - the model file: the validating reader and the atomic writer
+ * (layout in format.h and docs/format.md; the storage types' rows are in
+ * types.c). */
 #include "format.h"
-#include "autograd/hash.h"
 
 #include <errno.h>
 #include <fcntl.h>
-#include <libgen.h>
 #include <math.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -14,12 +13,13 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "autograd/atomic.h"
+#include "autograd/hash.h"
+#include "types.h"
+
 #if !defined(__BYTE_ORDER__) || __BYTE_ORDER__ != __ORDER_LITTLE_ENDIAN__
 #error "pare's model file reader assumes a little-endian host"
 #endif
-
-
-/* ------------------------------------------------------------ type traits */
 
 static uint32_t rd32(const uint8_t *p) {
     uint32_t v;
@@ -31,138 +31,8 @@ static uint64_t rd64(const uint8_t *p) {
     memcpy(&v, p, 8);
     return v;
 }
-static float rdf(const uint8_t *p) {
-    float v;
-    memcpy(&v, p, 4);
-    return v;
-}
 
-/* Geometry of a quantized [N, K] tensor. */
-typedef struct {
-    size_t N, K, G, NB, NG;
-    size_t codes_bytes, scales_bytes, zeros_bytes;
-} qgeom;
-
-static qgeom geom_of(const inf_tensor *t) {
-    const inf_type_traits *tr = inf_type(t->dtype);
-    qgeom g;
-    g.N = t->shape[0];
-    g.K = t->shape[1];
-    g.G = t->group;
-    g.NB = (g.N + INF_ROWS - 1) / INF_ROWS;
-    g.NG = g.K / g.G;
-    g.codes_bytes = g.NB * (g.K / (size_t)tr->cols_per_block) * (size_t)tr->block_bytes;
-    g.scales_bytes = g.NB * g.NG * INF_ROWS * sizeof(float);
-    g.zeros_bytes = tr->has_zero ? g.NB * g.NG * INF_ROWS : 0;
-    return g;
-}
-
-static void row_f32(const inf_tensor *t, size_t row, float *out) {
-    size_t K = t->shape[t->ndim - 1];
-    memcpy(out, t->data + row * K * sizeof(float), K * sizeof(float));
-}
-
-static void row_q8(const inf_tensor *t, size_t row, float *out) {
-    qgeom g = geom_of(t);
-    size_t rb = row / INF_ROWS, i = row % INF_ROWS;
-    const inf_blk_q8 *blk = (const inf_blk_q8 *)(const void *)t->data + rb * (g.K / 4);
-    const uint8_t *sc = t->data + g.codes_bytes;
-    for (size_t k = 0; k < g.K; k++) {
-        float s = rdf(sc + ((rb * g.NG + k / g.G) * INF_ROWS + i) * 4);
-        out[k] = s * (float)blk[k / 4].q[i][k % 4];
-    }
-}
-
-static void row_q4(const inf_tensor *t, size_t row, float *out) {
-    qgeom g = geom_of(t);
-    size_t rb = row / INF_ROWS, i = row % INF_ROWS;
-    const inf_blk_q4 *blk = (const inf_blk_q4 *)(const void *)t->data + rb * (g.K / 8);
-    const uint8_t *sc = t->data + g.codes_bytes, *zp = sc + g.scales_bytes;
-    bool asym = t->dtype == INF_Q4A;
-    for (size_t k = 0; k < g.K; k++) {
-        size_t gi = (rb * g.NG + k / g.G) * INF_ROWS + i;
-        float s = rdf(sc + gi * 4);
-        int z = asym ? zp[gi] : 8;
-        size_t j = k % 8;
-        uint8_t byte = blk[k / 8].q[i][j % 4];
-        int nib = j < 4 ? (byte & 15) : (byte >> 4);
-        out[k] = s * (float)(nib - z);
-    }
-}
-
-static const inf_type_traits traits[INF_DTYPE_COUNT] = {
-    [INF_F32] = {"f32", 1, 4, 0, false, false, row_f32},
-    [INF_Q8] = {"q8", 4, (int)sizeof(inf_blk_q8), 32, true, false, row_q8},
-    [INF_Q4] = {"q4", 8, (int)sizeof(inf_blk_q4), 32, true, false, row_q4},
-    [INF_Q4A] = {"q4a", 8, (int)sizeof(inf_blk_q4), 32, true, true, row_q4},
-};
-
-const inf_type_traits *inf_type(int dt) {
-    if (dt < 0 || dt >= INF_DTYPE_COUNT) return NULL;
-    return &traits[dt];
-}
-
-int inf_dtype_from_name(const char *s) {
-    for (int i = 0; i < INF_DTYPE_COUNT; i++)
-        if (strcmp(s, traits[i].name) == 0) return i;
-    return -1;
-}
-
-static bool mul_u64(uint64_t a, uint64_t b, uint64_t *out) { return !__builtin_mul_overflow(a, b, out); }
 static bool add_u64(uint64_t a, uint64_t b, uint64_t *out) { return !__builtin_add_overflow(a, b, out); }
-
-int inf_tensor_bytes(int dt, int ndim, const uint32_t *shape, uint32_t group, uint64_t *bytes, char *err,
-                     size_t errlen) {
-    const inf_type_traits *tr = inf_type(dt);
-    if (!tr) {
-        snprintf(err, errlen, "storage type %d: expected 0..%d", dt, INF_DTYPE_COUNT - 1);
-        return -1;
-    }
-    if (ndim < 1 || ndim > 4) {
-        snprintf(err, errlen, "ndim %d: expected 1..4", ndim);
-        return -1;
-    }
-    for (int i = 0; i < ndim; i++)
-        if (shape[i] < 1 || shape[i] > INF_MAX_DIM) {
-            snprintf(err, errlen, "dimension %d is %u: expected 1..%u", i, shape[i], INF_MAX_DIM);
-            return -1;
-        }
-    if (!tr->group_multiple) {
-        if (group != 0) {
-            snprintf(err, errlen, "group size %u: expected 0 for %s", group, tr->name);
-            return -1;
-        }
-        uint64_t n = (uint64_t)tr->block_bytes;
-        for (int i = 0; i < ndim; i++)
-            if (!mul_u64(n, shape[i], &n)) {
-                snprintf(err, errlen, "size overflows 64 bits at dimension %d", i);
-                return -1;
-            }
-        *bytes = n;
-        return 0;
-    }
-    if (ndim != 2) {
-        snprintf(err, errlen, "ndim %d: %s stores matrices only (ndim 2)", ndim, tr->name);
-        return -1;
-    }
-    uint64_t N = shape[0], K = shape[1];
-    if (group == 0 || group % (uint32_t)tr->group_multiple != 0 || K % group != 0) {
-        snprintf(err, errlen, "group size %u: expected a positive multiple of %d dividing the input size %llu",
-                 group, tr->group_multiple, (unsigned long long)K);
-        return -1;
-    }
-    uint64_t NB = (N + INF_ROWS - 1) / INF_ROWS, NG = K / group, codes, groups, scales, zeros, n;
-    bool ok = mul_u64(NB, K / (uint64_t)tr->cols_per_block, &codes) &&
-              mul_u64(codes, (uint64_t)tr->block_bytes, &codes) && mul_u64(NB, NG, &groups) &&
-              mul_u64(groups, INF_ROWS, &groups) && mul_u64(groups, sizeof(float), &scales);
-    zeros = tr->has_zero ? groups : 0;
-    if (!ok || !add_u64(codes, scales, &n) || !add_u64(n, zeros, &n)) {
-        snprintf(err, errlen, "size overflows 64 bits");
-        return -1;
-    }
-    *bytes = n;
-    return 0;
-}
 
 /* ------------------------------------------------------------------ reader */
 
@@ -177,7 +47,7 @@ typedef struct cursor {
 static int fail_at(cursor *c, size_t at, const char *field, const char *fmt, ...)
     __attribute__((format(printf, 4, 5)));
 static int fail_at(cursor *c, size_t at, const char *field, const char *fmt, ...) {
-    char what[256];
+    char what[512];
     va_list ap;
     va_start(ap, fmt);
     vsnprintf(what, sizeof what, fmt, ap);
@@ -237,60 +107,160 @@ static const inf_tensor *find_sorted(inf_tensor **by_name, uint32_t n, const cha
     return NULL;
 }
 
-/* The GPT model check: every tensor the config implies, with its shape; 1-D
- * tensors f32; nothing else. */
+/* The layer norms' epsilon: finite and > 0. */
+static int get_eps(cursor *c, float *eps) {
+    size_t at = c->pos;
+    uint32_t bits;
+    if (get_u32(c, "config ln_eps", &bits)) return -1;
+    memcpy(eps, &bits, 4);
+    if (!isfinite(*eps) || !(*eps > 0.0f)) return fail_at(c, at, "config ln_eps", "%g: expected a finite value > 0", (double)*eps);
+    return 0;
+}
+
+/* Version 1: the uniform config (40 bytes): n_layer, n_head, n_embd,
+ * n_hidden, ctx, vocab, bias, tied, ln_eps, reserved; head_dim = n_embd /
+ * n_head, every site dense. */
+static int config_v1(cursor *c, inf_file *f) {
+    size_t base = c->pos;
+    uint32_t n_layer, n_head, n_embd, n_hidden, ctx, vocab, bias, tied, reserved;
+    if (get_u32_in(c, "config n_layer", 1, INF_MAX_LAYERS, &n_layer) ||
+        get_u32_in(c, "config n_head", 1, INF_MAX_WIDTH, &n_head) ||
+        get_u32_in(c, "config n_embd", 1, INF_MAX_WIDTH, &n_embd) ||
+        get_u32_in(c, "config n_hidden", 1, INF_MAX_HIDDEN, &n_hidden) ||
+        get_u32_in(c, "config ctx", 1, INF_MAX_CTX, &ctx) || get_u32_in(c, "config vocab", 2, INF_MAX_VOCAB, &vocab) ||
+        get_u32_in(c, "config bias", 0, 1, &bias) || get_u32_in(c, "config tied", 0, 1, &tied) ||
+        get_eps(c, &f->ln_eps))
+        return -1;
+    if (n_embd % n_head != 0)
+        return fail_at(c, base + 4, "config n_head", "%u heads do not divide the width %u", n_head, n_embd);
+    if (get_u32_in(c, "config reserved", 0, 0, &reserved)) return -1;
+    if (pm_arch_uniform(&f->arch, (int)n_layer, (int)n_head, (int)n_embd, (int)n_hidden, (int)ctx, (int)vocab,
+                        bias != 0, tied != 0) != 0)
+        return fail_at(c, base, "config", "out of memory for %u layers", n_layer);
+    return 0;
+}
+
+/* Reads one per-layer or head rank at the cursor: 0 (dense) .. min(out, in). */
+static int get_rank(cursor *c, int layer, pm_role r, uint64_t out, uint64_t in, int *rank) {
+    size_t at = c->pos;
+    uint32_t v;
+    if (get_u32(c, "config rank", &v)) return -1;
+    uint64_t lim = out < in ? out : in;
+    if (v > lim) {
+        if (layer >= 0)
+            return fail_at(c, at, "config rank", "layer %d %s: rank %u: expected 0 (dense) .. %llu = min(out %llu, in %llu)",
+                           layer, pm_role_name(r), v, (unsigned long long)lim, (unsigned long long)out,
+                           (unsigned long long)in);
+        return fail_at(c, at, "config rank", "%s: rank %u: expected 0 (dense) .. %llu = min(out %llu, in %llu)",
+                       pm_role_name(r), v, (unsigned long long)lim, (unsigned long long)out, (unsigned long long)in);
+    }
+    *rank = (int)v;
+    return 0;
+}
+
+/* Version 2 (docs/format.md): n_layer, n_embd, head_dim, ctx, vocab, bias,
+ * tied, ln_eps, head_rank, reserved, then per layer n_head, n_hidden and the
+ * ranks of qkv, proj, fc, mproj. config_bytes must be exactly what n_layer
+ * implies: the per-layer table is checked against the section's size before
+ * it is read or anything is allocated for it. */
+static int config_v2(cursor *c, inf_file *f, uint32_t config_bytes) {
+    size_t base = c->pos;
+    uint32_t n_layer, n_embd, head_dim, ctx, vocab, bias, tied, head_rank, reserved;
+    if (get_u32_in(c, "config n_layer", 1, INF_MAX_LAYERS, &n_layer)) return -1;
+    uint64_t want = INF_CONFIG_FIXED + (uint64_t)INF_CONFIG_LAYER * n_layer;
+    if (config_bytes != want)
+        return fail_at(c, 24, "config size", "%u bytes: %u layers need %llu (%u + %u per layer)", config_bytes,
+                       n_layer, (unsigned long long)want, INF_CONFIG_FIXED, INF_CONFIG_LAYER);
+    if (get_u32_in(c, "config n_embd", 1, INF_MAX_WIDTH, &n_embd) ||
+        get_u32_in(c, "config head_dim", 1, INF_MAX_WIDTH, &head_dim) ||
+        get_u32_in(c, "config ctx", 1, INF_MAX_CTX, &ctx) || get_u32_in(c, "config vocab", 2, INF_MAX_VOCAB, &vocab) ||
+        get_u32_in(c, "config bias", 0, 1, &bias) || get_u32_in(c, "config tied", 0, 1, &tied) ||
+        get_eps(c, &f->ln_eps))
+        return -1;
+    size_t head_rank_at = c->pos;
+    if (get_u32(c, "config head rank", &head_rank) || get_u32_in(c, "config reserved", 0, 0, &reserved)) return -1;
+    pm_arch *a = &f->arch;
+    a->n_layer = (int)n_layer, a->n_embd = (int)n_embd, a->head_dim = (int)head_dim, a->ctx = (int)ctx;
+    a->vocab = (int)vocab, a->bias = bias != 0, a->tied = tied != 0;
+    if (pm_arch_alloc(a) != 0) return fail_at(c, base, "config", "out of memory for %u layers", n_layer);
+    uint64_t C = n_embd;
+    for (uint32_t l = 0; l < n_layer; l++) {
+        size_t at = c->pos;
+        uint32_t H, M;
+        if (get_u32(c, "config layer heads", &H)) return -1;
+        if (H < 1 || H > INF_MAX_WIDTH)
+            return fail_at(c, at, "config layer heads", "layer %u: %u heads: expected 1..%u", l, H, INF_MAX_WIDTH);
+        uint64_t A = (uint64_t)H * head_dim;
+        if (A > INF_MAX_HIDDEN)
+            return fail_at(c, at, "config layer heads", "layer %u: %u heads of width %u make %llu: expected an "
+                           "attention width of at most %u", l, H, head_dim, (unsigned long long)A, INF_MAX_HIDDEN);
+        at = c->pos;
+        if (get_u32(c, "config layer MLP width", &M)) return -1;
+        if (M < 1 || M > INF_MAX_HIDDEN)
+            return fail_at(c, at, "config layer MLP width", "layer %u: %u units: expected 1..%u", l, M, INF_MAX_HIDDEN);
+        a->n_head[l] = (int)H, a->n_hidden[l] = (int)M;
+        int *rk = &a->rank[l * PM_LINEARS_PER_LAYER];
+        if (get_rank(c, (int)l, PM_QKV, 3 * A, C, &rk[0]) || get_rank(c, (int)l, PM_PROJ, C, A, &rk[1]) ||
+            get_rank(c, (int)l, PM_FC, M, C, &rk[2]) || get_rank(c, (int)l, PM_MPROJ, C, M, &rk[3]))
+            return -1;
+    }
+    size_t end = c->pos;
+    c->pos = head_rank_at; /* the head's rank, now that its checks have their context */
+    if (tied && head_rank != 0)
+        return fail_at(c, head_rank_at, "config head rank", "%u: a tied head is wte itself and cannot be factorized",
+                       head_rank);
+    if (get_rank(c, -1, PM_HEAD, vocab, C, &a->rank[n_layer * PM_LINEARS_PER_LAYER])) return -1;
+    c->pos = end;
+    char why[256];
+    if (pm_arch_check(a, why, sizeof why) != 0) return fail_at(c, base, "config", "%s", why);
+    return 0;
+}
+
+/* A hint for a shape message: where the config's shape of tensor x comes from. */
+static void shape_hint(const inf_file *f, const pm_tensor *x, char *out, size_t n) {
+    const pm_site *s = &f->table.site[x->site];
+    const pm_arch *a = &f->arch;
+    out[0] = '\0';
+    if (x->part == PM_U || x->part == PM_V)
+        snprintf(out, n, " (the factors U [%d, %d] and V [%d, %d] of %s at rank %d)", s->out, s->rank, s->rank, s->in,
+                 s->name, s->rank);
+    else if (s->role == PM_QKV)
+        snprintf(out, n, " (3 x %d heads x head width %d)", a->n_head[s->layer], a->head_dim);
+    else if (s->role == PM_PROJ && x->part == PM_W)
+        snprintf(out, n, " (input: %d heads x head width %d)", a->n_head[s->layer], a->head_dim);
+    else if (s->role == PM_FC || (s->role == PM_MPROJ && x->part == PM_W))
+        snprintf(out, n, " (layer %d's MLP width %d)", s->layer, a->n_hidden[s->layer]);
+}
+
+/* The model check: exactly the tensors of pm_table_build(arch), each with
+ * its shape, 1-D ones f32, nothing else; fills f->table and f->by_table. */
 static int check_model(cursor *c, inf_file *f, inf_tensor **by_name, const size_t *entry_at, bool *seen,
                        size_t table_start) {
-    const inf_config *g = &f->cfg;
-    uint32_t C = g->n_embd, M = g->n_hidden, V = g->vocab;
-    struct {
-        char name[INF_NAME_MAX + 1];
-        int ndim;
-        uint32_t d0, d1;
-    } want;
+    char why[256];
+    if (pm_table_build(&f->table, &f->arch, why, sizeof why) != 0)
+        return fail_at(c, INF_HEADER_BYTES, "config", "%s", why);
+    const pm_table *tb = &f->table;
+    f->by_table = calloc((size_t)tb->n_tensor, sizeof *f->by_table);
+    if (!f->by_table) return fail_at(c, table_start, "tensor table", "out of memory");
     uint32_t matched = 0;
-    /* expected tensors, generated in declaration order */
-    uint32_t n_expected_per_layer = g->bias ? 12 : 6;
-    uint64_t total = 2 + (uint64_t)g->n_layer * n_expected_per_layer + (g->bias ? 2 : 1) + (g->tied ? 0 : 1);
-    for (uint64_t e = 0; e < total; e++) {
-        uint64_t idx = e;
-        if (idx == 0) {
-            snprintf(want.name, sizeof want.name, "wte"), want.ndim = 2, want.d0 = V, want.d1 = C;
-        } else if (idx == 1) {
-            snprintf(want.name, sizeof want.name, "wpe"), want.ndim = 2, want.d0 = g->ctx, want.d1 = C;
-        } else if ((idx -= 2) < (uint64_t)g->n_layer * n_expected_per_layer) {
-            unsigned l = (unsigned)(idx / n_expected_per_layer), j = (unsigned)(idx % n_expected_per_layer);
-            static const char *const names_b[12] = {"ln1.w", "ln1.b", "attn.qkv.w", "attn.qkv.b", "attn.proj.w",
-                                                    "attn.proj.b", "ln2.w", "ln2.b", "mlp.fc.w", "mlp.fc.b",
-                                                    "mlp.proj.w", "mlp.proj.b"};
-            static const char *const names_nb[6] = {"ln1.w", "attn.qkv.w", "attn.proj.w", "ln2.w", "mlp.fc.w",
-                                                    "mlp.proj.w"};
-            const char *nm = g->bias ? names_b[j] : names_nb[j];
-            snprintf(want.name, sizeof want.name, "h.%u.%s", l, nm);
-            if (!strcmp(nm, "attn.qkv.w")) want.ndim = 2, want.d0 = 3 * C, want.d1 = C;
-            else if (!strcmp(nm, "attn.qkv.b")) want.ndim = 1, want.d0 = 3 * C, want.d1 = 1;
-            else if (!strcmp(nm, "attn.proj.w")) want.ndim = 2, want.d0 = C, want.d1 = C;
-            else if (!strcmp(nm, "mlp.fc.w")) want.ndim = 2, want.d0 = M, want.d1 = C;
-            else if (!strcmp(nm, "mlp.fc.b")) want.ndim = 1, want.d0 = M, want.d1 = 1;
-            else if (!strcmp(nm, "mlp.proj.w")) want.ndim = 2, want.d0 = C, want.d1 = M;
-            else want.ndim = 1, want.d0 = C, want.d1 = 1;
-        } else {
-            idx -= (uint64_t)g->n_layer * n_expected_per_layer;
-            if (idx == 0) snprintf(want.name, sizeof want.name, "lnf.w"), want.ndim = 1, want.d0 = C, want.d1 = 1;
-            else if (idx == 1 && g->bias)
-                snprintf(want.name, sizeof want.name, "lnf.b"), want.ndim = 1, want.d0 = C, want.d1 = 1;
-            else snprintf(want.name, sizeof want.name, "lm_head.w"), want.ndim = 2, want.d0 = V, want.d1 = C;
-        }
-        const inf_tensor *t = find_sorted(by_name, f->n_tensors, want.name);
-        if (!t) return fail_at(c, table_start, "tensor table", "missing tensor '%s' (the config implies it)", want.name);
+    for (int i = 0; i < tb->n_tensor; i++) {
+        const pm_tensor *want = &tb->tensor[i];
+        const inf_tensor *t = find_sorted(by_name, f->n_tensors, want->name);
+        if (!t) return fail_at(c, table_start, "tensor table", "missing tensor '%s' (the config implies it)", want->name);
         size_t at = entry_at[t - f->t];
         seen[t - f->t] = true;
-        if (t->ndim != want.ndim || t->shape[0] != want.d0 || (want.ndim == 2 && t->shape[1] != want.d1))
-            return fail_at(c, at, "shape", "tensor '%s' is %dD [%u, %u]: the config implies %dD [%u, %u]", t->name,
-                           t->ndim, t->shape[0], t->ndim > 1 ? t->shape[1] : 1, want.ndim, want.d0, want.d1);
-        if (want.ndim == 1 && t->dtype != INF_F32)
+        f->by_table[i] = t;
+        if (t->ndim != want->ndim || t->shape[0] != (uint32_t)want->shape[0] ||
+            (want->ndim == 2 && t->shape[1] != (uint32_t)want->shape[1])) {
+            char hint[160];
+            shape_hint(f, want, hint, sizeof hint);
+            return fail_at(c, at, "shape", "tensor '%s' is %dD [%u, %u]: the config implies %dD [%d, %d]%s", t->name,
+                           t->ndim, t->shape[0], t->ndim > 1 ? t->shape[1] : 1, want->ndim, want->shape[0],
+                           want->shape[1], hint);
+        }
+        if (want->ndim == 1 && t->dtype != INF_F32)
             return fail_at(c, at, "storage type", "tensor '%s' is %s: vectors are stored as f32", t->name,
-                           inf_type(t->dtype)->name);
+                           inf_type_name(t->dtype));
         matched++;
     }
     if (matched != f->n_tensors)
@@ -299,27 +269,16 @@ static int check_model(cursor *c, inf_file *f, inf_tensor **by_name, const size_
     return 0;
 }
 
-/* Contents that must hold for the kernels to compute finite, in-range
- * values: finite scales, zero points <= 15. */
+/* The contents the kernels rely on, by each tensor's storage type. */
 static int check_contents(cursor *c, const inf_file *f) {
     for (uint32_t i = 0; i < f->n_tensors; i++) {
         const inf_tensor *t = &f->t[i];
-        if (t->dtype == INF_F32) continue;
-        qgeom g = geom_of(t);
-        const uint8_t *sc = t->data + g.codes_bytes;
-        for (size_t j = 0; j < g.NB * g.NG * INF_ROWS; j++) {
-            float s = rdf(sc + 4 * j);
-            if (!isfinite(s) || s < 0.0f)
-                return fail_at(c, (size_t)t->offset + g.codes_bytes + 4 * j, "scale",
-                               "tensor '%s' scale %zu is %g: expected finite and >= 0", t->name, j, (double)s);
-        }
-        if (inf_type(t->dtype)->has_zero) {
-            const uint8_t *z = sc + g.scales_bytes;
-            for (size_t j = 0; j < g.NB * g.NG * INF_ROWS; j++)
-                if (z[j] > 15)
-                    return fail_at(c, (size_t)t->offset + g.codes_bytes + g.scales_bytes + j, "zero point",
-                                   "tensor '%s' zero point %zu is %u: expected 0..15", t->name, j, z[j]);
-        }
+        const inf_type_traits *tr = inf_type(t->dtype);
+        uint64_t at = 0;
+        const char *field = "contents";
+        char what[256];
+        if (tr->check && tr->check(t, &at, &field, what, sizeof what) != 0)
+            return fail_at(c, (size_t)(t->offset + at), field, "%s", what);
     }
     return 0;
 }
@@ -329,6 +288,9 @@ void inf_file_close(inf_file *f) {
     free(f->t);
     free(f->vocab.tok);
     free(f->vocab.len);
+    free(f->by_table);
+    pm_table_free(&f->table);
+    pm_arch_free(&f->arch);
     free(f->owned);
     memset(f, 0, sizeof *f);
 }
@@ -339,17 +301,17 @@ int inf_file_parse(inf_file *f, const uint8_t *buf, size_t len, const char *name
     inf_tensor **by = NULL;
     size_t *entry_at = NULL;
     bool *seen = NULL;
-    if (len < INF_HEADER_BYTES + INF_CONFIG_BYTES + 8)
+    if (len < INF_HEADER_BYTES + INF_CONFIG_V1_BYTES + 8)
         return fail_at(c, 0, "file size", "%zu bytes: too short for a model file (at least %u)", len,
-                       INF_HEADER_BYTES + INF_CONFIG_BYTES + 8);
+                       INF_HEADER_BYTES + INF_CONFIG_V1_BYTES + 8);
     if (memcmp(buf, INF_MAGIC, 8) != 0) return fail_at(c, 0, "magic", "not a pare model file (expected \"%s\")", INF_MAGIC);
     c->pos = 8;
     uint32_t flags, config_bytes, vocab_bytes, meta_bytes, table_bytes, hres;
     uint64_t file_size;
     size_t at = c->pos;
     if (get_u32(c, "version", &f->version)) goto fail;
-    if (f->version != INF_VERSION) {
-        fail_at(c, at, "version", "%u: this reader supports version %u", f->version, INF_VERSION);
+    if (f->version < INF_VERSION_MIN || f->version > INF_VERSION) {
+        fail_at(c, at, "version", "%u: this reader supports versions %u to %u", f->version, INF_VERSION_MIN, INF_VERSION);
         goto fail;
     }
     at = c->pos;
@@ -365,7 +327,12 @@ int inf_file_parse(inf_file *f, const uint8_t *buf, size_t len, const char *name
                 (unsigned long long)file_size, len);
         goto fail;
     }
-    if (get_u32_in(c, "config size", INF_CONFIG_BYTES, INF_CONFIG_BYTES, &config_bytes)) goto fail;
+    if (f->version == 1) {
+        if (get_u32_in(c, "config size", INF_CONFIG_V1_BYTES, INF_CONFIG_V1_BYTES, &config_bytes)) goto fail;
+    } else if (get_u32_in(c, "config size", INF_CONFIG_FIXED + INF_CONFIG_LAYER,
+                          INF_CONFIG_FIXED + INF_CONFIG_LAYER * INF_MAX_LAYERS, &config_bytes)) {
+        goto fail;
+    }
     if (get_u32_in(c, "vocabulary size", 8, 8u + INF_MAX_VOCAB * (1u + INF_MAX_TOKEN), &vocab_bytes)) goto fail;
     if (get_u32_in(c, "metadata size", 0, INF_MAX_META, &meta_bytes)) goto fail;
     if (get_u32_in(c, "tensor count", 1, INF_MAX_TENSORS, &f->n_tensors)) goto fail;
@@ -386,29 +353,15 @@ int inf_file_parse(inf_file *f, const uint8_t *buf, size_t len, const char *name
         goto fail;
     }
 
-    /* config */
-    inf_config *g = &f->cfg;
-    if (get_u32_in(c, "config n_layer", 1, INF_MAX_LAYERS, &g->n_layer) ||
-        get_u32_in(c, "config n_head", 1, INF_MAX_WIDTH, &g->n_head) ||
-        get_u32_in(c, "config n_embd", 1, INF_MAX_WIDTH, &g->n_embd) ||
-        get_u32_in(c, "config n_hidden", 1, 16 * INF_MAX_WIDTH, &g->n_hidden) ||
-        get_u32_in(c, "config ctx", 1, INF_MAX_CTX, &g->ctx) ||
-        get_u32_in(c, "config vocab", 1, INF_MAX_VOCAB, &g->vocab) || get_u32_in(c, "config bias", 0, 1, &g->bias) ||
-        get_u32_in(c, "config tied", 0, 1, &g->tied))
-        goto fail;
-    at = c->pos;
-    uint32_t bits, reserved;
-    if (get_u32(c, "config ln_eps", &bits)) goto fail;
-    memcpy(&g->ln_eps, &bits, 4);
-    if (!isfinite(g->ln_eps) || !(g->ln_eps > 0.0f)) {
-        fail_at(c, at, "config ln_eps", "%g: expected a finite value > 0", (double)g->ln_eps);
-        goto fail;
+    /* config: the whole section is in the file (data_offset <= len - 8 says
+     * so; checked again here) and reads stop at its end */
+    if (need(c, config_bytes, "config")) goto fail;
+    {
+        cursor gc = *c;
+        gc.len = c->pos + config_bytes;
+        if (f->version == 1 ? config_v1(&gc, f) : config_v2(&gc, f, config_bytes)) goto fail;
+        c->pos += config_bytes;
     }
-    if (g->n_embd % g->n_head != 0) {
-        fail_at(c, INF_HEADER_BYTES + 4, "config n_head", "%u heads do not divide the width %u", g->n_head, g->n_embd);
-        goto fail;
-    }
-    if (get_u32_in(c, "config reserved", 0, 0, &reserved)) goto fail;
 
     /* vocabulary */
     size_t voc_start = c->pos;
@@ -418,8 +371,8 @@ int inf_file_parse(inf_file *f, const uint8_t *buf, size_t len, const char *name
     if (get_u32_in(&vc, "vocabulary kind", 0, 1, &f->vocab.kind)) goto fail;
     at = vc.pos;
     if (get_u32_in(&vc, "vocabulary count", 1, INF_MAX_VOCAB, &f->vocab.n)) goto fail;
-    if (f->vocab.n != g->vocab) {
-        fail_at(c, at, "vocabulary count", "%u entries: the config says vocab %u", f->vocab.n, g->vocab);
+    if (f->vocab.n != (uint32_t)f->arch.vocab) {
+        fail_at(c, at, "vocabulary count", "%u entries: the config says vocab %d", f->vocab.n, f->arch.vocab);
         goto fail;
     }
     if ((uint64_t)f->vocab.n * 2 > vocab_bytes - 8) { /* each entry is at least 2 bytes */
@@ -636,9 +589,9 @@ int inf_file_open(inf_file *f, const char *path, char *err, size_t errlen) {
         return -1;
     }
     size_t len = (size_t)st.st_size;
-    if (len < INF_HEADER_BYTES + INF_CONFIG_BYTES + 8) {
+    if (len < INF_HEADER_BYTES + INF_CONFIG_V1_BYTES + 8) {
         snprintf(err, errlen, "%s: byte 0: file size: %zu bytes: too short for a model file (at least %u)", path, len,
-                 INF_HEADER_BYTES + INF_CONFIG_BYTES + 8);
+                 INF_HEADER_BYTES + INF_CONFIG_V1_BYTES + 8);
         close(fd);
         return -1;
     }
@@ -703,7 +656,7 @@ typedef struct wbuf {
 } wbuf;
 
 static void put(wbuf *w, const void *p, size_t n) {
-    if (w->oom) return;
+    if (w->oom || n == 0) return;
     if (w->len + n > w->cap) {
         size_t nc = w->cap ? w->cap * 2 : 4096;
         while (nc < w->len + n) nc *= 2;
@@ -720,20 +673,47 @@ static void put(wbuf *w, const void *p, size_t n) {
 static void put32(wbuf *w, uint32_t v) { put(w, &v, 4); }
 static void put64(wbuf *w, uint64_t v) { put(w, &v, 8); }
 
-static int write_all(int fd, const void *p, size_t n) {
-    const uint8_t *b = p;
-    while (n > 0) {
-        ssize_t r = write(fd, b, n);
-        if (r < 0 && errno == EINTR) continue;
-        if (r <= 0) return -1;
-        b += r, n -= (size_t)r;
+/* The reader's caps on an architecture (pm_arch_check has checked the rest). */
+static int check_caps(const pm_arch *a, char *err, size_t errlen) {
+    if ((unsigned)a->n_layer > INF_MAX_LAYERS || (unsigned)a->n_embd > INF_MAX_WIDTH ||
+        (unsigned)a->head_dim > INF_MAX_WIDTH || (unsigned)a->ctx > INF_MAX_CTX) {
+        snprintf(err, errlen, "%d layers, width %d, head width %d, context %d: a model file holds at most %u, %u, %u "
+                 "and %u", a->n_layer, a->n_embd, a->head_dim, a->ctx, INF_MAX_LAYERS, INF_MAX_WIDTH, INF_MAX_WIDTH,
+                 INF_MAX_CTX);
+        return -1;
     }
+    for (int l = 0; l < a->n_layer; l++)
+        if ((unsigned)a->n_head[l] > INF_MAX_WIDTH || (uint64_t)a->n_head[l] * (uint64_t)a->head_dim > INF_MAX_HIDDEN ||
+            (unsigned)a->n_hidden[l] > INF_MAX_HIDDEN) {
+            snprintf(err, errlen, "layer %d: %d heads of width %d, MLP width %d: a model file holds at most %u heads, "
+                     "an attention and an MLP width of %u", l, a->n_head[l], a->head_dim, a->n_hidden[l],
+                     INF_MAX_WIDTH, INF_MAX_HIDDEN);
+            return -1;
+        }
     return 0;
 }
 
-int inf_file_write(const char *path, const inf_config *cfg, uint32_t vocab_kind, uint32_t vocab_n,
+int inf_file_write(const char *path, const pm_arch *a, float ln_eps, uint32_t vocab_kind, uint32_t vocab_n,
                    const uint8_t *const *tok, const uint8_t *len, const char *meta, const inf_tensor_in *t,
                    uint32_t n_tensors, char *err, size_t errlen) {
+    char why[512];
+    if (pm_arch_check(a, why, sizeof why) != 0 || check_caps(a, why, sizeof why) != 0) {
+        snprintf(err, errlen, "%s: %s", path, why);
+        return -1;
+    }
+    if (!isfinite(ln_eps) || !(ln_eps > 0.0f)) {
+        snprintf(err, errlen, "%s: ln_eps %g: expected a finite value > 0", path, (double)ln_eps);
+        return -1;
+    }
+    if (vocab_n != (uint32_t)a->vocab) {
+        snprintf(err, errlen, "%s: %u vocabulary entries for a model of vocab %d", path, vocab_n, a->vocab);
+        return -1;
+    }
+    for (uint32_t i = 0; i < vocab_n; i++)
+        if (len[i] < 1 || len[i] > INF_MAX_TOKEN) {
+            snprintf(err, errlen, "%s: vocabulary entry %u has %u bytes: expected 1..%u", path, i, len[i], INF_MAX_TOKEN);
+            return -1;
+        }
     size_t meta_len = meta ? strlen(meta) : 0;
     if (meta_len > INF_MAX_META) {
         snprintf(err, errlen, "%s: metadata of %zu bytes: at most %u", path, meta_len, INF_MAX_META);
@@ -743,18 +723,18 @@ int inf_file_write(const char *path, const inf_config *cfg, uint32_t vocab_kind,
         snprintf(err, errlen, "%s: %u tensors: expected 1..%u", path, n_tensors, INF_MAX_TENSORS);
         return -1;
     }
-    wbuf voc = {0}, tab = {0};
+    uint64_t *offs = calloc(n_tensors, sizeof *offs);
+    wbuf voc = {0}, tab = {0}, hd = {0};
+    int rc = -1;
+    if (!offs) {
+        snprintf(err, errlen, "%s: out of memory", path);
+        return -1;
+    }
     put32(&voc, vocab_kind);
     put32(&voc, vocab_n);
     for (uint32_t i = 0; i < vocab_n; i++) {
         put(&voc, &len[i], 1);
         put(&voc, tok[i], len[i]);
-    }
-    uint64_t *offs = calloc(n_tensors, sizeof *offs);
-    if (!offs) {
-        snprintf(err, errlen, "%s: out of memory", path);
-        free(voc.p);
-        return -1;
     }
     /* table size first (entries are 42 + name bytes), then offsets */
     uint64_t table_bytes = 0;
@@ -762,28 +742,28 @@ int inf_file_write(const char *path, const inf_config *cfg, uint32_t vocab_kind,
         size_t nl = strlen(t[i].name);
         if (nl < 1 || nl > INF_NAME_MAX) {
             snprintf(err, errlen, "%s: tensor '%s': name of %zu bytes: expected 1..%u", path, t[i].name, nl, INF_NAME_MAX);
-            goto fail;
+            goto done;
         }
         uint64_t want;
-        char why[160];
         if (inf_tensor_bytes(t[i].dtype, t[i].ndim, t[i].shape, t[i].group, &want, why, sizeof why)) {
             snprintf(err, errlen, "%s: tensor '%s': %s", path, t[i].name, why);
-            goto fail;
+            goto done;
         }
         if (want != t[i].bytes) {
             snprintf(err, errlen, "%s: tensor '%s': %llu bytes given, its type and shape need %llu", path,
                      t[i].name, (unsigned long long)t[i].bytes, (unsigned long long)want);
-            goto fail;
+            goto done;
         }
         table_bytes += 42 + nl;
     }
-    uint64_t meta_end = INF_HEADER_BYTES + INF_CONFIG_BYTES + voc.len + meta_len + table_bytes;
+    uint32_t config_bytes = INF_CONFIG_FIXED + INF_CONFIG_LAYER * (uint32_t)a->n_layer;
+    uint64_t meta_end = INF_HEADER_BYTES + config_bytes + voc.len + meta_len + table_bytes;
     uint64_t data_offset = (meta_end + INF_ALIGN - 1) / INF_ALIGN * INF_ALIGN, pos = data_offset;
     for (uint32_t i = 0; i < n_tensors; i++) {
         offs[i] = pos;
         pos = (pos + t[i].bytes + INF_ALIGN - 1) / INF_ALIGN * INF_ALIGN;
     }
-    uint64_t last_end = n_tensors ? offs[n_tensors - 1] + t[n_tensors - 1].bytes : data_offset;
+    uint64_t last_end = offs[n_tensors - 1] + t[n_tensors - 1].bytes;
     uint64_t file_size = last_end + 8;
     for (uint32_t i = 0; i < n_tensors; i++) {
         uint16_t nl = (uint16_t)strlen(t[i].name);
@@ -796,94 +776,65 @@ int inf_file_write(const char *path, const inf_config *cfg, uint32_t vocab_kind,
         put64(&tab, offs[i]);
         put64(&tab, t[i].bytes);
     }
-    wbuf hd = {0};
+    /* header */
     put(&hd, INF_MAGIC, 8);
     put32(&hd, INF_VERSION);
     put32(&hd, 0);
     put64(&hd, file_size);
-    put32(&hd, INF_CONFIG_BYTES);
+    put32(&hd, config_bytes);
     put32(&hd, (uint32_t)voc.len);
     put32(&hd, (uint32_t)meta_len);
     put32(&hd, n_tensors);
     put32(&hd, (uint32_t)tab.len);
     put32(&hd, 0);
     put64(&hd, data_offset);
-    uint32_t cf[10] = {cfg->n_layer, cfg->n_head, cfg->n_embd, cfg->n_hidden, cfg->ctx, cfg->vocab, cfg->bias,
-                       cfg->tied, 0, 0};
-    memcpy(&cf[8], &cfg->ln_eps, 4);
+    /* config, version 2 */
+    uint32_t eps_bits;
+    memcpy(&eps_bits, &ln_eps, 4);
+    uint32_t cf[10] = {(uint32_t)a->n_layer, (uint32_t)a->n_embd, (uint32_t)a->head_dim, (uint32_t)a->ctx,
+                       (uint32_t)a->vocab, a->bias ? 1u : 0u, a->tied ? 1u : 0u, eps_bits,
+                       (uint32_t)a->rank[pm_rank_slot(a, -1, PM_HEAD)], 0};
     put(&hd, cf, sizeof cf);
+    for (int l = 0; l < a->n_layer; l++) {
+        const int *rk = &a->rank[l * PM_LINEARS_PER_LAYER];
+        uint32_t lay[6] = {(uint32_t)a->n_head[l], (uint32_t)a->n_hidden[l], (uint32_t)rk[0], (uint32_t)rk[1],
+                           (uint32_t)rk[2], (uint32_t)rk[3]};
+        put(&hd, lay, sizeof lay);
+    }
     put(&hd, voc.p, voc.len);
-    if (meta_len) put(&hd, meta, meta_len);
+    put(&hd, meta, meta_len);
     put(&hd, tab.p, tab.len);
-    free(voc.p);
-    free(tab.p);
-    voc.p = tab.p = NULL;
     if (hd.oom || voc.oom || tab.oom) {
         snprintf(err, errlen, "%s: out of memory", path);
-        free(hd.p);
-        goto fail;
+        goto done;
     }
-    char tmp[4096];
-    if (snprintf(tmp, sizeof tmp, "%s.tmp", path) >= (int)sizeof tmp) {
-        snprintf(err, errlen, "%s: path too long", path);
-        free(hd.p);
-        goto fail;
-    }
-    int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC, 0644);
-    if (fd < 0) {
-        snprintf(err, errlen, "%s: cannot create %s: %s", path, tmp, strerror(errno));
-        free(hd.p);
-        goto fail;
-    }
+    /* the bytes, through the one atomic writer: header and tables, each
+     * tensor at its offset with zero padding between, the checksum */
+    ag_atomic af;
+    if (ag_atomic_open(&af, path, err, errlen) != 0) goto done;
     static const uint8_t zeros[INF_ALIGN] = {0};
-    uint64_t h = ag_fnv1a(AG_FNV_INIT, hd.p, hd.len);
-    int rc = write_all(fd, hd.p, hd.len);
-    uint64_t at = hd.len;
-    free(hd.p);
-    for (uint32_t i = 0; rc == 0 && i <= n_tensors; i++) {
+    uint64_t h = ag_fnv1a(AG_FNV_INIT, hd.p, hd.len), at = hd.len;
+    int wr = ag_atomic_write(&af, hd.p, hd.len, err, errlen);
+    for (uint32_t i = 0; wr == 0 && i <= n_tensors; i++) {
         uint64_t target = i < n_tensors ? offs[i] : last_end;
-        while (rc == 0 && at < target) {
+        while (wr == 0 && at < target) {
             size_t n = (size_t)(target - at < INF_ALIGN ? target - at : INF_ALIGN);
             h = ag_fnv1a(h, zeros, n);
-            rc = write_all(fd, zeros, n);
+            wr = ag_atomic_write(&af, zeros, n, err, errlen);
             at += n;
         }
-        if (i == n_tensors || rc) break;
+        if (i == n_tensors || wr) break;
         h = ag_fnv1a(h, t[i].data, t[i].bytes);
-        rc = write_all(fd, t[i].data, t[i].bytes);
+        wr = ag_atomic_write(&af, t[i].data, t[i].bytes, err, errlen);
         at += t[i].bytes;
     }
-    if (rc == 0) rc = write_all(fd, &h, 8);
-    if (rc != 0) {
-        snprintf(err, errlen, "%s: write failed: %s", path, strerror(errno));
-        close(fd);
-        unlink(tmp);
-        goto fail;
-    }
-    if (fsync(fd) != 0) {
-        snprintf(err, errlen, "%s: fsync failed: %s", path, strerror(errno));
-        close(fd);
-        unlink(tmp);
-        goto fail;
-    }
-    close(fd);
-    if (rename(tmp, path) != 0) {
-        snprintf(err, errlen, "%s: rename from %s failed: %s", path, tmp, strerror(errno));
-        unlink(tmp);
-        goto fail;
-    }
-    char dirbuf[4096];
-    snprintf(dirbuf, sizeof dirbuf, "%s", path);
-    int dfd = open(dirname(dirbuf), O_RDONLY);
-    if (dfd >= 0) {
-        fsync(dfd);
-        close(dfd);
-    }
-    free(offs);
-    return 0;
-fail:
+    if (wr == 0) wr = ag_atomic_write(&af, &h, 8, err, errlen);
+    if (wr != 0) goto done; /* the temporary file is removed, path unchanged */
+    rc = ag_atomic_commit(&af, err, errlen) == AG_ATOMIC_OK ? 0 : -1;
+done:
     free(voc.p);
     free(tab.p);
+    free(hd.p);
     free(offs);
-    return -1;
+    return rc;
 }

@@ -1,12 +1,21 @@
 /* format.h - the model file: one self-describing, versioned, little-endian file
  * that every model pare exports is written to and the runtime reads.
  *
- *   header (56 bytes) | config (40) | vocabulary | metadata | tensor table | zero padding |
- *   tensor data (each tensor at a 64-byte aligned offset) | u64 checksum
+ *   header (56 bytes) | config (40 + 24 per layer) | vocabulary | metadata | tensor table |
+ *   zero padding | tensor data (each tensor at a 64-byte aligned offset) | u64 checksum
  *
- * docs/format.md specifies every byte. Storage types are rows of a traits table
- * (inf_type_traits, below): a new type (activation quantization, sparse, N:M,
- * low-rank) is one row, its block struct and its kernel.
+ * docs/format.md specifies every byte. Version 2 (what the writer writes)
+ * carries the architecture of model/arch.h: the head width, per layer the
+ * heads and MLP width and the rank of each linear site, the rank of the head;
+ * so a structurally pruned model (whole heads or MLP neurons removed) or a
+ * factorized one (W = U V stored as NAME.u and NAME.v) is stored at its
+ * smaller shapes. Version 1 (uniform models, 40 bytes of config) still loads.
+ * The tensors a file must hold are exactly those of pm_table_build of its
+ * architecture: one definition for training, export, this reader and the
+ * runtime.
+ *
+ * Storage types are rows of a traits table (infer/types.h): a new type is one
+ * row, its block struct and its kernels.
  *
  * Quantized matrices W[N, K] (PyTorch's [out, in]) are stored row-block
  * interleaved for the kernels: rows are taken 16 at a time (a row block; the
@@ -27,10 +36,15 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "model/arch.h"
+
 #define INF_MAGIC "PAREMODL"
-#define INF_VERSION 1u
+#define INF_VERSION 2u          /* what inf_file_write writes */
+#define INF_VERSION_MIN 1u      /* the oldest version the reader accepts */
 #define INF_HEADER_BYTES 56u
-#define INF_CONFIG_BYTES 40u
+#define INF_CONFIG_V1_BYTES 40u /* version 1: the uniform config */
+#define INF_CONFIG_FIXED 40u    /* version 2: the model-level fields ... */
+#define INF_CONFIG_LAYER 24u    /* ... then this per layer */
 #define INF_ALIGN 64u
 #define INF_ROWS 16 /* rows per interleaved row block */
 
@@ -41,7 +55,8 @@
 #define INF_MAX_VOCAB (1u << 24)
 #define INF_MAX_TOKEN 64u      /* bytes of one vocabulary entry */
 #define INF_MAX_LAYERS 1024u
-#define INF_MAX_WIDTH 65536u   /* n_embd and the MLP width */
+#define INF_MAX_WIDTH 65536u   /* n_embd, the head width and the heads of a layer */
+#define INF_MAX_HIDDEN (1u << 20) /* the MLP width and the attention width (heads x head width) of a layer */
 #define INF_MAX_CTX (1u << 20)
 #define INF_MAX_META (1u << 20) /* bytes of the metadata text */
 
@@ -55,55 +70,25 @@ typedef enum inf_dtype {
     INF_DTYPE_COUNT
 } inf_dtype;
 
-/* 16 rows x 4 consecutive columns of int8 codes: q[row][col]. */
-typedef struct inf_blk_q8 {
-    int8_t q[INF_ROWS][4];
-} inf_blk_q8;
-_Static_assert(sizeof(inf_blk_q8) == 64, "inf_blk_q8 is 64 bytes");
+/* A storage type's row of the traits table: infer/types.h. */
+typedef struct inf_type_traits inf_type_traits;
 
-/* 16 rows x 8 consecutive columns of 4-bit codes: byte q[row][j] holds column
- * j in its low nibble and column j + 4 in its high nibble. */
-typedef struct inf_blk_q4 {
-    uint8_t q[INF_ROWS][4];
-} inf_blk_q4;
-_Static_assert(sizeof(inf_blk_q4) == 64, "inf_blk_q4 is 64 bytes");
-
-typedef struct inf_tensor inf_tensor;
-
-/* One row per storage type. */
-typedef struct inf_type_traits {
-    const char *name;      /* "f32", "q8", "q4", "q4a" */
-    int cols_per_block;    /* kb: columns one block struct covers (f32: 1) */
-    int block_bytes;       /* bytes of one block struct (f32: 4 bytes per value) */
-    int group_multiple;    /* G must be a multiple of this (0: no groups) */
-    bool matrix_only;      /* only 2-D tensors */
-    bool has_zero;         /* stores zero points */
-    /* out[K] = the dequantized row `row` (< N) of a tensor seen as [N, K]
-     * (K = last dimension); exactly cp_dequantize_value of each code */
-    void (*row)(const inf_tensor *t, size_t row, float *out);
-} inf_type_traits;
-
-/* The traits of a type, or NULL when dt is out of range. */
-const inf_type_traits *inf_type(int dt);
+/* The name of storage type dt ("f32", "q8", ...), or "?" when unknown. */
+const char *inf_type_name(int dt);
 
 /* The storage type named s ("f32", "q8", ...), or -1. */
 int inf_dtype_from_name(const char *s);
 
 /* Bytes of a tensor's data for type dt, shape (ndim, shape) and group size,
- * computed with overflow-checked multiplication one factor at a time. Returns
- * 0, or -1 with a message naming what is inconsistent (a quantized type on a
- * tensor that is not 2-D, a group size that is not a positive multiple of the
- * type's multiple dividing K, a size that overflows 64 bits). */
+ * computed from the type's row with overflow-checked multiplication one
+ * factor at a time. Returns 0, or -1 with a message naming what is
+ * inconsistent (an unknown type, a quantized type on a tensor that is not
+ * 2-D, a group size that is not a positive multiple of the type's multiple
+ * dividing K, a size that overflows 64 bits). */
 int inf_tensor_bytes(int dt, int ndim, const uint32_t *shape, uint32_t group, uint64_t *bytes, char *err,
                      size_t errlen);
 
 /* ---- the parsed file ------------------------------------------------------ */
-
-typedef struct inf_config {
-    uint32_t n_layer, n_head, n_embd, n_hidden, ctx, vocab;
-    uint32_t bias, tied; /* 0 or 1 */
-    float ln_eps;
-} inf_config;
 
 typedef struct inf_vocab {
     uint32_t kind;           /* 0 = byte, 1 = char (tr_vocab_kind) */
@@ -112,7 +97,7 @@ typedef struct inf_vocab {
     uint8_t *len;            /* [n] bytes of each entry */
 } inf_vocab;
 
-struct inf_tensor {
+typedef struct inf_tensor {
     char name[INF_NAME_MAX + 1];
     int dtype;
     int ndim;
@@ -120,38 +105,47 @@ struct inf_tensor {
     uint32_t group;         /* G of quantized types, 0 for f32 */
     uint64_t offset, bytes; /* in the file */
     const uint8_t *data;    /* file buffer + offset */
-};
+} inf_tensor;
 
 typedef struct inf_file {
     uint8_t *owned;         /* the buffer when the reader allocated it (inf_file_open), else NULL */
     const uint8_t *buf;     /* the file's bytes */
     size_t len;
-    uint32_t version;
-    inf_config cfg;
+    uint32_t version;       /* 1 or 2 */
+    pm_arch arch;           /* the model's architecture (owned; version 1: uniform) */
+    float ln_eps;           /* the layer norms' epsilon */
+    pm_table table;         /* the sites and tensors arch implies (owned), in model/arch.h's order */
+    const inf_tensor **by_table; /* [table.n_tensor] (owned): the file's tensor for table tensor i */
     inf_vocab vocab;
     const char *meta;       /* metadata: "key=value\n" lines (not NUL-terminated), into the buffer */
     uint32_t meta_len;
     uint32_t n_tensors;
-    inf_tensor *t;          /* [n_tensors] (owned) */
+    inf_tensor *t;          /* [n_tensors] (owned), in the file's order */
     uint64_t data_offset;
 } inf_file;
 
 /* Validates buf[0, len) as a model file and fills f with views into buf (buf
- * must outlive f; f->owned stays NULL). Checks, in order: the size (at least a
- * header and a checksum), every read against the bytes left, the magic, the
- * version, reserved fields, the file size recorded in the header, the config
- * (caps, heads divide width, eps finite and positive), the vocabulary (count =
- * config vocab, entry lengths 1..INF_MAX_TOKEN), the metadata (at most
- * INF_MAX_META bytes, no NUL byte), the tensor table (count cap,
- * name length 1..INF_NAME_MAX, printable names, unique names, storage type in
- * range, ndim 1..4 each dimension 1..INF_MAX_DIM and unused ones 1, group size
- * for the type, byte count equal to what the type needs, offsets 64-byte
- * aligned, inside the data region and not overlapping), the data offset, the
- * model (every GPT tensor present with the shape the config implies, 1-D ones
- * f32, nothing unknown), the tensor contents (scales finite, zero points <=
- * 15), and last the FNV-1a 64 checksum. Returns 0, or -1 with err =
- * "<name>: byte <offset>: <field>: <what was expected>"; nothing is left
- * allocated on failure. name labels messages (a path). */
+ * must outlive f; f->owned stays NULL). Every count and length is checked
+ * against the bytes left before it is read or anything is allocated for it,
+ * every product is overflow-checked, nothing asserts. Checks, in order: the
+ * size (at least a header and a checksum), the magic, the version (1 or 2),
+ * reserved fields, the file size recorded in the header, the section sizes
+ * (version 2: the config holds exactly n_layer per-layer entries), the
+ * config (caps; version 1: heads divide the width; version 2: per layer
+ * heads >= 1, heads x head width and MLP width within INF_MAX_HIDDEN, each
+ * rank in [0, min(out, in)], a tied head not factorized; then pm_arch_check),
+ * the vocabulary (count = config vocab, entry lengths 1..INF_MAX_TOKEN), the
+ * metadata (at most INF_MAX_META bytes, no NUL byte), the tensor table
+ * (count cap, name length 1..INF_NAME_MAX, printable names, storage type
+ * known, ndim 1..4, each dimension 1..INF_MAX_DIM and unused ones 1, group
+ * size for the type, byte count equal to what the type needs, offsets
+ * 64-byte aligned inside the data region), unique names, no overlap, the
+ * model (exactly the tensors of pm_table_build(arch): each present with its
+ * shape, 1-D ones f32, nothing else), the tensor contents (the types'
+ * checks: finite scales >= 0, zero points in range), and last the FNV-1a 64
+ * checksum. Returns 0, or -1 with err = "<name>: byte <offset>: <field>:
+ * <what was expected>"; nothing is left allocated on failure. name labels
+ * messages (a path). */
 int inf_file_parse(inf_file *f, const uint8_t *buf, size_t len, const char *name, char *err, size_t errlen);
 
 /* Reads the file at path (its size first, then the bytes into a 64-byte
@@ -173,7 +167,7 @@ const char *inf_file_meta(const inf_file *f, const char *key, char *buf, size_t 
 /* ---- writing -------------------------------------------------------------- */
 
 /* One tensor to write: its data are `bytes` bytes already in the storage
- * type's layout (see inf_pack_* in quantize.h for making them). */
+ * type's layout (inf_pack_matrix in pack.h makes them). */
 typedef struct inf_tensor_in {
     const char *name;
     int dtype;
@@ -184,16 +178,21 @@ typedef struct inf_tensor_in {
     uint64_t bytes;
 } inf_tensor_in;
 
-/* Writes a model file to path atomically: "<path>.tmp" is written, fsync'd,
- * renamed over path and the directory fsync'd, so path holds the old file or
- * the new one, never a torn one. vocab entries are tok[i][0, len[i]). meta is
- * the metadata text ("key=value" lines; NULL = none; no NUL inside it; at
- * most INF_MAX_META bytes): where the model came from (checkpoint, data,
- * export options), so `pare eval FILE` can find its data.
- * Every tensor is checked with inf_tensor_bytes first. Returns 0, or -1 with
- * err naming the path and the failing step or the tensor; path is then
- * unchanged and the temporary file removed. */
-int inf_file_write(const char *path, const inf_config *cfg, uint32_t vocab_kind, uint32_t vocab_n,
+/* Writes a version-2 model file of architecture a (checked with
+ * pm_arch_check and against the reader's caps) to path atomically
+ * (autograd/atomic.h: "<path>.tmp", fsync, rename, fsync of the directory),
+ * so path holds the old file or the new one, never a torn one. ln_eps is the
+ * layer norms' epsilon (finite, > 0). vocab entries are tok[i][0, len[i]),
+ * vocab_n = a->vocab of them. meta is the metadata text ("key=value" lines;
+ * NULL = none; no NUL inside it; at most INF_MAX_META bytes): where the model
+ * came from (checkpoint, data, export options), so `pare eval FILE` can find
+ * its data. Every tensor is checked with inf_tensor_bytes first; the writer
+ * does not check them against the architecture (the reader does). Returns
+ * 0, or -1 with err naming the path and the failing step or the tensor;
+ * path is then unchanged and the temporary file removed, except when only
+ * the final fsync of the directory failed (err says so: the new file is in
+ * place). */
+int inf_file_write(const char *path, const pm_arch *a, float ln_eps, uint32_t vocab_kind, uint32_t vocab_n,
                    const uint8_t *const *tok, const uint8_t *len, const char *meta, const inf_tensor_in *t,
                    uint32_t n_tensors, char *err, size_t errlen);
 

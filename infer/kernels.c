@@ -7,6 +7,7 @@
 
 #include "autograd/parallel.h"
 #include "autograd/vecmath.h"
+#include "compress/grid.h"
 #include "kernels_internal.h"
 
 /* ------------------------------------------------------------------ dispatch */
@@ -55,25 +56,31 @@ const char *inf_isa_name(inf_isa isa) {
     }
 }
 
+/* A type's kernels for isa (types.h): its entry for isa, else the next
+ * lower instruction set's; NULL for an unknown type or isa. */
+static const inf_type_traits *row_for(inf_isa isa, int dtype) {
+    return (int)isa >= 0 && (int)isa < INF_ISA_COUNT ? inf_type(dtype) : NULL;
+}
+
 inf_qkernel inf_qkernel_for(inf_isa isa, int dtype) {
-    bool q8 = dtype == INF_Q8;
-    if (dtype != INF_Q8 && dtype != INF_Q4 && dtype != INF_Q4A) return NULL;
-#if defined(__x86_64__)
-    if (isa == INF_ISA_AVX512) return q8 ? inf_q8_avx512 : inf_q4_avx512;
-    if (isa == INF_ISA_AVX2) return q8 ? inf_q8_avx2 : inf_q4_avx2;
-#endif
-    return q8 ? inf_q8_scalar : inf_q4_scalar;
+    const inf_type_traits *tr = row_for(isa, dtype);
+    for (int i = tr ? (int)isa : -1; i >= 0; i--)
+        if (tr->tile[i]) return tr->tile[i];
+    return NULL;
 }
 
 inf_dkernel inf_dkernel_for(inf_isa isa, int dtype) {
-    bool q8 = dtype == INF_Q8;
-    if (dtype != INF_Q8 && dtype != INF_Q4 && dtype != INF_Q4A) return NULL;
-#if defined(__x86_64__)
-    if (isa == INF_ISA_AVX512) return q8 ? inf_deq_q8_avx512 : inf_deq_q4_avx512;
-#else
-    (void)isa;
-#endif
-    return q8 ? inf_deq_q8_scalar : inf_deq_q4_scalar;
+    const inf_type_traits *tr = row_for(isa, dtype);
+    for (int i = tr ? (int)isa : -1; i >= 0; i--)
+        if (tr->deq[i]) return tr->deq[i];
+    return NULL;
+}
+
+static inf_fkernel matvec_for(inf_isa isa, int dtype) {
+    const inf_type_traits *tr = row_for(isa, dtype);
+    for (int i = tr ? (int)isa : -1; i >= 0; i--)
+        if (tr->matvec[i]) return tr->matvec[i];
+    return NULL;
 }
 
 /* GELU and the softmax numerators are the training ops' own arithmetic: the
@@ -141,13 +148,7 @@ inf_wsum_fn inf_wsum_for(inf_isa isa) {
     return inf_wsum_scalar;
 }
 
-inf_fkernel inf_fkernel_for(inf_isa isa) {
-#if defined(__x86_64__)
-    if (isa == INF_ISA_AVX512) return inf_f32_avx512;
-    if (isa == INF_ISA_AVX2) return inf_f32_avx2;
-#endif
-    return inf_f32_scalar;
-}
+inf_fkernel inf_fkernel_for(inf_isa isa) { return matvec_for(isa, INF_F32); }
 
 /* ------------------------------------------------------------------ context */
 
@@ -177,33 +178,11 @@ static int grow(void **p, size_t *cap, size_t need, size_t elem) {
     return 0;
 }
 
-static int8_t limb_round(float v) {
-    float r = roundf(v);
-    if (!(r >= -127.0f)) return -127; /* also NaN */
-    if (r > 127.0f) return 127;
-    return (int8_t)r;
-}
-
+/* The activation grid of compress/grid.h, one row: its scale and limbs. */
 void inf_act_token_scalar(const float *x, int K, int L, float *sx_out, int8_t *a) {
-    float amax = 0.0f;
-    for (int i = 0; i < K; i++) {
-        float v = fabsf(x[i]);
-        if (v > amax) amax = v;
-    }
-    float sx = amax / 127.0f;
+    float sx = cp_act_scale(x, K);
     *sx_out = sx;
-    for (int i = 0; i < K; i++) {
-        float u = sx > 0.0f ? x[i] / sx : 0.0f;
-        int8_t q = limb_round(u);
-        a[i] = q;
-        float r = u - (float)q;
-        for (int l = 1; l < L; l++) {
-            float v = r * 254.0f;
-            int8_t ql = limb_round(v);
-            a[(size_t)l * K + i] = ql;
-            r = v - (float)ql;
-        }
-    }
+    for (int i = 0; i < K; i++) cp_act_limbs(x[i], sx, L, a + i, (size_t)K);
 }
 
 void inf_group_sums_scalar(const int8_t *a, int K, int G, int32_t *out) {
@@ -214,11 +193,12 @@ void inf_group_sums_scalar(const int8_t *a, int K, int G, int32_t *out) {
     }
 }
 
-/* inf_quantize_act, making only what the kernels of one storage type read:
- * the +128 limbs for int8 (VNNI), the group sums for int4; dtype < 0 = both. */
-static int quantize_act(inf_kctx *k, const float *x, int T, int K, int G, int dtype) {
+/* inf_quantize_act, making only what the kernels of one storage type read
+ * (its row's act flags: the +128 limbs for int8's VNNI operand, the group
+ * sums for int4's zero points). */
+static int quantize_act(inf_kctx *k, const float *x, int T, int K, int G, unsigned need) {
     int L = k->limbs, NG = K / G;
-    bool need_u = dtype != INF_Q4 && dtype != INF_Q4A, need_sum = dtype != INF_Q8;
+    bool need_u = need & INF_ACT_U8, need_sum = need & INF_ACT_SUMS;
     size_t na = (size_t)T * L * K, ns = (size_t)T * L * NG;
     size_t ca = k->cap_a, cs = k->cap_s;
     if (grow((void **)&k->a, &ca, na, 1) || grow((void **)&k->au, &k->cap_a, na, 1) ||
@@ -254,7 +234,9 @@ static int quantize_act(inf_kctx *k, const float *x, int T, int K, int G, int dt
     return 0;
 }
 
-int inf_quantize_act(inf_kctx *k, const float *x, int T, int K, int G) { return quantize_act(k, x, T, K, G, -1); }
+int inf_quantize_act(inf_kctx *k, const float *x, int T, int K, int G) {
+    return quantize_act(k, x, T, K, G, INF_ACT_LIMBS | INF_ACT_U8 | INF_ACT_SUMS);
+}
 
 int inf_kctx_reserve(inf_kctx *k, int T, int K) {
     size_t na = (size_t)T * k->limbs * K, ca = k->cap_a, cs = k->cap_s;
@@ -266,63 +248,43 @@ int inf_kctx_reserve(inf_kctx *k, int T, int K) {
 }
 
 int inf_matvec_prepare(inf_kctx *k, const inf_weight *w, const float *x) {
-    if (w->dtype == INF_F32) return 0;
-    return quantize_act(k, x, 1, w->K, w->G, w->dtype);
+    const inf_type_traits *tr = inf_type(w->dtype);
+    if (!tr->act) return 0;
+    return quantize_act(k, x, 1, w->K, w->G, tr->act);
+}
+
+/* Rows [rb0 * 16, min(rb1 * 16, N)) of out[T, N]: the type's tile kernel on
+ * the limbs in k, or its matrix-vector kernel on x (T = 1). */
+static void rows(const inf_type_traits *tr, const inf_kctx *k, const inf_weight *w, const float *x, int T,
+                 float *out, int rb0, int rb1) {
+    if (tr->act) {
+        inf_qkernel_for(k->isa, w->dtype)(k, w, T, out, rb0, rb1);
+    } else {
+        int r1 = rb1 * INF_ROWS < w->N ? rb1 * INF_ROWS : w->N;
+        matvec_for(k->isa, w->dtype)(w->f32, x, w->K, out, rb0 * INF_ROWS, r1);
+    }
 }
 
 void inf_matvec_rows(const inf_kctx *k, const inf_weight *w, const float *x, float *out, int rb0, int rb1) {
-    if (w->dtype == INF_F32) {
-        int r1 = rb1 * INF_ROWS < w->N ? rb1 * INF_ROWS : w->N;
-        inf_fkernel_for(k->isa)(w->f32, x, w->K, out, rb0 * INF_ROWS, r1);
-        return;
-    }
-    inf_qkernel_for(k->isa, w->dtype)(k, w, 1, out, rb0, rb1);
+    rows(inf_type(w->dtype), k, w, x, 1, out, rb0, rb1);
 }
 
 /* ------------------------------------------------------------------ weights */
 
 int inf_weight_init(inf_weight *w, const inf_tensor *t, char *err, size_t errlen) {
     memset(w, 0, sizeof *w);
-    if (t->ndim != 2) {
-        snprintf(err, errlen, "tensor '%s': a matrix (2-D) was expected", t->name);
+    const inf_type_traits *tr = inf_type(t->dtype);
+    if (t->ndim != 2 || !tr) {
+        snprintf(err, errlen, "tensor '%s': a matrix (2-D) of a known storage type was expected", t->name);
         return -1;
     }
     w->dtype = t->dtype;
     w->N = (int)t->shape[0];
     w->K = (int)t->shape[1];
-    if (t->dtype == INF_F32) {
-        w->f32 = (const float *)(const void *)t->data;
-        w->G = w->K;
-        return 0;
-    }
-    const inf_type_traits *tr = inf_type(t->dtype);
-    w->G = (int)t->group;
+    w->G = tr->group_multiple ? (int)t->group : w->K;
     w->NB = (w->N + INF_ROWS - 1) / INF_ROWS;
     w->NG = w->K / w->G;
-    w->codes = t->data;
-    size_t codes_bytes = (size_t)w->NB * (size_t)(w->K / tr->cols_per_block) * (size_t)tr->block_bytes;
-    w->scales = (const float *)(const void *)(t->data + codes_bytes);
-    size_t n = (size_t)w->NB * w->NG * INF_ROWS;
-    w->corr = malloc(n * sizeof *w->corr);
-    if (!w->corr) {
-        snprintf(err, errlen, "tensor '%s': out of memory", t->name);
-        return -1;
-    }
-    if (t->dtype == INF_Q8) {
-        const inf_blk_q8 *b = (const inf_blk_q8 *)(const void *)w->codes;
-        for (int rb = 0; rb < w->NB; rb++)
-            for (int g = 0; g < w->NG; g++)
-                for (int i = 0; i < INF_ROWS; i++) {
-                    int32_t s = 0;
-                    for (int kc = g * w->G / 4; kc < (g + 1) * w->G / 4; kc++)
-                        for (int j = 0; j < 4; j++) s += b[(size_t)rb * (w->K / 4) + kc].q[i][j];
-                    w->corr[((size_t)rb * w->NG + g) * INF_ROWS + i] = 128 * s;
-                }
-    } else {
-        const uint8_t *z = (const uint8_t *)(w->scales + n);
-        for (size_t i = 0; i < n; i++) w->corr[i] = t->dtype == INF_Q4A ? z[i] : 8;
-    }
-    return 0;
+    return tr->prepare(w, t, err, errlen);
 }
 
 void inf_weight_free(inf_weight *w) {
@@ -438,60 +400,35 @@ void inf_deq_q4_scalar(const inf_weight *w, float *out, int ldo, int rb0, int rb
 
 /* ------------------------------------------------------------------ matmul */
 
-/* Work (multiply-adds) below which a product runs on one thread: waking a
- * sleeping OpenMP thread (OMP_WAIT_POLICY=PASSIVE) costs tens of
- * microseconds, more than a small layer's whole product. */
-#define INF_PAR_MIN (1 << 18)
-
-/* The same for the integer kernels, which are about ten times faster per
- * weight than f32: a decode product of the "small" model (at most 384 x 1536
- * weights) takes about 15 us on one thread, less than one wake-up, and
- * splitting it made 2-thread decode 2.7x slower than 1 thread under
- * OMP_WAIT_POLICY=PASSIVE (docs/inference.md). Batched products (prompts)
- * cross this line and use every thread. */
-#define INF_QPAR_MIN (1 << 22)
-
-/* The same for batched int8 products (prompts, evaluation): 4M multiply-adds,
- * the size from which ag_sgemm splits f32 products. At the nanoGPT baseline's
- * 64-token prompt (products of 1M to 4M multiply-adds) under
- * OMP_WAIT_POLICY=PASSIVE, splitting from 1M made the int8 prompt 0.83-0.96x
- * f32 at 2 threads, from 4M 0.95-1.07x (paired runs, docs/inference.md). */
-#define INF_QPAR_BATCH_MIN (1 << 22)
+/* Weights below which dequantizing for the GEMM path runs on one thread
+ * (float work: the threshold of the f32 products, types.c). */
+#define INF_DEQ_PAR_MIN ((size_t)1 << 18)
 
 int inf_matmul(inf_kctx *k, const inf_weight *w, const float *x, int T, float *out) {
-    if (w->dtype == INF_F32) {
-        if (T == 1) {
-            inf_fkernel f = inf_fkernel_for(k->isa);
-            int nblk = (w->N + INF_ROWS - 1) / INF_ROWS;
-#pragma omp parallel for schedule(static) if ((size_t)w->N * w->K >= INF_PAR_MIN)
-            for (int b = 0; b < nblk; b++) {
-                int r1 = (b + 1) * INF_ROWS < w->N ? (b + 1) * INF_ROWS : w->N;
-                f(w->f32, x, w->K, out, b * INF_ROWS, r1);
-            }
-        } else {
+    const inf_type_traits *tr = inf_type(w->dtype);
+    if (T >= tr->gemm_min_t) {
+        if (w->f32) { /* float weights: one sgemm on them */
             ag_sgemm(false, true, T, w->N, w->K, 1.0f, x, w->K, w->f32, w->K, 0.0f, out, w->N);
+            return 0;
         }
-        return 0;
-    }
-    if (T >= INF_GEMM_MIN_T && w->dtype != INF_Q8) { /* int4: dequantize, then one sgemm */
-        int ldo = w->NB * INF_ROWS;
+        int ldo = w->NB * INF_ROWS; /* dequantize to [K, ldo], then one sgemm */
         size_t cw = k->cap_w;
         if (grow((void **)&k->wbuf, &cw, (size_t)w->K * ldo, sizeof(float))) return -1;
         k->cap_w = cw;
         inf_dkernel d = inf_dkernel_for(k->isa, w->dtype);
         int nb = w->NB;
-#pragma omp parallel for schedule(static) if ((size_t)w->N * w->K >= INF_PAR_MIN)
+#pragma omp parallel for schedule(static) if ((size_t)w->N * w->K >= INF_DEQ_PAR_MIN)
         for (int b = 0; b < nb; b++) d(w, k->wbuf, ldo, b, b + 1);
         ag_sgemm(false, false, T, w->N, w->K, 1.0f, x, w->K, k->wbuf, ldo, 0.0f, out, w->N);
         return 0;
     }
-    if (quantize_act(k, x, T, w->K, w->G, w->dtype)) return -1;
-    inf_qkernel f = inf_qkernel_for(k->isa, w->dtype);
-    /* work items of two row blocks: a decode kernel may share its activation
-     * loads between them (each row's arithmetic is the same either way) */
-    int nb = w->NB, np = (nb + 1) / 2;
-    size_t work = (size_t)w->N * w->K * T;
-#pragma omp parallel for schedule(static) if (work >= (T == 1 ? INF_QPAR_MIN : INF_QPAR_BATCH_MIN))
-    for (int b = 0; b < np; b++) f(k, w, T, out, 2 * b, 2 * b + 2 < nb ? 2 * b + 2 : nb);
+    if (tr->act && quantize_act(k, x, T, w->K, w->G, tr->act)) return -1;
+    /* work items of mm_blocks row blocks (a decode kernel may share its
+     * activation loads between two; each row's arithmetic is the same either
+     * way), split over the threads when the product is large enough */
+    int nb = w->NB, per = tr->mm_blocks, np = (nb + per - 1) / per;
+    size_t work = (size_t)w->N * w->K * T, min = T == 1 ? tr->par_min_decode : tr->par_min_batch;
+#pragma omp parallel for schedule(static) if (work >= min)
+    for (int b = 0; b < np; b++) rows(tr, k, w, x, T, out, per * b, per * b + per < nb ? per * b + per : nb);
     return 0;
 }

@@ -73,8 +73,9 @@ typedef struct inf_weight {
     int32_t *corr;           /* [NB, NG, 16]: q8: 128 * sum of the group's codes; q4/q4a: zero point */
 } inf_weight;
 
-/* Prepares w from a validated 2-D tensor t (t's data must outlive w). Returns
- * 0, or -1 with err (not 2-D, or out of memory). */
+/* Prepares w from a validated 2-D tensor t (t's data must outlive w): the
+ * sizes here, the rest by its storage type's row (types.h: prepare).
+ * Returns 0, or -1 with err (not 2-D, an unknown type, out of memory). */
 int inf_weight_init(inf_weight *w, const inf_tensor *t, char *err, size_t errlen);
 void inf_weight_free(inf_weight *w); /* w may be NULL */
 
@@ -126,7 +127,10 @@ int inf_quantize_act(inf_kctx *k, const float *x, int T, int K, int G);
 /* The 16-lane f32 dot product in the fixed order above (scalar reference). */
 float inf_dot_f32_ref(const float *x, const float *w, int K);
 
-/* ---- per-ISA entry points (internal; the tests call them directly) ---- */
+/* ---- per-ISA entry points (internal; the tests call them directly) ----
+ * Each storage type's row (types.h) holds its kernels per instruction set;
+ * the _for functions return the row's entry for isa, or the next lower
+ * instruction set's when it has none (NULL for an unknown type). */
 
 /* Rows [rb0 * 16, rb1 * 16) of out[T, N] for a quantized weight, limbs
  * already in k. */
@@ -163,7 +167,8 @@ inf_gelu_fn inf_gelu_for(inf_isa isa);
 typedef double (*inf_softmax_fn)(float *sc, int n, float scale);
 inf_softmax_fn inf_softmax_for(inf_isa isa);
 
-/* out[N] = W[N, K] x[K] for rows [r0, r1), f32. */
+/* out[N] = W[N, K] x[K] for rows [r0, r1), f32 (the f32 row's matvec
+ * kernels; attention's q . k products use them too). */
 typedef void (*inf_fkernel)(const float *w, const float *x, int K, float *out, int r0, int r1);
 inf_fkernel inf_fkernel_for(inf_isa isa);
 

@@ -3,8 +3,9 @@
 #define PARE_INF_KERNELS_INTERNAL_H
 
 #include "kernels.h"
+#include "types.h"
 
-/* 1/254, the weight of one limb relative to the one above it. */
+/* 1/254, the weight of one limb relative to the one above it (compress/grid.h). */
 #define INF_LIMB_INV (1.0f / 254.0f)
 
 /* Per limb l, a row accumulates y_l += s_g * I_l,g over its groups (one
@@ -28,9 +29,11 @@ static inline const int32_t *inf_limb_sum(const inf_kctx *k, int NG, int t, int 
     return k->asum + ((size_t)t * k->limbs + l) * NG;
 }
 
-/* Limbs of one activation row x[K]: *sx and a[L, K] (see kernels.h). The
- * AVX-512 version rounds half away from zero as roundf does (t = trunc(v),
- * then t + sign(v) when |v - t| >= 1/2), so both give the same bytes. */
+/* Limbs of one activation row x[K]: *sx and a[L, K] on the grid of
+ * compress/grid.h (the scalar version calls its cp_act_scale and
+ * cp_act_limbs). The AVX-512 version rounds half away from zero as roundf
+ * does (t = trunc(v), then t + sign(v) when |v - t| >= 1/2), so both give
+ * the same bytes. */
 void inf_act_token_scalar(const float *x, int K, int L, float *sx, int8_t *a);
 /* The same, also writing the limbs + 128 into au[L, K] unless au is NULL. */
 void inf_act_token_avx512(const float *x, int K, int L, float *sx, int8_t *a, uint8_t *au);

@@ -12,6 +12,7 @@
 #include <string.h>
 
 #include "autograd/parallel.h"
+#include "types.h"
 
 #include "train/sampler.h"
 
@@ -20,32 +21,100 @@
 
 /* ------------------------------------------------------------------ model */
 
-static const float *vec(const inf_file *f, const char *name) {
-    const inf_tensor *t = inf_file_find(f, name);
+/* What a decode-step stage reads and writes (session buffers). */
+enum { BUF_LN, BUF_QKV, BUF_Y, BUF_A, BUF_H, BUF_R, BUF_LOGITS };
+
+/* What a product stage does with its rows [r0, r1) after the product. */
+enum { POST_BIAS, POST_RESIDUAL, POST_GELU, POST_NONE };
+
+enum { STEP_PRODUCT, STEP_ATTENTION };
+
+struct inf_step {
+    int kind;                  /* STEP_PRODUCT or STEP_ATTENTION */
+    int layer;
+    const inf_weight *w;       /* the product's weight */
+    int in, out;               /* BUF_*: in = BUF_LN is the thread's layer norm of x with ln_w, ln_b */
+    const float *ln_w, *ln_b;
+    const float *b;            /* bias of the output rows, or NULL */
+    int post;                  /* POST_* */
+    int units;                 /* row blocks (products) or heads (attention) */
+    bool head;                 /* part of the LM head: skipped when no logits are wanted */
+};
+
+/* The tensor of table tensor i (validated by the reader), or NULL for i < 0. */
+static const inf_tensor *tensor(const inf_file *f, int i) { return i >= 0 ? f->by_table[i] : NULL; }
+static const float *vec(const inf_file *f, int i) {
+    const inf_tensor *t = tensor(f, i);
     return t ? (const float *)(const void *)t->data : NULL;
 }
 
-static int weight(inf_weight *w, const inf_file *f, const char *name, char *err, size_t errlen) {
-    const inf_tensor *t = inf_file_find(f, name);
-    if (!t) { /* inf_file_parse has checked every name; kept as a guard */
-        snprintf(err, errlen, "model: tensor '%s' missing", name);
-        return -1;
+/* A linear site's weights (dense, or its two factors) and bias. */
+static int linear_init(inf_linear *L, const inf_file *f, const pm_site *st, size_t *bytes, char *err, size_t errlen) {
+    L->out = st->out, L->in = st->in, L->rank = st->rank;
+    L->b = vec(f, st->b);
+    if (st->rank > 0) {
+        *bytes += (size_t)tensor(f, st->u)->bytes + (size_t)tensor(f, st->v)->bytes;
+        return inf_weight_init(&L->u, tensor(f, st->u), err, errlen) || inf_weight_init(&L->v, tensor(f, st->v), err, errlen)
+                   ? -1
+                   : 0;
     }
-    return inf_weight_init(w, t, err, errlen);
+    *bytes += (size_t)tensor(f, st->w)->bytes;
+    return inf_weight_init(&L->w, tensor(f, st->w), err, errlen);
 }
 
+static void linear_free(inf_linear *L) {
+    inf_weight_free(&L->w);
+    inf_weight_free(&L->u);
+    inf_weight_free(&L->v);
+}
+
+static int row_blocks(const inf_weight *w) { return (w->N + INF_ROWS - 1) / INF_ROWS; }
+
+/* Appends the stages of linear site L (its V product first when factorized)
+ * to m->step: input `in` (with ln_w, ln_b when in = BUF_LN), output `out`
+ * and post-op `post` with L's bias. */
+static void add_product(inf_model *m, const inf_linear *L, int layer, int in, const float *ln_w, const float *ln_b,
+                        int out, int post, bool head) {
+    if (L->rank > 0) {
+        m->step[m->n_steps++] = (inf_step){STEP_PRODUCT, layer, &L->v, in, BUF_R, ln_w, ln_b, NULL, POST_NONE,
+                                           row_blocks(&L->v), head};
+        in = BUF_R, ln_w = ln_b = NULL;
+    }
+    const inf_weight *w = L->rank > 0 ? &L->u : &L->w;
+    m->step[m->n_steps++] = (inf_step){STEP_PRODUCT, layer, w, in, out, ln_w, ln_b, L->b, post, row_blocks(w), head};
+}
+
+/* The decode step's stages in order: per layer qkv (its layer norm first),
+ * attention, proj (+ residual), fc (layer norm first, GELU), mproj (+
+ * residual); then the head; a factorized site's V product before its U
+ * product. */
+static int build_steps(inf_model *m, char *err, size_t errlen) {
+    size_t most = (size_t)m->n_layer * 9 + 2;
+    m->step = calloc(most, sizeof *m->step);
+    if (!m->step) {
+        snprintf(err, errlen, "model: out of memory");
+        return -1;
+    }
+    for (int l = 0; l < m->n_layer; l++) {
+        const inf_layer *L = &m->layer[l];
+        add_product(m, &L->qkv, l, BUF_LN, L->ln1_w, L->ln1_b, BUF_QKV, POST_BIAS, false);
+        m->step[m->n_steps++] = (inf_step){STEP_ATTENTION, l, NULL, BUF_QKV, BUF_Y, NULL, NULL, NULL, POST_NONE, L->H, false};
+        add_product(m, &L->proj, l, BUF_Y, NULL, NULL, BUF_A, POST_RESIDUAL, false);
+        add_product(m, &L->fc, l, BUF_LN, L->ln2_w, L->ln2_b, BUF_H, POST_GELU, false);
+        add_product(m, &L->mproj, l, BUF_H, NULL, NULL, BUF_A, POST_RESIDUAL, false);
+    }
+    add_product(m, &m->head, -1, BUF_LN, m->lnf_w, m->lnf_b, BUF_LOGITS, POST_NONE, true);
+    return 0;
+}
+
+/* Sets the model up from the file's table of sites (model/arch.h). */
 static int model_prepare(inf_model *m, char *err, size_t errlen) {
     const inf_file *f = &m->file;
-    const inf_config *c = &f->cfg;
-    m->n_layer = (int)c->n_layer, m->n_head = (int)c->n_head, m->C = (int)c->n_embd;
-    m->D = m->C / m->n_head, m->M = (int)c->n_hidden, m->ctx = (int)c->ctx, m->V = (int)c->vocab;
-    m->eps = c->ln_eps;
-    m->wte = inf_file_find(f, "wte");
-    m->wpe = inf_file_find(f, "wpe");
-    m->lnf_w = vec(f, "lnf.w");
-    m->lnf_b = c->bias ? vec(f, "lnf.b") : NULL;
-    if (weight(&m->head, f, c->tied ? "wte" : "lm_head.w", err, errlen)) return -1;
-    m->decode_bytes = (size_t)inf_file_find(f, c->tied ? "wte" : "lm_head.w")->bytes;
+    const pm_arch *a = &f->arch;
+    const pm_table *tb = &f->table;
+    m->n_layer = a->n_layer, m->C = a->n_embd, m->D = a->head_dim, m->ctx = a->ctx, m->V = a->vocab;
+    m->eps = f->ln_eps;
+    m->max_R = 1;
     m->layer = calloc((size_t)m->n_layer, sizeof *m->layer);
     if (!m->layer) {
         snprintf(err, errlen, "model: out of memory");
@@ -53,26 +122,34 @@ static int model_prepare(inf_model *m, char *err, size_t errlen) {
     }
     for (int l = 0; l < m->n_layer; l++) {
         inf_layer *L = &m->layer[l];
-        char nm[INF_NAME_MAX + 1];
-#define NAME(s) (snprintf(nm, sizeof nm, "h.%d.%s", l, s), nm)
-        L->ln1_w = vec(f, NAME("ln1.w"));
-        L->ln2_w = vec(f, NAME("ln2.w"));
-        if (c->bias) {
-            L->ln1_b = vec(f, NAME("ln1.b"));
-            L->ln2_b = vec(f, NAME("ln2.b"));
-            L->qkv_b = vec(f, NAME("attn.qkv.b"));
-            L->proj_b = vec(f, NAME("attn.proj.b"));
-            L->fc_b = vec(f, NAME("mlp.fc.b"));
-            L->mproj_b = vec(f, NAME("mlp.proj.b"));
-        }
-        if (weight(&L->qkv, f, NAME("attn.qkv.w"), err, errlen) || weight(&L->proj, f, NAME("attn.proj.w"), err, errlen) ||
-            weight(&L->fc, f, NAME("mlp.fc.w"), err, errlen) || weight(&L->mproj, f, NAME("mlp.proj.w"), err, errlen))
-            return -1;
-        const char *ws[4] = {"attn.qkv.w", "attn.proj.w", "mlp.fc.w", "mlp.proj.w"};
-        for (int i = 0; i < 4; i++) m->decode_bytes += (size_t)inf_file_find(f, NAME(ws[i]))->bytes;
-#undef NAME
+        L->H = a->n_head[l], L->A = a->n_head[l] * a->head_dim, L->M = a->n_hidden[l];
+        L->kv_off = m->kv_floats;
+        m->kv_floats += (size_t)L->A * (size_t)m->ctx;
+        if (L->H > m->max_H) m->max_H = L->H;
+        if (L->A > m->max_A) m->max_A = L->A;
+        if (L->M > m->max_M) m->max_M = L->M;
     }
-    return 0;
+    for (int i = 0; i < tb->n_site; i++) {
+        const pm_site *st = &tb->site[i];
+        inf_layer *L = st->layer >= 0 ? &m->layer[st->layer] : NULL;
+        if (st->linear && st->rank > m->max_R) m->max_R = st->rank;
+        inf_linear *lin = NULL;
+        switch (st->role) {
+        case PM_WTE: m->wte = tensor(f, st->w); break;
+        case PM_WPE: m->wpe = tensor(f, st->w); break;
+        case PM_LN1: L->ln1_w = vec(f, st->w), L->ln1_b = vec(f, st->b); break;
+        case PM_LN2: L->ln2_w = vec(f, st->w), L->ln2_b = vec(f, st->b); break;
+        case PM_LNF: m->lnf_w = vec(f, st->w), m->lnf_b = vec(f, st->b); break;
+        case PM_QKV: lin = &L->qkv; break;
+        case PM_PROJ: lin = &L->proj; break;
+        case PM_FC: lin = &L->fc; break;
+        case PM_MPROJ: lin = &L->mproj; break;
+        case PM_HEAD: lin = &m->head; break;
+        default: break;
+        }
+        if (lin && linear_init(lin, f, st, &m->decode_bytes, err, errlen)) return -1;
+    }
+    return build_steps(m, err, errlen);
 }
 
 int inf_model_parse(inf_model *m, const uint8_t *buf, size_t len, const char *name, char *err, size_t errlen) {
@@ -89,17 +166,30 @@ int inf_model_open(inf_model *m, const char *path, char *err, size_t errlen) {
 
 void inf_model_close(inf_model *m) {
     if (!m) return;
-    inf_weight_free(&m->head);
+    linear_free(&m->head);
     if (m->layer)
         for (int l = 0; l < m->n_layer; l++) {
-            inf_weight_free(&m->layer[l].qkv);
-            inf_weight_free(&m->layer[l].proj);
-            inf_weight_free(&m->layer[l].fc);
-            inf_weight_free(&m->layer[l].mproj);
+            linear_free(&m->layer[l].qkv);
+            linear_free(&m->layer[l].proj);
+            linear_free(&m->layer[l].fc);
+            linear_free(&m->layer[l].mproj);
         }
     free(m->layer);
+    free(m->step);
     inf_file_close(&m->file);
     memset(m, 0, sizeof *m);
+}
+
+const char *inf_model_storage(const inf_model *m) {
+    const char *name = NULL;
+    for (int i = 0; i < m->n_steps; i++) {
+        const inf_step *sp = &m->step[i];
+        if (sp->kind != STEP_PRODUCT || (sp->head && m->file.arch.tied)) continue; /* a tied head is wte */
+        const char *t = inf_type_name(sp->w->dtype);
+        if (name && strcmp(name, t) != 0) return "mixed";
+        name = t;
+    }
+    return name ? name : "?";
 }
 
 /* ------------------------------------------------------------------ session */
@@ -112,40 +202,49 @@ struct inf_stage {
     atomic_int done;
 };
 
-/* Stages per layer: qkv, attention, proj, fc, mproj; then the head. */
-#define INF_STAGES_PER_LAYER 5
-
 void inf_session_free(inf_session *s) {
     if (!s) return;
     for (int i = 0; i < s->nthr; i++) inf_kctx_free(&s->tk[i]);
     free(s->tk), free(s->tln), free(s->stage);
     inf_kctx_free(&s->k);
-    free(s->kc), free(s->vc), free(s->x), free(s->a), free(s->qkv), free(s->y), free(s->h), free(s->att);
-    free(s->row), free(s->probs);
+    free(s->kc), free(s->vc), free(s->x), free(s->a), free(s->qkv), free(s->y), free(s->h), free(s->r);
+    free(s->att), free(s->row), free(s->probs);
     memset(s, 0, sizeof *s);
 }
+
+/* Largest buffer a session allocates, in bytes: a file may describe a model
+ * whose cache cannot exist (a factorized layer of 2^20 heads is a small
+ * file); it is refused with a message instead of being handed to malloc. */
+#define INF_SESSION_MAX_BYTES ((double)(1ull << 38))
 
 int inf_session_init(inf_session *s, const inf_model *m, inf_isa isa, int limbs, char *err, size_t errlen) {
     memset(s, 0, sizeof *s);
     s->m = m;
     s->decode_par_min = INF_DECODE_PAR_MIN;
     inf_kctx_init(&s->k, isa, limbs);
-    size_t cache = (size_t)m->n_layer * m->ctx * m->C, cap = INF_CHUNK < m->ctx ? INF_CHUNK : (size_t)m->ctx;
+    size_t cache = m->kv_floats, cap = INF_CHUNK < m->ctx ? INF_CHUNK : (size_t)m->ctx;
+    double biggest = (double)cache;
+    if ((double)cap * m->max_H * m->ctx > biggest) biggest = (double)cap * m->max_H * m->ctx;
+    if ((double)cap * 3 * m->max_A > biggest) biggest = (double)cap * 3 * m->max_A;
+    if (biggest * sizeof(float) > INF_SESSION_MAX_BYTES) {
+        snprintf(err, errlen, "session: a buffer of %.3g floats (KV cache or attention rows) is too large", biggest);
+        return -1;
+    }
     s->cap = (int)cap;
     s->kc = malloc(cache * sizeof(float));
     s->vc = malloc(cache * sizeof(float));
     s->x = malloc(cap * m->C * sizeof(float));
     s->a = malloc(cap * m->C * sizeof(float));
-    s->qkv = malloc(cap * 3 * m->C * sizeof(float));
-    s->y = malloc(cap * m->C * sizeof(float));
-    s->h = malloc(cap * m->M * sizeof(float));
-    s->att = malloc(cap * m->n_head * (size_t)m->ctx * sizeof(float));
+    s->qkv = malloc(cap * 3 * (size_t)m->max_A * sizeof(float));
+    s->y = malloc(cap * (size_t)m->max_A * sizeof(float));
+    s->h = malloc(cap * (size_t)m->max_M * sizeof(float));
+    s->r = malloc(cap * (size_t)m->max_R * sizeof(float));
+    s->att = malloc(cap * (size_t)m->max_H * (size_t)m->ctx * sizeof(float));
     s->row = malloc((size_t)(m->C > m->V ? m->C : m->V) * sizeof(float));
     s->probs = malloc((size_t)m->V * sizeof(double));
-    s->stage = aligned_alloc(alignof(struct inf_stage),
-                             ((size_t)m->n_layer * INF_STAGES_PER_LAYER + 2) * sizeof(struct inf_stage));
-    if (!s->kc || !s->vc || !s->x || !s->a || !s->qkv || !s->y || !s->h || !s->att || !s->row || !s->probs ||
-        !s->stage) {
+    s->stage = aligned_alloc(alignof(struct inf_stage), ((size_t)m->n_steps + 1) * sizeof(struct inf_stage));
+    if (!s->kc || !s->vc || !s->x || !s->a || !s->qkv || !s->y || !s->h || !s->r || !s->att || !s->row ||
+        !s->probs || !s->stage) {
         snprintf(err, errlen, "session: out of memory (KV cache of %zu floats)", 2 * cache);
         inf_session_free(s);
         return -1;
@@ -176,14 +275,20 @@ static void add_bias(float *x, const float *b, int T, int N) {
         for (int j = 0; j < N; j++) x[(size_t)t * N + j] += b[j];
 }
 
+/* out[T, out] = x[T, in] W^T of linear site L (no bias), or (x V^T) U^T
+ * through the session's rank scratch when factorized. */
+static int linear(inf_session *s, const inf_linear *L, const float *x, int T, float *out) {
+    if (L->rank > 0) return inf_matmul(&s->k, &L->v, x, T, s->r) || inf_matmul(&s->k, &L->u, s->r, T, out) ? -1 : 0;
+    return inf_matmul(&s->k, &L->w, x, T, out);
+}
 
 static int decode_token(inf_session *s, int id, float *logits);
 
 /* One chunk of T <= cap tokens at positions s->pos .. */
 static int forward_chunk(inf_session *s, const int *ids, int T, float *logits, bool all_rows) {
-    if (T == 1) return decode_token(s, ids[0], logits);
     const inf_model *m = s->m;
-    int C = m->C, H = m->n_head, D = m->D, M = m->M, ctx = m->ctx, pos = s->pos;
+    if (T == 1) return decode_token(s, ids[0], logits);
+    int C = m->C, D = m->D, ctx = m->ctx, pos = s->pos;
     const inf_type_traits *te = inf_type(m->wte->dtype), *tp = inf_type(m->wpe->dtype);
     for (int t = 0; t < T; t++) { /* x = wte[id] + wpe[pos] */
         float *xr = s->x + (size_t)t * C;
@@ -195,17 +300,18 @@ static int forward_chunk(inf_session *s, const int *ids, int T, float *logits, b
     inf_gelu_fn gelu = inf_gelu_for(s->k.isa);
     for (int l = 0; l < m->n_layer; l++) {
         const inf_layer *L = &m->layer[l];
+        int H = L->H, A = L->A, M = L->M;
         layernorm(s->a, s->x, L->ln1_w, L->ln1_b, T, C, m->eps);
-        if (inf_matmul(&s->k, &L->qkv, s->a, T, s->qkv)) return -1;
-        add_bias(s->qkv, L->qkv_b, T, 3 * C);
+        if (linear(s, &L->qkv, s->a, T, s->qkv)) return -1; /* [T, 3A] */
+        add_bias(s->qkv, L->qkv.b, T, 3 * A);
         /* cache [H, ctx, D] per layer: a head's keys are contiguous rows */
-        float *kc = s->kc + (size_t)l * ctx * C, *vc = s->vc + (size_t)l * ctx * C;
+        float *kc = s->kc + L->kv_off, *vc = s->vc + L->kv_off;
         for (int t = 0; t < T; t++)
             for (int h = 0; h < H; h++) {
-                const float *src = s->qkv + (size_t)t * 3 * C + (size_t)h * D; /* q of head h */
+                const float *src = s->qkv + (size_t)t * 3 * A + (size_t)h * D; /* q of head h */
                 size_t dst = ((size_t)h * ctx + (size_t)(pos + t)) * D;
-                memcpy(kc + dst, src + C, (size_t)D * sizeof(float));
-                memcpy(vc + dst, src + 2 * C, (size_t)D * sizeof(float));
+                memcpy(kc + dst, src + A, (size_t)D * sizeof(float));
+                memcpy(vc + dst, src + 2 * A, (size_t)D * sizeof(float));
             }
         long nth = (long)T * H;
         inf_fkernel dot = inf_fkernel_for(s->k.isa);
@@ -214,28 +320,28 @@ static int forward_chunk(inf_session *s, const int *ids, int T, float *logits, b
 #pragma omp parallel for schedule(static) if (nth * (pos + T) * D >= (1 << 18))
         for (long th = 0; th < nth; th++) {
             int t = (int)(th / H), h = (int)(th % H), p = pos + t;
-            const float *q = s->qkv + (size_t)t * 3 * C + (size_t)h * D; /* [D] */
+            const float *q = s->qkv + (size_t)t * 3 * A + (size_t)h * D; /* [D] */
             const float *kh = kc + (size_t)h * ctx * D, *vh = vc + (size_t)h * ctx * D; /* [ctx, D] */
             float *sc = s->att + (size_t)th * ctx;                        /* [p + 1] */
             dot(kh, q, D, sc, 0, p + 1); /* q . k_j, fixed order (kernels.h) */
             float inv = (float)(1.0 / softmax(sc, p + 1, scale));
-            wsum(s->y + (size_t)t * C + (size_t)h * D, sc, inv, vh, p + 1, D, D);
+            wsum(s->y + (size_t)t * A + (size_t)h * D, sc, inv, vh, p + 1, D, D);
         }
-        if (inf_matmul(&s->k, &L->proj, s->y, T, s->a)) return -1;
-        add_bias(s->a, L->proj_b, T, C);
+        if (linear(s, &L->proj, s->y, T, s->a)) return -1; /* [T, C] */
+        add_bias(s->a, L->proj.b, T, C);
         for (size_t i = 0; i < (size_t)T * C; i++) s->x[i] += s->a[i];
         layernorm(s->a, s->x, L->ln2_w, L->ln2_b, T, C, m->eps);
-        if (inf_matmul(&s->k, &L->fc, s->a, T, s->h)) return -1;
-        for (int t = 0; t < T; t++) gelu(s->h + (size_t)t * M, L->fc_b, M);
-        if (inf_matmul(&s->k, &L->mproj, s->h, T, s->a)) return -1;
-        add_bias(s->a, L->mproj_b, T, C);
+        if (linear(s, &L->fc, s->a, T, s->h)) return -1; /* [T, M] */
+        for (int t = 0; t < T; t++) gelu(s->h + (size_t)t * M, L->fc.b, M);
+        if (linear(s, &L->mproj, s->h, T, s->a)) return -1; /* [T, C] */
+        add_bias(s->a, L->mproj.b, T, C);
         for (size_t i = 0; i < (size_t)T * C; i++) s->x[i] += s->a[i];
     }
     s->pos += T;
     if (!logits) return 0;
     int first = all_rows ? 0 : T - 1, n = T - first;
     layernorm(s->a, s->x + (size_t)first * C, m->lnf_w, m->lnf_b, n, C, m->eps);
-    return inf_matmul(&s->k, &m->head, s->a, n, logits);
+    return linear(s, &m->head, s->a, n, logits);
 }
 
 /* ------------------------------------------------------------------ decode step */
@@ -273,10 +379,10 @@ static void spin_wait(const atomic_int *c, int target) {
     }
 }
 
-/* Units claimed at once: two row blocks for the integer kernels (a decode
- * kernel shares activation loads between a pair), 64 rows of f32. */
-static int unit_chunk(const inf_weight *w) { return w->dtype == INF_F32 ? 4 : 2; }
-static int row_blocks(const inf_weight *w) { return (w->N + INF_ROWS - 1) / INF_ROWS; }
+/* Units claimed at once: the storage type's decode_blocks (types.h): two
+ * row blocks for the integer kernels (a decode kernel shares activation
+ * loads between a pair), 64 rows of f32. */
+static int unit_chunk(const inf_weight *w) { return inf_type(w->dtype)->decode_blocks; }
 
 /* Claims the next chunk of st's n units: *u0.. *u1; false when none is left. */
 static bool claim(struct inf_stage *st, int n, int chunk, int *u0, int *u1) {
@@ -298,9 +404,6 @@ static bool stage_open(struct inf_stage *st, int n, const struct inf_stage *prev
     if (prev) spin_wait(&prev->done, prev_n);
     return true;
 }
-
-/* What a product stage does with its rows [r0, r1) after the product. */
-enum { POST_BIAS, POST_RESIDUAL, POST_GELU, POST_NONE };
 
 /* out = W x for the rows this thread claims, then the rows' post-op:
  * POST_BIAS: out += b; POST_GELU: out = gelu(out + b); POST_RESIDUAL:
@@ -327,24 +430,26 @@ static int product_stage(struct inf_stage *st, const struct inf_stage *prev, int
     return 0;
 }
 
-/* The causal attention of one new token at position pos for the heads this
- * thread claims: its keys and values go into the layer's cache, y[h D ..] =
- * softmax(q k^T / sqrt(D)) v. The same operations as forward_chunk's. */
+/* The causal attention of one new token at position pos for the heads of
+ * layer l this thread claims: its keys and values go into the layer's cache,
+ * y[h D ..] = softmax(q k^T / sqrt(D)) v. The same operations as
+ * forward_chunk's. */
 static void attention_stage(inf_session *s, struct inf_stage *st, const struct inf_stage *prev, int prev_n,
                             int l) {
     const inf_model *m = s->m;
-    int C = m->C, H = m->n_head, D = m->D, ctx = m->ctx, p = s->pos, h, h1;
+    const inf_layer *L = &m->layer[l];
+    int H = L->H, A = L->A, D = m->D, ctx = m->ctx, p = s->pos, h, h1;
     if (!stage_open(st, H, prev, prev_n)) return;
-    float *kc = s->kc + (size_t)l * ctx * C, *vc = s->vc + (size_t)l * ctx * C;
+    float *kc = s->kc + L->kv_off, *vc = s->vc + L->kv_off;
     inf_fkernel dot = inf_fkernel_for(s->k.isa);
     inf_wsum_fn wsum = inf_wsum_for(s->k.isa);
     inf_softmax_fn softmax = inf_softmax_for(s->k.isa);
     float scale = 1.0f / sqrtf((float)D);
     while (claim(st, H, 1, &h, &h1)) {
-        const float *q = s->qkv + (size_t)h * D; /* [D] */
+        const float *q = s->qkv + (size_t)h * D; /* [D]; its k at + A, its v at + 2A */
         float *kh = kc + (size_t)h * ctx * D, *vh = vc + (size_t)h * ctx * D; /* [ctx, D] */
-        memcpy(kh + (size_t)p * D, q + C, (size_t)D * sizeof(float));
-        memcpy(vh + (size_t)p * D, q + 2 * C, (size_t)D * sizeof(float));
+        memcpy(kh + (size_t)p * D, q + A, (size_t)D * sizeof(float));
+        memcpy(vh + (size_t)p * D, q + 2 * A, (size_t)D * sizeof(float));
         float *sc = s->att + (size_t)h * ctx; /* [p + 1] */
         dot(kh, q, D, sc, 0, p + 1);
         float inv = (float)(1.0 / softmax(sc, p + 1, scale));
@@ -353,34 +458,41 @@ static void attention_stage(inf_session *s, struct inf_stage *st, const struct i
     }
 }
 
+/* The session buffer a stage reads or writes. */
+static float *buffer(inf_session *s, int which, float *logits) {
+    switch (which) {
+    case BUF_QKV: return s->qkv;
+    case BUF_Y: return s->y;
+    case BUF_A: return s->a;
+    case BUF_H: return s->h;
+    case BUF_R: return s->r;
+    default: return logits; /* BUF_LOGITS */
+    }
+}
+
 /* Thread tid's part of the decode step (x already holds the token's
- * embedding). Returns -1 if its scratch failed. */
+ * embedding): the model's stages in order (model_prepare's build_steps),
+ * each waiting for the one before it. Returns -1 if its scratch failed. */
 static int decode_work(inf_session *s, int tid, float *logits) {
     const inf_model *m = s->m;
-    int C = m->C, H = m->n_head;
+    int C = m->C;
     inf_kctx *k = &s->tk[tid];
-    float *a = s->tln + (size_t)tid * C; /* [C] this thread's layer norm */
-    struct inf_stage *st = s->stage, *prev = NULL;
+    float *ln = s->tln + (size_t)tid * C; /* [C] this thread's layer norm */
+    const struct inf_stage *prev = NULL;
     int prev_n = 0, rc = 0;
-    for (int l = 0; l < m->n_layer; l++, st += INF_STAGES_PER_LAYER) {
-        const inf_layer *L = &m->layer[l];
-        if (stage_open(&st[0], row_blocks(&L->qkv), prev, prev_n)) {
-            layernorm(a, s->x, L->ln1_w, L->ln1_b, 1, C, m->eps);
-            rc |= product_stage(&st[0], NULL, 0, k, &L->qkv, a, s->qkv, L->qkv_b, POST_BIAS, NULL);
+    for (int i = 0; i < m->n_steps; i++) {
+        const inf_step *sp = &m->step[i];
+        struct inf_stage *st = &s->stage[i];
+        if (sp->head && !logits) break;
+        if (sp->kind == STEP_ATTENTION) {
+            attention_stage(s, st, prev, prev_n, sp->layer);
+        } else if (stage_open(st, sp->units, prev, prev_n)) {
+            const float *x = ln;
+            if (sp->in == BUF_LN) layernorm(ln, s->x, sp->ln_w, sp->ln_b, 1, C, m->eps);
+            else x = buffer(s, sp->in, logits);
+            rc |= product_stage(st, NULL, 0, k, sp->w, x, buffer(s, sp->out, logits), sp->b, sp->post, s->x);
         }
-        attention_stage(s, &st[1], &st[0], row_blocks(&L->qkv), l);
-        rc |= product_stage(&st[2], &st[1], H, k, &L->proj, s->y, s->a, L->proj_b, POST_RESIDUAL, s->x);
-        if (stage_open(&st[3], row_blocks(&L->fc), &st[2], row_blocks(&L->proj))) {
-            layernorm(a, s->x, L->ln2_w, L->ln2_b, 1, C, m->eps);
-            rc |= product_stage(&st[3], NULL, 0, k, &L->fc, a, s->h, L->fc_b, POST_GELU, NULL);
-        }
-        rc |= product_stage(&st[4], &st[3], row_blocks(&L->fc), k, &L->mproj, s->h, s->a, L->mproj_b,
-                            POST_RESIDUAL, s->x);
-        prev = &st[4], prev_n = row_blocks(&L->mproj);
-    }
-    if (logits && stage_open(st, row_blocks(&m->head), prev, prev_n)) {
-        layernorm(a, s->x, m->lnf_w, m->lnf_b, 1, C, m->eps);
-        rc |= product_stage(st, NULL, 0, k, &m->head, a, logits, NULL, POST_NONE, NULL);
+        prev = st, prev_n = sp->units;
     }
     return rc;
 }
@@ -395,9 +507,13 @@ static int decode_scratch(inf_session *s, int n) {
     float *tln = realloc(s->tln, (size_t)n * m->C * sizeof(float));
     if (!tln) return -1;
     s->tln = tln;
+    int K = m->C; /* the widest input of any product */
+    if (m->max_A > K) K = m->max_A;
+    if (m->max_M > K) K = m->max_M;
+    if (m->max_R > K) K = m->max_R;
     for (; s->nthr < n; s->nthr++) {
         inf_kctx_init(&s->tk[s->nthr], s->k.isa, s->k.limbs);
-        if (inf_kctx_reserve(&s->tk[s->nthr], 1, m->C > m->M ? m->C : m->M)) {
+        if (inf_kctx_reserve(&s->tk[s->nthr], 1, K)) {
             inf_kctx_free(&s->tk[s->nthr]);
             return -1;
         }
@@ -415,7 +531,7 @@ static int decode_token(inf_session *s, int id, float *logits) {
     te->row(m->wte, (size_t)id, s->x);
     tp->row(m->wpe, (size_t)s->pos, s->row);
     for (int j = 0; j < C; j++) s->x[j] += s->row[j];
-    size_t nst = (size_t)m->n_layer * INF_STAGES_PER_LAYER + 2;
+    size_t nst = (size_t)m->n_steps + 1;
     for (size_t i = 0; i < nst; i++) {
         atomic_init(&s->stage[i].next, 0);
         atomic_init(&s->stage[i].done, 0);

@@ -4,13 +4,18 @@
  * The forward is the training forward (train/gpt.h) written as plain loops
  * over one sequence:
  *   x = wte[ids] + wpe[pos ..]                                   [T, C]
- *   per layer: x += proj(attn(ln1(x)));  x += mproj(gelu(fc(ln2(x))))
+ *   per layer l: x += proj(attn(ln1(x)));  x += mproj(gelu(fc(ln2(x))))
  *   logits = lnf(x) head^T                                       [T, V]
- * Matrix products go through infer/kernels.h for each weight's storage type;
- * keys and values of every position are kept in a cache [n_layer, H, ctx, D], so
- * a new token costs one row of work. Layer norms accumulate in double, GELU is
- * the tanh form, attention is the exact causal softmax; the result equals
- * the training forward with the file's (dequantized) weights within float
+ * with the file's architecture (model/arch.h): layer l has H_l heads of
+ * width D (attention width A_l = H_l D) and M_l MLP units, and a linear site
+ * of rank r > 0 is two products, h = x V^T [T, r] then out = h U^T + b,
+ * exactly as training runs it. The model sets itself up from the table of
+ * sites (pm_table), not from tensor names. Matrix products go through
+ * infer/kernels.h for each weight's storage type; keys and values of every
+ * position are kept in a cache (layer l: [H_l, ctx, D]), so a new token
+ * costs one row of work. Layer norms accumulate in double, GELU is the tanh
+ * form, attention is the exact causal softmax; the result equals the
+ * training forward with the file's (dequantized) weights within float
  * rounding (tests/test_runtime.c).
  */
 #ifndef PARE_INF_RUNTIME_H
@@ -24,21 +29,38 @@
 #include "format.h"
 #include "kernels.h"
 
+/* A linear site ready for the kernels: out = x W^T + b, or, factorized
+ * (rank > 0), h = x V^T then out = h U^T + b. */
+typedef struct inf_linear {
+    int out, in, rank;  /* W [out, in]; rank 0 = dense */
+    inf_weight w;       /* [out, in] when dense (a tied head's is wte) */
+    inf_weight u, v;    /* [out, rank] and [rank, in] when factorized */
+    const float *b;     /* [out], or NULL */
+} inf_linear;
+
 typedef struct inf_layer {
-    const float *ln1_w, *ln1_b, *qkv_b, *proj_b; /* [C], [C], [3C], [C]; biases NULL without bias */
-    const float *ln2_w, *ln2_b, *fc_b, *mproj_b; /* [C], [C], [M], [C] */
-    inf_weight qkv, proj, fc, mproj;             /* [3C, C], [C, C], [M, C], [C, M] */
+    int H, A, M;                                 /* heads, attention width H * D, MLP width */
+    const float *ln1_w, *ln1_b, *ln2_w, *ln2_b;  /* [C]; biases NULL without bias */
+    inf_linear qkv, proj, fc, mproj;             /* [3A, C], [C, A], [M, C], [C, M] */
+    size_t kv_off;                               /* this layer's [H, ctx, D] in the key (and value) cache */
 } inf_layer;
+
+/* One stage of the decode step (runtime.c): a product or a layer's attention. */
+typedef struct inf_step inf_step;
 
 typedef struct inf_model {
     inf_file file;           /* the validated file (owns the bytes when opened from a path) */
-    int n_layer, n_head, C, D, M, ctx, V;
+    int n_layer, C, D, ctx, V;
+    int max_H, max_A, max_M, max_R; /* the largest heads, attention width, MLP width and rank of any layer (max_R >= 1) */
     float eps;
     const inf_tensor *wte, *wpe; /* [V, C], [ctx, C]: rows dequantized on lookup */
     const float *lnf_w, *lnf_b;
-    inf_weight head;         /* [V, C]: lm_head.w, or wte when tied */
+    inf_linear head;         /* [V, C]: lm_head (dense or factorized), or wte when tied */
     inf_layer *layer;        /* [n_layer] */
-    size_t decode_bytes;     /* bytes of the weights one decoded token reads (every layer's and the head's) */
+    size_t kv_floats;        /* floats of the key cache (and of the value cache): sum over layers of A_l * ctx */
+    size_t decode_bytes;     /* bytes of the weights one decoded token reads (every linear site's) */
+    inf_step *step;          /* [n_steps]: the decode step's stages, in order */
+    int n_steps;
 } inf_model;
 
 /* Opens and validates a model file (inf_file_open) and prepares its weights.
@@ -51,14 +73,21 @@ int inf_model_parse(inf_model *m, const uint8_t *buf, size_t len, const char *na
 
 void inf_model_close(inf_model *m); /* m may be NULL */
 
+/* The storage type name shared by every linear site's weights ("q8", ...),
+ * or "mixed". */
+const char *inf_model_storage(const inf_model *m);
+
 /* One generation or evaluation stream: the KV cache, the scratch buffers and
  * the kernels' settings. */
 typedef struct inf_session {
     const inf_model *m;
     inf_kctx k;
     int pos;                 /* positions in the cache */
-    float *kc, *vc;          /* [n_layer, n_head, ctx, D] */
-    float *x, *a, *qkv, *y, *h, *att, *row; /* scratch for up to cap tokens */
+    float *kc, *vc;          /* [kv_floats] each: layer l's [H_l, ctx, D] at layer[l].kv_off */
+    float *x, *a;            /* [cap, C] residual stream, layer norm / product output */
+    float *qkv, *y;          /* [cap, 3 max_A], [cap, max_A] */
+    float *h, *r;            /* [cap, max_M] MLP units, [cap, max_R] a factorized site's x V^T */
+    float *att, *row;        /* [cap, max_H, ctx] attention rows, [max(C, V)] */
     int cap;
     double *probs;           /* [V] sampling scratch */
     /* the one-token decode step (runtime.c): it uses every thread
@@ -69,7 +98,7 @@ typedef struct inf_session {
     int nthr;
     inf_kctx *tk;            /* [nthr] kernel contexts (activation limbs) */
     float *tln;              /* [nthr, C] layer norm outputs */
-    struct inf_stage *stage; /* [n_layer * 5 + 2]: the stages, then the count of threads done */
+    struct inf_stage *stage; /* [n_steps + 1]: the stages, then the count of threads done */
 } inf_session;
 
 /* Weight bytes per token below which the decode step runs on one thread.

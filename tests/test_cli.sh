@@ -61,7 +61,8 @@ for f in val_loss accuracy tokens_per_s floor train_loss; do
   grep -q "\"$f\":[0-9]" <<<"$json" || fail "--json lacks a number for $f: $json"
 done
 grep -q "step" "$dir/progress.txt" || fail "progress lines did not go to stderr under --json"
-[[ -s "$dir/a.ckpt" && ! -e "$dir/a.ckpt.tmp" ]] || fail "checkpoint missing or temporary file left"
+[[ -s "$dir/a.ckpt" ]] || fail "checkpoint missing"
+compgen -G "$dir/a.ckpt*.tmp" >/dev/null && fail "a temporary file was left: $(ls "$dir"/a.ckpt*.tmp)"
 
 # eval reproduces the trainer's final validation loss (same batches, same threads)
 val=$(grep -o '"val_loss":[^,]*' <<<"$json")
@@ -152,9 +153,20 @@ for _ in $(seq 200); do grep -q "step *2/" "$dir/first.txt" && break; sleep 0.02
 expect 2 "another live pare (pid $pid)" -- "$PARE" train "${tiny[@]}" --steps 5 --out "$dir/shared.ckpt"
 kill -9 $pid
 wait $pid 2>/dev/null
-printf 'torn' >"$dir/shared.ckpt.tmp"
+printf 'torn' >"$dir/shared.ckpt.4242-0.tmp"
 "$PARE" train "${tiny[@]}" --steps 5 --out "$dir/shared.ckpt" >/dev/null 2>&1 || fail "a run after a killed one could not take its --out"
-[[ -e "$dir/shared.ckpt.tmp" || -e "$dir/shared.ckpt.lock" ]] && fail "a stale temporary or lock file was left"
+compgen -G "$dir/shared.ckpt*.tmp" >/dev/null && fail "a stale temporary file was left: $(ls "$dir"/shared.ckpt*.tmp)"
+[[ -e "$dir/shared.ckpt.lock" ]] && fail "the lock file was left"
+
+# a read-only output is not replaced (even by root), and a replaced one keeps its mode
+cp "$dir/a.ckpt" "$dir/ro.ckpt"
+chmod 444 "$dir/ro.ckpt"
+expect 2 "is read-only" -- "$PARE" train "${tiny[@]}" --steps 3 --out "$dir/ro.ckpt"
+cmp -s "$dir/a.ckpt" "$dir/ro.ckpt" || fail "a read-only --out was changed"
+cp "$dir/a.ckpt" "$dir/keep.ckpt"
+chmod 600 "$dir/keep.ckpt"
+"$PARE" train "${tiny[@]}" --steps 3 --out "$dir/keep.ckpt" >/dev/null 2>&1 || fail "train over a 600 file failed"
+[[ $(stat -c %a "$dir/keep.ckpt") == 600 ]] || fail "a replaced checkpoint lost its mode: $(stat -c %a "$dir/keep.ckpt")"
 
 # a failed save loses nothing: when --out's directory disappears mid-run, the periodic saves warn and
 # training goes on; the final save goes next to the run database, the run exits 4 naming the path

@@ -12,27 +12,53 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <signal.h>
+#include <sys/resource.h>
 #include <unistd.h>
 
 #include "autograd/hash.h"
 #include "infer/format.h"
+#include "tmpfiles.h"
 #include "infer/runtime.h"
+#include "infer/types.h"
 #include "model_fixture.h"
 
 typedef struct fixture {
     char path[64];
-    uint8_t *buf; /* a valid file (q4a linear weights: every section present) */
+    uint8_t *buf; /* a valid version-2 file (q4a linear weights: every section present) */
     size_t len;
+    uint8_t *v1; /* the same model as a version-1 file, laid out by hand */
+    size_t v1_len;
+    uint8_t *fac; /* a version-2 file with per-layer heads and MLP widths and factorized sites */
+    size_t fac_len;
     char err[512];
 } fixture;
+
+/* 2 layers of width 32, head width 16: layer 0 has 2 heads, MLP 128 and a
+ * factorized qkv (rank 8); layer 1 has 1 head, MLP 64 and a factorized fc
+ * (rank 4); the head is factorized (rank 4); q8 where the input width allows. */
+static fx_spec fac_spec(int dtype) {
+    fx_spec s = fx_default(dtype);
+    s.n_layer = 2, s.heads[0] = 2, s.heads[1] = 1, s.hidden[0] = 128, s.hidden[1] = 64, s.ctx = 6;
+    s.rank[0 * PM_LINEARS_PER_LAYER + 0] = 8; /* h.0.attn.qkv */
+    s.rank[1 * PM_LINEARS_PER_LAYER + 2] = 4; /* h.1.mlp.fc */
+    s.rank[2 * PM_LINEARS_PER_LAYER] = 4;     /* lm_head */
+    return s;
+}
 
 static int setup(void **state) {
     fixture *f = calloc(1, sizeof *f);
     snprintf(f->path, sizeof f->path, "test_format_%d.pare", (int)getpid());
-    fx_spec s = fx_default(INF_Q4A);
+    fx_spec s = fac_spec(INF_Q8);
+    if (fx_write_model(f->path, &s, f->err, sizeof f->err)) fail_msg("%s", f->err);
+    f->fac = fx_read(f->path, &f->fac_len);
+    s = fx_default(INF_Q4A);
     if (fx_write_model(f->path, &s, f->err, sizeof f->err)) fail_msg("%s", f->err);
     f->buf = fx_read(f->path, &f->len);
     assert_non_null(f->buf);
+    assert_non_null(f->fac);
+    f->v1 = fx_v1_from_v2(f->buf, f->len, &f->v1_len);
+    assert_non_null(f->v1);
     *state = f;
     return 0;
 }
@@ -40,7 +66,7 @@ static int setup(void **state) {
 static int teardown(void **state) {
     fixture *f = *state;
     unlink(f->path);
-    free(f->buf);
+    free(f->buf), free(f->v1), free(f->fac);
     free(f);
     return 0;
 }
@@ -60,9 +86,26 @@ static uint64_t get64(const uint8_t *p) {
 
 static void fix_checksum(uint8_t *b, size_t len) { put64(b + len - 8, ag_fnv1a(AG_FNV_INIT, b, len - 8)); }
 
+/* Offsets of the sections (from the header's sizes). */
+static size_t vocab_at(const uint8_t *b) { return INF_HEADER_BYTES + get32(b + 24); }
+static size_t meta_at(const uint8_t *b) { return vocab_at(b) + get32(b + 28); }
+static size_t table_at(const uint8_t *b) { return meta_at(b) + get32(b + 32); }
+
+/* Version-2 config fields (docs/format.md): model-level, then per layer. */
+#define C_NLAYER 56
+#define C_NEMBD 60
+#define C_HEADDIM 64
+#define C_BIAS 76
+#define C_TIED 80
+#define C_EPS 84
+#define C_HEADRANK 88
+#define C_RESERVED 92
+#define C_LAYER(l) (96 + 24 * (l))      /* n_head, then n_hidden, then the 4 ranks */
+#define C_RANK(l, j) (C_LAYER(l) + 8 + 4 * (j))
+
 /* Offset of the table entry of tensor `name`. */
 static size_t entry_of(const uint8_t *b, const char *name) {
-    size_t p = INF_HEADER_BYTES + INF_CONFIG_BYTES + get32(b + 28) + get32(b + 32);
+    size_t p = table_at(b);
     uint32_t n = get32(b + 36);
     for (uint32_t i = 0; i < n; i++) {
         uint16_t nl = (uint16_t)(b[p] | b[p + 1] << 8);
@@ -85,10 +128,17 @@ static void test_round_trip(void **state) {
     inf_file m;
     if (inf_file_parse(&m, f->buf, f->len, "x", f->err, sizeof f->err)) fail_msg("%s", f->err);
     assert_int_equal(m.version, INF_VERSION);
-    assert_int_equal(m.cfg.n_layer, 1);
-    assert_int_equal(m.cfg.n_embd, 32);
-    assert_int_equal(m.cfg.n_hidden, 128);
-    assert_int_equal(m.cfg.vocab, 8);
+    assert_int_equal(m.arch.n_layer, 1);
+    assert_int_equal(m.arch.n_embd, 32);
+    assert_int_equal(m.arch.head_dim, 16);
+    assert_int_equal(m.arch.n_head[0], 2);
+    assert_int_equal(m.arch.n_hidden[0], 128);
+    assert_int_equal(m.arch.vocab, 8);
+    assert_true(m.ln_eps == 1e-5f);
+    assert_int_equal(get32(f->buf + 24), INF_CONFIG_FIXED + INF_CONFIG_LAYER);
+    /* the table the reader built from the config, each entry the file's tensor */
+    assert_int_equal(m.table.n_tensor, (int)m.n_tensors);
+    for (int i = 0; i < m.table.n_tensor; i++) assert_string_equal(m.by_table[i]->name, m.table.tensor[i].name);
     assert_int_equal(m.vocab.n, 8);
     assert_int_equal(m.vocab.tok[2][0], 'c');
     const inf_tensor *t = inf_file_find(&m, "h.0.mlp.fc.w");
@@ -110,12 +160,12 @@ static void test_round_trip(void **state) {
     inf_file_close(NULL);
 }
 
-/* Every proper prefix of a valid file is rejected with a message. */
-static void test_truncation_at_every_offset(void **state) {
-    fixture *f = *state;
-    for (size_t n = 0; n < f->len; n++) {
+/* Every proper prefix of a valid file (each of the three) is rejected with a
+ * message. */
+static void truncations(fixture *f, const uint8_t *buf, size_t len) {
+    for (size_t n = 0; n < len; n++) {
         uint8_t *exact = malloc(n ? n : 1); /* exactly n bytes, so ASan sees any read past them */
-        memcpy(exact, f->buf, n);
+        memcpy(exact, buf, n);
         inf_file m;
         f->err[0] = '\0';
         if (inf_file_parse(&m, exact, n, "t", f->err, sizeof f->err) == 0) fail_msg("prefix of %zu bytes accepted", n);
@@ -124,31 +174,38 @@ static void test_truncation_at_every_offset(void **state) {
     }
 }
 
+static void test_truncation_at_every_offset(void **state) {
+    fixture *f = *state;
+    truncations(f, f->buf, f->len);
+    truncations(f, f->v1, f->v1_len);
+    truncations(f, f->fac, f->fac_len);
+}
+
 /* Flipping bits of any byte of the header, config, vocabulary and table is
  * rejected (by a field check or the checksum); with the checksum recomputed
  * it is rejected or, if the file is still valid, runs without a crash. */
-static void test_byte_flips(void **state) {
-    fixture *f = *state;
-    uint8_t *b = malloc(f->len);
-    size_t meta = (size_t)get64(f->buf + 48); /* data offset: everything before is header and tables */
+static void byte_flips(fixture *f, const uint8_t *buf, size_t len) {
+    uint8_t *b = malloc(len);
+    size_t meta = (size_t)get64(buf + 48); /* data offset: everything before is header and tables */
     const uint8_t masks[3] = {0x01, 0x80, 0xff};
     int rejected_by_field = 0, accepted = 0;
     for (size_t i = 0; i < meta; i++)
         for (int mi = 0; mi < 3; mi++) {
-            memcpy(b, f->buf, f->len);
+            memcpy(b, buf, len);
             b[i] ^= masks[mi];
             inf_file m;
-            if (inf_file_parse(&m, b, f->len, "flip", f->err, sizeof f->err) == 0)
+            if (inf_file_parse(&m, b, len, "flip", f->err, sizeof f->err) == 0)
                 fail_msg("flip of byte %zu by 0x%02x accepted", i, masks[mi]);
-            fix_checksum(b, f->len);
+            fix_checksum(b, len);
             inf_model mod;
-            if (inf_model_parse(&mod, b, f->len, "flip", f->err, sizeof f->err) == 0) {
+            if (inf_model_parse(&mod, b, len, "flip", f->err, sizeof f->err) == 0) {
                 accepted++; /* e.g. a changed weight value in a padding row: still a valid model */
                 inf_session s;
                 if (inf_session_init(&s, &mod, inf_isa_best(), 3, f->err, sizeof f->err) == 0) {
-                    int id = 1;
-                    float lg[256];
-                    assert_int_equal(inf_forward(&s, &id, 1, lg, false, f->err, sizeof f->err), 0);
+                    int ids[2] = {1, 2};
+                    float lg[2 * 256];
+                    assert_int_equal(inf_forward(&s, ids, 1, lg, false, f->err, sizeof f->err), 0);
+                    assert_int_equal(inf_forward(&s, ids, 2, lg, true, f->err, sizeof f->err), 0);
                     inf_session_free(&s);
                 }
             } else {
@@ -159,27 +216,35 @@ static void test_byte_flips(void **state) {
         }
     /* flips in the data region are caught by the checksum (or, for a scale
      * or zero point, by the content check that runs before it) */
-    for (size_t i = meta; i < f->len - 8; i += 97) {
-        memcpy(b, f->buf, f->len);
+    for (size_t i = meta; i < len - 8; i += 97) {
+        memcpy(b, buf, len);
         b[i] ^= 0x10;
         inf_file m;
-        assert_int_equal(inf_file_parse(&m, b, f->len, "flip", f->err, sizeof f->err), -1);
+        assert_int_equal(inf_file_parse(&m, b, len, "flip", f->err, sizeof f->err), -1);
         assert_true(strstr(f->err, "checksum") || strstr(f->err, "scale") || strstr(f->err, "zero point"));
     }
-    print_message("byte flips over %zu header/table bytes: %d rejected by a field check with a valid checksum, %d "
-                  "still valid\n", meta, rejected_by_field, accepted);
+    print_message("byte flips over %zu header/table bytes (version %u): %d rejected by a field check with a valid "
+                  "checksum, %d still valid\n", meta, get32(buf + 8), rejected_by_field, accepted);
     assert_true(rejected_by_field > 0);
     free(b);
+}
+
+static void test_byte_flips(void **state) {
+    fixture *f = *state;
+    byte_flips(f, f->buf, f->len);
+    byte_flips(f, f->v1, f->v1_len);
+    byte_flips(f, f->fac, f->fac_len);
 }
 
 /* ---- one crafted file per check ---- */
 
 typedef void (*mutate_fn)(uint8_t *b, size_t *len);
 
-static void expect_reject(fixture *f, mutate_fn mut, bool fix_sum, const char *want) {
-    uint8_t *b = malloc(f->len + 256);
-    memcpy(b, f->buf, f->len);
-    size_t len = f->len;
+static void expect_reject_in(fixture *f, const uint8_t *src, size_t src_len, mutate_fn mut, bool fix_sum,
+                             const char *want) {
+    uint8_t *b = malloc(src_len + 256);
+    memcpy(b, src, src_len);
+    size_t len = src_len;
     mut(b, &len);
     if (fix_sum && len >= 8) fix_checksum(b, len);
     inf_file m;
@@ -187,6 +252,10 @@ static void expect_reject(fixture *f, mutate_fn mut, bool fix_sum, const char *w
     if (inf_file_parse(&m, b, len, "crafted", f->err, sizeof f->err) == 0) fail_msg("accepted; expected '%s'", want);
     if (!strstr(f->err, want)) fail_msg("error '%s' does not contain '%s'", f->err, want);
     free(b);
+}
+
+static void expect_reject(fixture *f, mutate_fn mut, bool fix_sum, const char *want) {
+    expect_reject_in(f, f->buf, f->len, mut, fix_sum, want);
 }
 
 #define MUT(name, ...)                                                                                        \
@@ -198,7 +267,7 @@ static void expect_reject(fixture *f, mutate_fn mut, bool fix_sum, const char *w
 
 MUT(m_short, *len = 60)
 MUT(m_magic, b[0] = 'X')
-MUT(m_version, put32(b + 8, 2))
+MUT(m_version, put32(b + 8, 3))
 MUT(m_flags, put32(b + 12, 1))
 MUT(m_filesize, put64(b + 16, get64(b + 16) + 64))
 MUT(m_config_size, put32(b + 24, 44))
@@ -207,20 +276,36 @@ MUT(m_tensor_count_cap, put32(b + 36, INF_MAX_TENSORS + 1))
 MUT(m_table_size, put32(b + 40, 10))
 MUT(m_meta_size, put32(b + 32, INF_MAX_META + 1))
 MUT(m_header_reserved, put32(b + 44, 3))
-MUT(m_meta_nul, b[INF_HEADER_BYTES + INF_CONFIG_BYTES + get32(b + 28) + 3] = 0)
+MUT(m_meta_nul, b[meta_at(b) + 3] = 0)
 MUT(m_data_offset, put64(b + 48, get64(b + 48) + 8))
 MUT(m_layers0, put32(b + 56, 0))
 MUT(m_layers_cap, put32(b + 56, INF_MAX_LAYERS + 1))
-MUT(m_heads, put32(b + 60, 3))
-MUT(m_bias2, put32(b + 80, 2))
+MUT(m_layer_table_short, put32(b + C_NLAYER, 2)) /* 2 layers, a config of 1 layer's bytes */
+MUT(m_layer_table_long, put32(b + 24, get32(b + 24) + 24))
+MUT(m_heads0, put32(b + C_LAYER(0), 0))
+MUT(m_heads_qkv, put32(b + C_LAYER(0), 3)) /* 3 heads of 16: the qkv tensor holds 2 */
+MUT(m_head_dim_qkv, put32(b + C_HEADDIM, 8))
+MUT(m_attn_width_cap, {
+    put32(b + C_HEADDIM, 65536);
+    put32(b + C_LAYER(0), 17);
+})
+MUT(m_hidden0, put32(b + C_LAYER(0) + 4, 0))
+MUT(m_rank_too_big, put32(b + C_RANK(0, 2), 33)) /* mlp.fc [128, 32]: rank <= 32 */
+MUT(m_rank_dense_file, put32(b + C_RANK(0, 2), 4)) /* the config says factorized, the file has .w */
+MUT(m_head_rank_too_big, put32(b + C_HEADRANK, 9)) /* lm_head [8, 32] */
+MUT(m_tied_factorized, {
+    put32(b + C_TIED, 1);
+    put32(b + C_HEADRANK, 4);
+})
+MUT(m_bias2, put32(b + C_BIAS, 2))
 MUT(m_eps_nan, {
     float v = NAN;
-    memcpy(b + 88, &v, 4);
+    memcpy(b + C_EPS, &v, 4);
 })
-MUT(m_config_reserved, put32(b + 92, 1))
-MUT(m_vocab_kind, put32(b + 96, 7))
-MUT(m_vocab_count, put32(b + 100, 9))
-MUT(m_vocab_entry_len, b[104] = 0)
+MUT(m_config_reserved, put32(b + C_RESERVED, 1))
+MUT(m_vocab_kind, put32(b + vocab_at(b), 7))
+MUT(m_vocab_count, put32(b + vocab_at(b) + 4, 9))
+MUT(m_vocab_entry_len, b[vocab_at(b) + 8] = 0)
 MUT(m_name_len0, {
     size_t e = entry_of(b, "wte");
     b[e] = 0, b[e + 1] = 0;
@@ -293,10 +378,10 @@ static void test_crafted_files(void **state) {
     } cases[] = {
         {m_short, false, "file size: 60 bytes: too short"},
         {m_magic, true, "magic: not a pare model file"},
-        {m_version, true, "byte 8: version: 2"},
+        {m_version, true, "byte 8: version: 3: this reader supports versions 1 to 2"},
         {m_flags, true, "byte 12: flags"},
         {m_filesize, true, "byte 16: file size: header says"},
-        {m_config_size, true, "byte 24: config size: 44"},
+        {m_config_size, true, "byte 24: config size: 44: expected 64..24616"},
         {m_tensor_count0, true, "byte 36: tensor count: 0"},
         {m_tensor_count_cap, true, "tensor count: 65537"},
         {m_table_size, true, "byte 40: table size: 10 bytes"},
@@ -306,13 +391,27 @@ static void test_crafted_files(void **state) {
         {m_data_offset, true, "byte 48: data offset"},
         {m_layers0, true, "byte 56: config n_layer: 0"},
         {m_layers_cap, true, "config n_layer: 1025"},
-        {m_heads, true, "3 heads do not divide the width 32"},
-        {m_bias2, true, "byte 80: config bias: 2"},
-        {m_eps_nan, true, "byte 88: config ln_eps"},
+        {m_layer_table_short, true, "byte 24: config size: 64 bytes: 2 layers need 88 (40 + 24 per layer)"},
+        {m_layer_table_long, true, "byte 24: config size: 88 bytes: 1 layers need 64"},
+        {m_heads0, true, "byte 96: config layer heads: layer 0: 0 heads: expected 1..65536"},
+        {m_heads_qkv, true, "shape: tensor 'h.0.attn.qkv.w' is 2D [96, 32]: the config implies 2D [144, 32] (3 x 3 "
+                            "heads x head width 16)"},
+        {m_head_dim_qkv, true, "tensor 'h.0.attn.qkv.w' is 2D [96, 32]: the config implies 2D [48, 32] (3 x 2 heads "
+                               "x head width 8)"},
+        {m_attn_width_cap, true, "layer 0: 17 heads of width 65536 make 1114112: expected an attention width of at "
+                                 "most 1048576"},
+        {m_hidden0, true, "byte 100: config layer MLP width: layer 0: 0 units"},
+        {m_rank_too_big, true, "byte 112: config rank: layer 0 mlp.fc: rank 33: expected 0 (dense) .. 32 = min(out "
+                               "128, in 32)"},
+        {m_rank_dense_file, true, "missing tensor 'h.0.mlp.fc.u' (the config implies it)"},
+        {m_head_rank_too_big, true, "byte 88: config rank: lm_head: rank 9: expected 0 (dense) .. 8"},
+        {m_tied_factorized, true, "byte 88: config head rank: 4: a tied head is wte itself and cannot be factorized"},
+        {m_bias2, true, "byte 76: config bias: 2"},
+        {m_eps_nan, true, "byte 84: config ln_eps"},
         {m_config_reserved, true, "byte 92: config reserved"},
-        {m_vocab_kind, true, "byte 96: vocabulary kind: 7"},
-        {m_vocab_count, true, "vocabulary count: 9 entries: the config says vocab 8"},
-        {m_vocab_entry_len, true, "byte 104: vocabulary entry length: entry 0 has 0 bytes"},
+        {m_vocab_kind, true, "byte 120: vocabulary kind: 7"},
+        {m_vocab_count, true, "byte 124: vocabulary count: 9 entries: the config says vocab 8"},
+        {m_vocab_entry_len, true, "byte 128: vocabulary entry length: entry 0 has 0 bytes"},
         {m_name_len0, true, "tensor name length: tensor 0: 0 bytes"},
         {m_name_len_cap, true, "tensor name length: tensor 0: 64 bytes"},
         {m_name_unprintable, true, "tensor name: tensor 0: byte 0x0a"},
@@ -360,30 +459,42 @@ static void test_unexpected_tensor(void **state) {
     for (uint32_t i = 0; i < 8; i++) tok[i] = m.vocab.tok[i];
     char p2[80];
     snprintf(p2, sizeof p2, "%s.extra", f->path);
-    if (inf_file_write(p2, &m.cfg, m.vocab.kind, m.vocab.n, tok, m.vocab.len, NULL, t, n + 1, f->err, sizeof f->err))
+    if (inf_file_write(p2, &m.arch, m.ln_eps, m.vocab.kind, m.vocab.n, tok, m.vocab.len, NULL, t, n + 1, f->err,
+                       sizeof f->err))
         fail_msg("%s", f->err);
-    inf_file_close(&m);
     inf_file bad;
     assert_int_equal(inf_file_open(&bad, p2, f->err, sizeof f->err), -1);
     assert_non_null(strstr(f->err, "unexpected tensor 'extra.w'"));
     unlink(p2);
     /* the writer refuses a tensor whose bytes do not match its type and shape */
     t[n].bytes = 12;
-    assert_int_equal(inf_file_write(p2, &bad.cfg, 1, 0, NULL, NULL, NULL, &t[n], 1, f->err, sizeof f->err), -1);
+    assert_int_equal(inf_file_write(p2, &m.arch, m.ln_eps, m.vocab.kind, m.vocab.n, tok, m.vocab.len, NULL, &t[n], 1,
+                                    f->err, sizeof f->err),
+                     -1);
     assert_non_null(strstr(f->err, "need 16"));
     assert_int_equal(access(p2, F_OK), -1);
+    /* ... and an architecture the reader would refuse */
+    m.arch.tied = true, m.arch.rank[m.arch.n_layer * PM_LINEARS_PER_LAYER] = 2;
+    assert_int_equal(inf_file_write(p2, &m.arch, m.ln_eps, m.vocab.kind, m.vocab.n, tok, m.vocab.len, NULL, t, n, f->err,
+                                    sizeof f->err),
+                     -1);
+    assert_non_null(strstr(f->err, "tied head"));
+    assert_int_equal(access(p2, F_OK), -1);
+    inf_file_close(&m);
     /* a missing file names the path */
     assert_int_equal(inf_file_open(&bad, "/nonexistent/model.pare", f->err, sizeof f->err), -1);
     assert_non_null(strstr(f->err, "/nonexistent/model.pare: cannot open"));
 }
 
-/* Every storage type, bias and tying combination round-trips and runs. */
+/* Every storage type, bias and tying combination round-trips and runs, for
+ * a uniform model and one with per-layer shapes and factorized sites. */
 static void test_variants_parse_and_run(void **state) {
     fixture *f = *state;
     for (int dt = 0; dt < INF_DTYPE_COUNT; dt++)
-        for (int v = 0; v < 4; v++) {
-            fx_spec s = fx_default(dt);
-            s.bias = v & 1, s.tied = (v >> 1) & 1, s.V = v == 3 ? 256 : 8;
+        for (int v = 0; v < 8; v++) {
+            fx_spec s = v < 4 ? fx_default(dt) : fac_spec(dt);
+            s.bias = v & 1, s.tied = (v >> 1) & 1, s.V = (v & 3) == 3 ? 256 : 8;
+            if (s.tied) s.rank[s.n_layer * PM_LINEARS_PER_LAYER] = 0;
             if (fx_write_model(f->path, &s, f->err, sizeof f->err)) fail_msg("%s", f->err);
             inf_model m;
             if (inf_model_open(&m, f->path, f->err, sizeof f->err)) fail_msg("%s %d: %s", inf_type(dt)->name, v, f->err);
@@ -398,6 +509,151 @@ static void test_variants_parse_and_run(void **state) {
         }
 }
 
+/* ---- per-layer shapes, factor pairs, version 1 ---- */
+
+/* Sets dimension d of tensor `name` to v and its byte count to what its type
+ * then needs (never more than before here, so nothing overlaps). */
+static void set_dim(uint8_t *b, const char *name, int d, uint32_t v) {
+    size_t e = entry_of(b, name), nl = strlen(name);
+    put32(b + e + E_SHAPE(nl, d), v);
+    uint32_t shape[4];
+    for (int i = 0; i < 4; i++) shape[i] = get32(b + e + E_SHAPE(nl, i));
+    uint64_t bytes;
+    char why[128];
+    assert_int_equal(inf_tensor_bytes(b[e + E_DTYPE(nl)], b[e + E_NDIM(nl)], shape, get32(b + e + E_GROUP(nl)), &bytes,
+                                      why, sizeof why),
+                     0);
+    put64(b + e + E_BYTES(nl), bytes);
+}
+
+MUT(f_v_inner, set_dim(b, "h.1.mlp.fc.v", 0, 3))
+MUT(f_u_inner, set_dim(b, "h.1.mlp.fc.u", 1, 3))
+MUT(f_head_v_inner, set_dim(b, "lm_head.v", 0, 5))
+MUT(f_dense_config, put32(b + C_RANK(1, 2), 0)) /* the config says dense, the file has the factors */
+MUT(f_rank_mismatch, put32(b + C_RANK(1, 2), 3))
+MUT(f_rank_too_big, put32(b + C_RANK(1, 2), 33)) /* mlp.fc of layer 1 is [64, 32] */
+MUT(f_heads_layer1, put32(b + C_LAYER(1), 2))    /* layer 1 stores 1 head */
+MUT(f_hidden_layer1, put32(b + C_LAYER(1) + 4, 128))
+MUT(f_short_table, put32(b + C_NLAYER, 3))
+MUT(f_tied_factorized, put32(b + C_TIED, 1))
+
+static void test_per_layer_and_factor_checks(void **state) {
+    fixture *f = *state;
+    inf_file m;
+    if (inf_file_parse(&m, f->fac, f->fac_len, "fac", f->err, sizeof f->err)) fail_msg("%s", f->err);
+    assert_int_equal(m.arch.n_head[0], 2);
+    assert_int_equal(m.arch.n_head[1], 1);
+    assert_int_equal(m.arch.n_hidden[1], 64);
+    assert_int_equal(get32(f->fac + 24), INF_CONFIG_FIXED + 2 * INF_CONFIG_LAYER);
+    const inf_tensor *u = inf_file_find(&m, "h.1.mlp.fc.u"), *v = inf_file_find(&m, "h.1.mlp.fc.v");
+    assert_non_null(u), assert_non_null(v);
+    assert_int_equal(u->shape[0], 64), assert_int_equal(u->shape[1], 4);
+    assert_int_equal(v->shape[0], 4), assert_int_equal(v->shape[1], 32);
+    assert_int_equal(v->dtype, INF_Q8); /* its input width is 32 */
+    assert_int_equal(u->dtype, INF_F32);
+    assert_null(inf_file_find(&m, "h.1.mlp.fc.w"));
+    assert_null(inf_file_find(&m, "lm_head.w"));
+    assert_int_equal(inf_file_find(&m, "h.1.attn.qkv.w")->shape[0], 48); /* 3 x 1 head x 16 */
+    assert_int_equal(inf_file_find(&m, "h.1.attn.proj.w")->shape[1], 16);
+    inf_file_close(&m);
+    const struct {
+        mutate_fn fn;
+        const char *want;
+    } cases[] = {
+        {f_v_inner, "tensor 'h.1.mlp.fc.v' is 2D [3, 32]: the config implies 2D [4, 32] (the factors U [64, 4] and V "
+                    "[4, 32] of h.1.mlp.fc at rank 4)"},
+        {f_u_inner, "tensor 'h.1.mlp.fc.u' is 2D [64, 3]: the config implies 2D [64, 4] (the factors"},
+        {f_head_v_inner, "tensor 'lm_head.v' is 2D [5, 32]: the config implies 2D [4, 32]"},
+        {f_dense_config, "missing tensor 'h.1.mlp.fc.w' (the config implies it)"},
+        {f_rank_mismatch, "tensor 'h.1.mlp.fc.u' is 2D [64, 4]: the config implies 2D [64, 3]"},
+        {f_rank_too_big, "config rank: layer 1 mlp.fc: rank 33: expected 0 (dense) .. 32 = min(out 64, in 32)"},
+        {f_heads_layer1, "tensor 'h.1.attn.qkv.w' is 2D [48, 32]: the config implies 2D [96, 32] (3 x 2 heads x head "
+                         "width 16)"},
+        {f_hidden_layer1, "tensor 'h.1.mlp.fc.u' is 2D [64, 4]: the config implies 2D [128, 4]"},
+        {f_short_table, "byte 24: config size: 88 bytes: 3 layers need 112"},
+        {f_tied_factorized, "config head rank: 4: a tied head is wte itself and cannot be factorized"},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++)
+        expect_reject_in(f, f->fac, f->fac_len, cases[i].fn, true, cases[i].want);
+}
+
+/* Logits of ids[0, 4) through the batched path and token by token. */
+static void run_logits(fixture *f, const uint8_t *buf, size_t len, float *batched, float *decoded, int V) {
+    inf_model m;
+    if (inf_model_parse(&m, buf, len, "run", f->err, sizeof f->err)) fail_msg("%s", f->err);
+    inf_session s;
+    assert_int_equal(inf_session_init(&s, &m, inf_isa_best(), 3, f->err, sizeof f->err), 0);
+    int ids[4] = {1, 2, 3, 0};
+    assert_int_equal(inf_forward(&s, ids, 4, batched, true, f->err, sizeof f->err), 0);
+    inf_session_reset(&s);
+    for (int t = 0; t < 4; t++) assert_int_equal(inf_forward(&s, &ids[t], 1, decoded + t * V, false, f->err, sizeof f->err), 0);
+    for (int i = 0; i < 4 * V; i++) assert_true(isfinite(batched[i]) && isfinite(decoded[i]));
+    inf_session_free(&s);
+    inf_model_close(&m);
+}
+
+MUT(v1_heads, put32(b + 60, 3))
+MUT(v1_config_size, put32(b + 24, 64))
+MUT(v1_hidden, put32(b + 68, 0))
+
+/* A version-1 file (laid out by hand in model_fixture.h) loads as the same
+ * uniform architecture, and runs to the same logits bits as the version-2
+ * file of the same tensors; its own fields are still checked. */
+static void test_version1_loads(void **state) {
+    fixture *f = *state;
+    inf_file a, b;
+    if (inf_file_parse(&a, f->buf, f->len, "v2", f->err, sizeof f->err)) fail_msg("%s", f->err);
+    if (inf_file_parse(&b, f->v1, f->v1_len, "v1", f->err, sizeof f->err)) fail_msg("%s", f->err);
+    assert_int_equal(b.version, 1);
+    assert_int_equal(get32(f->v1 + 24), INF_CONFIG_V1_BYTES);
+    assert_true(pm_arch_equal(&a.arch, &b.arch));
+    assert_int_equal(b.arch.head_dim, 16);
+    assert_true(a.ln_eps == b.ln_eps);
+    assert_int_equal(a.n_tensors, b.n_tensors);
+    for (uint32_t i = 0; i < a.n_tensors; i++) {
+        assert_string_equal(a.t[i].name, b.t[i].name);
+        assert_int_equal(a.t[i].bytes, b.t[i].bytes);
+        assert_memory_equal(a.t[i].data, b.t[i].data, (size_t)a.t[i].bytes);
+    }
+    inf_file_close(&a), inf_file_close(&b);
+    float l2[2][4 * 8], l1[2][4 * 8];
+    run_logits(f, f->buf, f->len, l2[0], l2[1], 8);
+    run_logits(f, f->v1, f->v1_len, l1[0], l1[1], 8);
+    assert_memory_equal(l1, l2, sizeof l1);
+    expect_reject_in(f, f->v1, f->v1_len, v1_heads, true, "byte 60: config n_head: 3 heads do not divide the width 32");
+    expect_reject_in(f, f->v1, f->v1_len, v1_config_size, true, "byte 24: config size: 64: expected 40..40");
+    expect_reject_in(f, f->v1, f->v1_len, v1_hidden, true, "byte 68: config n_hidden: 0");
+}
+
+/* The writer goes through the one atomic helper: a write that fails part
+ * way (the file size limit) leaves the old file valid and no temporary. */
+static void test_writer_is_atomic(void **state) {
+    fixture *f = *state;
+    fx_spec s = fac_spec(INF_F32); /* about 60 KB */
+    struct rlimit old, lim;
+    assert_int_equal(getrlimit(RLIMIT_FSIZE, &old), 0);
+    void (*prev)(int) = signal(SIGXFSZ, SIG_IGN);
+    lim.rlim_cur = 16384, lim.rlim_max = old.rlim_max;
+    assert_int_equal(setrlimit(RLIMIT_FSIZE, &lim), 0);
+    int rc = fx_write_model(f->path, &s, f->err, sizeof f->err);
+    assert_int_equal(setrlimit(RLIMIT_FSIZE, &old), 0);
+    signal(SIGXFSZ, prev);
+    assert_int_equal(rc, -1);
+    assert_non_null(strstr(f->err, "write failed"));
+    assert_int_equal(count_temporaries(f->path), 0);
+    size_t n;
+    uint8_t *b = fx_read(f->path, &n);
+    assert_non_null(b);
+    assert_int_equal(n, f->len);
+    assert_memory_equal(b, f->buf, n); /* the file written by setup, intact */
+    free(b);
+    /* a parent that is a regular file */
+    char p2[96];
+    snprintf(p2, sizeof p2, "%s/x.pare", f->path);
+    assert_int_equal(fx_write_model(p2, &s, f->err, sizeof f->err), -1);
+    assert_non_null(strstr(f->err, "cannot create"));
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(test_round_trip, setup, teardown),
@@ -406,6 +662,9 @@ int main(void) {
         cmocka_unit_test_setup_teardown(test_crafted_files, setup, teardown),
         cmocka_unit_test_setup_teardown(test_unexpected_tensor, setup, teardown),
         cmocka_unit_test_setup_teardown(test_variants_parse_and_run, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_per_layer_and_factor_checks, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_version1_loads, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_writer_is_atomic, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -64,7 +64,16 @@ done
 
 # errors
 expect 2 "group size 48" "$PARE" export "$dir/m.ckpt" --out "$dir/x.pare" --format q4 --group-size 48
-[[ -e $dir/x.pare || -e $dir/x.pare.tmp ]] && fail "a failed export left a file"
+[[ -e $dir/x.pare ]] && fail "a failed export left a file"
+compgen -G "$dir/x.pare*.tmp" >/dev/null && fail "a failed export left a temporary file"
+# export never replaces its own checkpoint, nor a read-only file (whose contents stay)
+cp "$dir/m.ckpt" "$dir/m2.ckpt"
+expect 2 "same file as the checkpoint" "$PARE" export "$dir/m2.ckpt" --out "$dir/m2.ckpt"
+cmp -s "$dir/m.ckpt" "$dir/m2.ckpt" || fail "export --out over its checkpoint changed it"
+printf 'keep' >"$dir/ro.pare"
+chmod 444 "$dir/ro.pare"
+expect 2 "is read-only" "$PARE" export "$dir/m.ckpt" --out "$dir/ro.pare"
+[[ $(cat "$dir/ro.pare") == keep ]] || fail "export replaced a read-only file"
 expect 2 "--out" "$PARE" export "$dir/m.ckpt" --format q8
 expect 2 "--format" "$PARE" export "$dir/m.ckpt" --out "$dir/x.pare" --format q3
 head -c 300 "$dir/m.q8.pare" >"$dir/trunc.pare"

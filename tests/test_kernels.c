@@ -20,6 +20,8 @@
 #include "infer/kernels.h"
 #include "infer/kernels_internal.h"
 #include "infer/pack.h"
+#include "infer/types.h"
+#include "compress/grid.h"
 
 /* A tensor view over packed data, as the reader would make it. */
 static inf_tensor make_tensor(int dtype, int N, int K, uint32_t G, const uint8_t *data, uint64_t bytes) {
@@ -45,12 +47,17 @@ static void fill(float *x, size_t n, uint64_t seed, float scale) {
  * scalar bit for bit; and close to the dequantized float product. */
 static void test_quantized_simd_equals_scalar_and_dequantized(void **state) {
     (void)state;
-    const int dtypes[3] = {INF_Q8, INF_Q4, INF_Q4A};
+    /* every quantized storage type of the traits table (types.h): a new row
+     * is tested here without a line of its own */
+    int dtypes[INF_DTYPE_COUNT], n_types = 0;
+    for (int dt = 0; dt < INF_DTYPE_COUNT; dt++)
+        if (inf_type(dt) && inf_type(dt)->act != INF_ACT_FLOAT) dtypes[n_types++] = dt;
+    assert_true(n_types >= 3);
     const int shapes[4][3] = {{37, 64, 32}, {16, 96, 0}, {50, 128, 64}, {5, 32, 32}}; /* N, K, group */
     const int Ts[5] = {1, 2, 5, 8, INF_GEMM_MIN_T};
     char err[256];
     int checked_simd = 0;
-    for (int di = 0; di < 3; di++)
+    for (int di = 0; di < n_types; di++)
         for (int si = 0; si < 4; si++) {
             int N = shapes[si][0], K = shapes[si][1], group = shapes[si][2];
             float *w = malloc(sizeof(float) * N * K), *deq = malloc(sizeof(float) * N * K);
@@ -126,6 +133,52 @@ static void test_quantized_simd_equals_scalar_and_dequantized(void **state) {
             free(packed), free(w), free(deq);
         }
     if (inf_isa_supported(INF_ISA_AVX2)) assert_true(checked_simd > 0);
+}
+
+/* Every row of the traits table keeps the contract of types.h: a name that
+ * names it, a scalar reference beside every SIMD kernel, the kernels its
+ * kind needs, and pack then row giving exactly the grid's fake-quantized
+ * values (f32: the floats themselves). */
+static void test_traits_rows(void **state) {
+    (void)state;
+    enum { N = 21, K = 64 };
+    float w[N * K], fq[N * K], row[K];
+    fill(w, N * K, 77, 0.2f);
+    char err[256];
+    for (int dt = 0; dt < INF_DTYPE_COUNT; dt++) {
+        const inf_type_traits *tr = inf_type(dt);
+        assert_non_null(tr);
+        assert_int_equal(inf_dtype_from_name(tr->name), dt);
+        assert_string_equal(inf_type_name(dt), tr->name);
+        for (int isa = 1; isa < INF_ISA_COUNT; isa++) {
+            if (tr->tile[isa]) assert_non_null(tr->tile[INF_ISA_SCALAR]);
+            if (tr->matvec[isa]) assert_non_null(tr->matvec[INF_ISA_SCALAR]);
+            if (tr->deq[isa]) assert_non_null(tr->deq[INF_ISA_SCALAR]);
+        }
+        bool quant = tr->act != INF_ACT_FLOAT;
+        assert_true(quant ? tr->tile[0] && tr->deq[0] && tr->scheme >= 0 && tr->group_multiple > 0
+                          : tr->matvec[0] != NULL);
+        assert_true(tr->pack && tr->row && tr->prepare && tr->mm_blocks >= 1 && tr->decode_blocks >= 1);
+        assert_true(tr->gemm_min_t >= 2);
+        uint8_t *packed;
+        uint64_t bytes;
+        uint32_t G;
+        assert_int_equal(inf_pack_matrix(dt, w, N, K, 32, &packed, &bytes, &G, err, sizeof err), 0);
+        inf_tensor t = make_tensor(dt, N, K, G, packed, bytes);
+        if (quant) assert_int_equal(cp_fake_quant((cp_qscheme)tr->scheme, w, N, K, 32, fq, err, sizeof err), 0);
+        else memcpy(fq, w, sizeof w);
+        for (int r = 0; r < N; r++) {
+            tr->row(&t, (size_t)r, row);
+            assert_memory_equal(row, fq + r * K, sizeof row);
+        }
+        if (tr->check) {
+            uint64_t at;
+            const char *field;
+            char what[128];
+            assert_int_equal(tr->check(&t, &at, &field, what, sizeof what), 0);
+        }
+        free(packed);
+    }
 }
 
 static void test_f32_matvec_simd_equals_scalar(void **state) {
@@ -331,6 +384,7 @@ int main(void) {
     printf("kernels: best instruction set on this CPU: %s\n", inf_isa_name(inf_isa_best()));
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_quantized_simd_equals_scalar_and_dequantized),
+        cmocka_unit_test(test_traits_rows),
         cmocka_unit_test(test_f32_matvec_simd_equals_scalar),
         cmocka_unit_test(test_wsum_simd_equals_scalar),
         cmocka_unit_test(test_gelu_equals_training_op),

@@ -1,6 +1,7 @@
-/* test_quant.c - round-to-nearest quantization (compress/quant.h): hand-computed
- * codes, the rounding rule, the error bound, zero groups, per-group scales,
- * fake quantization = dequantize(quantize), and bad input. */
+/* test_quant.c - the integer grids (compress/grid.h): hand-computed codes,
+ * the rounding rule, the error bound, zero groups, per-group scales, fake
+ * quantization = dequantize(quantize), fixed (given) scales and zero points,
+ * the activation limbs, and bad input. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -11,7 +12,7 @@
 #include <string.h>
 
 #include "autograd/rng.h"
-#include "compress/quant.h"
+#include "compress/grid.h"
 
 /* absmax 127 gives s = 1 exactly, so the codes are round(w) by hand;
  * halves go away from zero. */
@@ -153,6 +154,80 @@ static void test_bad_input(void **state) {
     assert_non_null(strstr(err, "weight [1, 1]"));
 }
 
+/* Fixed scales are used as given (not recomputed): the codes are
+ * round(w / s) clamped; with the grid's own scales they equal cp_quantize's;
+ * bad scales and zero points are named by row and group. */
+static void test_fixed_parameters(void **state) {
+    (void)state;
+    const float w[8] = {1.0f, -2.0f, 3.0f, 40.0f, 0.5f, 0.25f, -0.75f, 0.0f};
+    int8_t q[8], q2[8];
+    float sc[2];
+    char err[256];
+    assert_int_equal(cp_quantize(CP_INT8_SYM, w, 2, 4, 0, q, sc, NULL, err, sizeof err), 0);
+    assert_int_equal(cp_quantize_fixed(CP_INT8_SYM, w, 2, 4, 0, sc, NULL, q2, err, sizeof err), 0);
+    assert_memory_equal(q, q2, sizeof q);
+    const float given[2] = {0.25f, 0.125f}; /* row 0 saturates: 40 / 0.25 = 160 -> 127 */
+    assert_int_equal(cp_quantize_fixed(CP_INT8_SYM, w, 2, 4, 0, given, NULL, q2, err, sizeof err), 0);
+    const int8_t want[8] = {4, -8, 12, 127, 4, 2, -6, 0};
+    assert_memory_equal(q2, want, sizeof want);
+    /* asymmetric: the given zero points */
+    const float s4[2] = {1.0f, 0.25f};
+    const int32_t z4[2] = {3, 15};
+    assert_int_equal(cp_quantize_fixed(CP_INT4_ASYM, w, 2, 4, 0, s4, z4, q2, err, sizeof err), 0);
+    const int8_t want4[8] = {4, 1, 6, 15, 15, 15, 12, 15};
+    assert_memory_equal(q2, want4, sizeof want4);
+    /* zero points of a symmetric grid may be given only as zeros */
+    const int32_t zeros[2] = {0, 0}, bad_z[2] = {0, 16};
+    assert_int_equal(cp_quantize_fixed(CP_INT4_SYM, w, 2, 4, 0, s4, zeros, q2, err, sizeof err), 0);
+    assert_int_equal(cp_quantize_fixed(CP_INT4_SYM, w, 2, 4, 0, s4, z4, q2, err, sizeof err), -1);
+    assert_non_null(strstr(err, "zero point of row 0, group 0 is 3"));
+    assert_int_equal(cp_quantize_fixed(CP_INT4_ASYM, w, 2, 4, 0, s4, bad_z, q2, err, sizeof err), -1);
+    assert_non_null(strstr(err, "row 1, group 0 is 16: expected 0..15"));
+    assert_int_equal(cp_quantize_fixed(CP_INT4_ASYM, w, 2, 4, 0, s4, NULL, q2, err, sizeof err), -1);
+    assert_non_null(strstr(err, "zero points"));
+    const float bad_s[2] = {1.0f, -1.0f}, nan_s[2] = {NAN, 1.0f};
+    assert_int_equal(cp_quantize_fixed(CP_INT8_SYM, w, 2, 4, 0, bad_s, NULL, q2, err, sizeof err), -1);
+    assert_non_null(strstr(err, "scale of row 1, group 0 is -1"));
+    assert_int_equal(cp_quantize_fixed(CP_INT8_SYM, w, 2, 4, 0, nan_s, NULL, q2, err, sizeof err), -1);
+    assert_non_null(strstr(err, "is nan"));
+    assert_int_equal(cp_quantize_fixed(CP_INT8_SYM, w, 2, 4, 0, NULL, NULL, q2, err, sizeof err), -1);
+}
+
+/* The activation grid: limbs on exact halves round away from zero, clamp to
+ * [-127, 127] (NaN -> -127), a zero row has scale 0 and zero limbs, and three
+ * limbs reconstruct x within sx / (2 * 254^2) plus the rounding of x / sx. */
+static void test_activation_limbs(void **state) {
+    (void)state;
+    assert_int_equal(cp_limb_round(2.5f), 3);
+    assert_int_equal(cp_limb_round(-2.5f), -3);
+    assert_int_equal(cp_limb_round(200.0f), 127);
+    assert_int_equal(cp_limb_round(-200.0f), -127);
+    assert_int_equal(cp_limb_round(NAN), -127);
+    enum { K = 40 };
+    float x[K];
+    ag_rng r;
+    ag_rng_seed(&r, 3);
+    for (int i = 0; i < K; i++) x[i] = 3.0f * ag_rng_normal(&r);
+    float sx = cp_act_scale(x, K), amax = 0;
+    for (int i = 0; i < K; i++) amax = fmaxf(amax, fabsf(x[i]));
+    assert_true(sx == amax / 127.0f);
+    for (int i = 0; i < K; i++) {
+        int8_t a[3];
+        cp_act_limbs(x[i], sx, 3, a, 1);
+        double rec = sx * (a[0] + a[1] / 254.0 + a[2] / (254.0 * 254.0));
+        assert_true(fabs(rec - x[i]) <= sx * (0.5 / (254.0 * 254.0) + 127.0 * 0x1p-24));
+        int8_t b[2];
+        cp_act_limbs(x[i], sx, 1, b, 1); /* one limb: plain dynamic int8 */
+        assert_int_equal(b[0], a[0]);
+    }
+    float zero[4] = {0};
+    assert_true(cp_act_scale(zero, 4) == 0.0f);
+    int8_t z[6] = {1, 1, 1, 1, 1, 1};
+    cp_act_limbs(0.0f, 0.0f, 3, z, 2); /* stride 2: limbs at 0, 2, 4 */
+    assert_int_equal(z[0], 0), assert_int_equal(z[2], 0), assert_int_equal(z[4], 0);
+    assert_int_equal(z[1], 1);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_int8_hand_computed),
@@ -161,6 +236,8 @@ int main(void) {
         cmocka_unit_test(test_zero_rows_and_groups),
         cmocka_unit_test(test_error_bound_and_fake_quant),
         cmocka_unit_test(test_bad_input),
+        cmocka_unit_test(test_fixed_parameters),
+        cmocka_unit_test(test_activation_limbs),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -6,7 +6,11 @@
  * generation of 256 tokens (sliding past the context) gives the same tokens as
  * tr_generate. q8, q4, q4a: the runtime's logits equal the training forward
  * with every exported weight replaced by its fake-quantized (dequantized)
- * value, within 1e-5. Plus sampling rules and bad input. */
+ * value, within 1e-5. The same for models with pruned heads and MLP neurons
+ * per layer and factorized sites (version-2 files), whose decode is also the
+ * same bits at 1, 2 and 3 threads. Export plans: a smaller architecture
+ * writes the smaller model, fixed scales are used as given. Plus sampling
+ * rules and bad input. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -20,10 +24,11 @@
 
 #include "autograd/parallel.h"
 #include "autograd/rng.h"
-#include "compress/quant.h"
+#include "compress/grid.h"
 #include "infer/export.h"
 #include "infer/pack.h"
 #include "infer/runtime.h"
+#include "infer/types.h"
 #include "train/sampler.h"
 #include "train/trainer.h"
 
@@ -88,19 +93,20 @@ static double row_rel_err(const float *a, const float *b, int T, int V) {
     return worst;
 }
 
-/* Exports f's model as dtype/group, runs the runtime on f->ids both ways and
+/* Exports `model` as dtype/group, runs the runtime on f->ids both ways and
  * compares with the training forward of `ref_model` (the same weights, or
  * their fake-quantized values). */
-static void check_parity(fixture *f, int dtype, int group, tr_gpt *ref_model) {
+static void check_parity_of(fixture *f, tr_gpt *model, int dtype, int group, tr_gpt *ref_model) {
     char err[512];
     inf_export_opts o = {dtype, group, false, NULL};
-    if (inf_export_gpt(&f->m, &f->v, &o, f->path, err, sizeof err)) fail_msg("%s", err);
+    if (inf_export_gpt(model, &f->v, &o, f->path, err, sizeof err)) fail_msg("%s", err);
     ag_ctx_reset(f->c);
     ag_tensor *ref = tr_gpt_forward(f->c, ref_model, f->ids, 1, CTX, NULL); /* [1, T, V] */
     assert_non_null(ref);
     int V = 65;
     inf_model m;
     if (inf_model_open(&m, f->path, err, sizeof err)) fail_msg("%s", err);
+    assert_true(pm_arch_equal(&m.file.arch, &model->arch)); /* the file holds the model's own shapes */
     inf_session s;
     assert_int_equal(inf_session_init(&s, &m, inf_isa_best(), 3, err, sizeof err), 0);
     float *lg = malloc(sizeof(float) * CTX * V), *step = malloc(sizeof(float) * CTX * V);
@@ -109,8 +115,9 @@ static void check_parity(fixture *f, int dtype, int group, tr_gpt *ref_model) {
     inf_session_reset(&s);
     for (int t = 0; t < CTX; t++) assert_int_equal(inf_forward(&s, &f->ids[t], 1, step + t * V, false, err, sizeof err), 0);
     double e2 = row_rel_err(step, ref->data, CTX, V);
-    print_message("parity %s group %d: prompt path %.2e, decode path %.2e (relative to the row's max |logit|)\n",
-                  inf_type(dtype)->name, group, e1, e2);
+    print_message("parity %s group %d%s: prompt path %.2e, decode path %.2e (relative to the row's max |logit|)\n",
+                  inf_type_name(dtype), group, pm_arch_is_uniform(&model->arch) ? "" : " (per-layer shapes, factors)",
+                  e1, e2);
     assert_true(e1 <= 1e-5);
     assert_true(e2 <= 1e-5);
     /* int8 products run the same integer kernel for a prompt as for one
@@ -121,19 +128,23 @@ static void check_parity(fixture *f, int dtype, int group, tr_gpt *ref_model) {
     inf_model_close(&m);
 }
 
+static void check_parity(fixture *f, int dtype, int group, tr_gpt *ref_model) {
+    check_parity_of(f, &f->m, dtype, group, ref_model);
+}
+
 static void test_f32_logits_match_training_forward(void **state) {
     fixture *f = *state;
     check_parity(f, INF_F32, 0, &f->m);
 }
 
-/* A copy of f's model with each exported weight fake-quantized. */
-static void fake_quant_model(fixture *f, const inf_export_opts *o, tr_gpt *q) {
+/* A copy of src with each weight the export rules quantize fake-quantized. */
+static void fake_quant_model(const tr_gpt *src, const inf_export_opts *o, tr_gpt *q) {
     char err[256];
-    if (tr_gpt_init_arch(q, &f->m.arch, 0, err, sizeof err)) fail_msg("%s", err);
-    memcpy(q->params.data, f->m.params.data, f->m.params.n * sizeof(float));
+    if (tr_gpt_init_arch(q, &src->arch, 0, err, sizeof err)) fail_msg("%s", err);
+    memcpy(q->params.data, src->params.data, src->params.n * sizeof(float));
     for (int i = 0; i < q->params.count; i++) {
         ag_tensor *t = &q->params.t[i];
-        if (!inf_export_quantizes(o, q->params.names[i], t->ndim)) continue;
+        if (!inf_export_quantizes(o, &q->table, i)) continue;
         int rc = cp_fake_quant((cp_qscheme)inf_dtype_scheme(o->dtype), t->data, t->shape[0], t->shape[1], o->group,
                                t->data, err, sizeof err);
         assert_int_equal(rc, 0);
@@ -143,7 +154,7 @@ static void fake_quant_model(fixture *f, const inf_export_opts *o, tr_gpt *q) {
 static void check_quantized(fixture *f, int dtype, int group) {
     inf_export_opts o = {dtype, group, false, NULL};
     tr_gpt q;
-    fake_quant_model(f, &o, &q);
+    fake_quant_model(&f->m, &o, &q);
     check_parity(f, dtype, group, &q);
     tr_gpt_free(&q);
 }
@@ -153,41 +164,251 @@ static void test_q8_group_parity(void **state) { check_quantized(*state, INF_Q8,
 static void test_q4_parity(void **state) { check_quantized(*state, INF_Q4, 32); }
 static void test_q4a_parity(void **state) { check_quantized(*state, INF_Q4A, 64); }
 
+/* Decodes every position of f->ids from `model` exported as dtype/group at
+ * 1, 2 and 3 threads (twice per session: the second pass reuses the
+ * session's scratch), the step split over the threads however small the
+ * model, and fails unless the logits are the same bits each time. */
+static void check_decode_bits(fixture *f, tr_gpt *model, int dtype, int group) {
+    char err[512];
+    int V = 65;
+    inf_export_opts o = {dtype, group, false, NULL};
+    if (inf_export_gpt(model, &f->v, &o, f->path, err, sizeof err)) fail_msg("%s", err);
+    inf_model m;
+    if (inf_model_open(&m, f->path, err, sizeof err)) fail_msg("%s", err);
+    float *ref = malloc(sizeof(float) * CTX * V), *got = malloc(sizeof(float) * CTX * V);
+    for (int nt = 1; nt <= 3; nt++) {
+        ag_set_threads(nt);
+        inf_session s;
+        assert_int_equal(inf_session_init(&s, &m, inf_isa_best(), 3, err, sizeof err), 0);
+        assert_true(m.decode_bytes < s.decode_par_min); /* this small model decodes on one thread ... */
+        s.decode_par_min = 0;                              /* ... unless told otherwise */
+        for (int rep = 0; rep < 2; rep++) {
+            inf_session_reset(&s);
+            float *out = nt == 1 && rep == 0 ? ref : got;
+            for (int t = 0; t < CTX; t++)
+                assert_int_equal(inf_forward(&s, &f->ids[t], 1, out + t * V, false, err, sizeof err), 0);
+            if (out == got && memcmp(got, ref, sizeof(float) * CTX * V) != 0)
+                fail_msg("%s decode at %d threads (pass %d) differs from 1 thread", inf_type_name(dtype), nt, rep);
+        }
+        inf_session_free(&s);
+    }
+    ag_set_threads(1);
+    free(ref), free(got);
+    inf_model_close(&m);
+}
+
 /* The decode step splits each token's work over the threads: logits of
  * every position are the same bits at 1, 2 and 3 threads, for every storage
  * type (and the same as the 1-thread decode of a fresh session). */
 static void test_decode_same_bits_any_thread_count(void **state) {
     fixture *f = *state;
     const int dtypes[4] = {INF_F32, INF_Q8, INF_Q4, INF_Q4A};
-    int V = 65;
-    for (int di = 0; di < 4; di++) {
-        char err[512];
-        inf_export_opts o = {dtypes[di], dtypes[di] == INF_F32 ? 0 : 32, false, NULL};
-        if (inf_export_gpt(&f->m, &f->v, &o, f->path, err, sizeof err)) fail_msg("%s", err);
-        inf_model m;
-        if (inf_model_open(&m, f->path, err, sizeof err)) fail_msg("%s", err);
-        float *ref = malloc(sizeof(float) * CTX * V), *got = malloc(sizeof(float) * CTX * V);
-        for (int nt = 1; nt <= 3; nt++) {
-            ag_set_threads(nt);
-            inf_session s;
-            assert_int_equal(inf_session_init(&s, &m, inf_isa_best(), 3, err, sizeof err), 0);
-            assert_true(m.decode_bytes < s.decode_par_min); /* this small model decodes on one thread ... */
-            s.decode_par_min = 0;                              /* ... unless told otherwise */
-            for (int rep = 0; rep < 2; rep++) { /* the second pass reuses the session's scratch */
-                inf_session_reset(&s);
-                float *out = nt == 1 && rep == 0 ? ref : got;
-                for (int t = 0; t < CTX; t++)
-                    assert_int_equal(inf_forward(&s, &f->ids[t], 1, out + t * V, false, err, sizeof err), 0);
-                if (out == got && memcmp(got, ref, sizeof(float) * CTX * V) != 0)
-                    fail_msg("%s decode at %d threads (pass %d) differs from 1 thread", inf_type(dtypes[di])->name,
-                             nt, rep);
-            }
-            inf_session_free(&s);
-        }
-        ag_set_threads(1);
-        free(ref), free(got);
-        inf_model_close(&m);
+    for (int di = 0; di < 4; di++) check_decode_bits(f, &f->m, dtypes[di], dtypes[di] == INF_F32 ? 0 : 32);
+}
+
+/* ---- per-layer shapes and factorized sites ---- */
+
+/* A GPT as a structured pruning and a factorization would leave it: width
+ * 96, heads of 32; layer 0 keeps 3 heads and 384 MLP units, layer 1 2 heads
+ * and 160 units with its fc factorized (rank 32), layer 2 1 head and 64 units
+ * with qkv and mproj factorized (rank 32); the head factorized (rank 32).
+ * Every input width is a multiple of 32, so every storage type can hold it.
+ * Weights spread as in setup. */
+static void pruned_model(tr_gpt *m, bool odd) {
+    pm_arch a;
+    char err[256];
+    memset(&a, 0, sizeof a);
+    if (!odd) {
+        a.n_layer = 3, a.n_embd = 96, a.head_dim = 32;
+    } else { /* widths and ranks that are no multiples of anything: f32 only */
+        a.n_layer = 2, a.n_embd = 48, a.head_dim = 12;
     }
+    a.ctx = CTX, a.vocab = 65, a.bias = true, a.tied = false;
+    assert_int_equal(pm_arch_alloc(&a), 0);
+    if (!odd) {
+        const int H[3] = {3, 2, 1}, M[3] = {384, 160, 64};
+        for (int l = 0; l < 3; l++) a.n_head[l] = H[l], a.n_hidden[l] = M[l];
+        a.rank[pm_rank_slot(&a, 1, PM_FC)] = 32;
+        a.rank[pm_rank_slot(&a, 2, PM_QKV)] = 32;
+        a.rank[pm_rank_slot(&a, 2, PM_MPROJ)] = 32;
+        a.rank[pm_rank_slot(&a, -1, PM_HEAD)] = 32;
+    } else {
+        a.n_head[0] = 4, a.n_head[1] = 1, a.n_hidden[0] = 50, a.n_hidden[1] = 17;
+        a.rank[pm_rank_slot(&a, 0, PM_FC)] = 5;
+        a.rank[pm_rank_slot(&a, 1, PM_PROJ)] = 3;
+        a.rank[pm_rank_slot(&a, -1, PM_HEAD)] = 7;
+    }
+    if (tr_gpt_init_arch(m, &a, 0, err, sizeof err)) fail_msg("%s", err);
+    pm_arch_free(&a);
+    tr_gpt_init_weights(m, 11);
+    ag_rng r;
+    ag_rng_seed(&r, 12);
+    for (int i = 0; i < m->params.count; i++) {
+        ag_tensor *t = &m->params.t[i];
+        pm_part part = m->table.tensor[i].part;
+        float k = part == PM_U || part == PM_V ? 2.5f : 6.0f; /* a factor pair's product: about 6x too */
+        for (size_t j = 0; j < t->numel; j++)
+            t->data[j] = t->ndim == 2 ? t->data[j] * k : t->data[j] + 0.1f * ag_rng_normal(&r);
+    }
+}
+
+static void test_pruned_factorized_parity(void **state) {
+    fixture *f = *state;
+    tr_gpt p, q;
+    pruned_model(&p, false);
+    check_parity_of(f, &p, INF_F32, 0, &p);
+    const int dtypes[3] = {INF_Q8, INF_Q4, INF_Q4A};
+    for (int di = 0; di < 3; di++) {
+        inf_export_opts o = {dtypes[di], 32, false, NULL};
+        fake_quant_model(&p, &o, &q);
+        check_parity_of(f, &p, dtypes[di], 32, &q);
+        tr_gpt_free(&q);
+    }
+    tr_gpt_free(&p);
+    pruned_model(&p, true);
+    check_parity_of(f, &p, INF_F32, 0, &p);
+    tr_gpt_free(&p);
+}
+
+static void test_pruned_factorized_decode_same_bits(void **state) {
+    fixture *f = *state;
+    tr_gpt p;
+    pruned_model(&p, false);
+    check_decode_bits(f, &p, INF_F32, 0);
+    check_decode_bits(f, &p, INF_Q8, 32);
+    check_decode_bits(f, &p, INF_Q4, 32);
+    tr_gpt_free(&p);
+    pruned_model(&p, true);
+    check_decode_bits(f, &p, INF_F32, 0);
+    tr_gpt_free(&p);
+}
+
+/* A quantized type cannot store a matrix whose input width is not a multiple
+ * of 32: the export names the tensor and the rule, and leaves no file. */
+static void test_width_rule(void **state) {
+    fixture *f = *state;
+    tr_gpt p;
+    pruned_model(&p, true);
+    char err[512];
+    inf_export_opts o = {INF_Q8, 0, false, NULL};
+    unlink(f->path);
+    assert_int_equal(inf_export_gpt(&p, &f->v, &o, f->path, err, sizeof err), -1);
+    if (!strstr(err, "tensor 'h.0.attn.qkv.w' [144, 48] as q8 (set by --format): its input width 48 is not a multiple "
+                     "of 32"))
+        fail_msg("%s", err);
+    assert_int_equal(access(f->path, F_OK), -1);
+    tr_gpt_free(&p);
+}
+
+/* ---- export plans ---- */
+
+/* A plan whose architecture is smaller than the model's (pm_plan_set_arch,
+ * as a structured-pruning policy's export hook does) writes the smaller
+ * model: the file's architecture is the plan's, and it runs to the training
+ * forward of that architecture with the plan's values. */
+static void test_plan_smaller_arch(void **state) {
+    fixture *f = *state;
+    char err[512];
+    pm_plan p;
+    assert_int_equal(inf_plan_from_gpt(&p, &f->m, err, sizeof err), 0);
+    pm_arch small;
+    assert_int_equal(pm_arch_copy(&small, &f->m.arch), 0);
+    small.n_head[0] = 1, small.n_hidden[0] = 96, small.n_hidden[1] = 32;
+    small.rank[pm_rank_slot(&small, 1, PM_FC)] = 32;
+    if (pm_plan_set_arch(&p, &small, err, sizeof err)) fail_msg("%s", err);
+    tr_gpt ref;
+    if (tr_gpt_init_arch(&ref, &small, 0, err, sizeof err)) fail_msg("%s", err);
+    pm_arch_free(&small);
+    /* the plan's values: the reference model's, drawn here */
+    tr_gpt_init_weights(&ref, 21);
+    for (int i = 0; i < ref.params.count; i++) {
+        ag_tensor *t = &ref.params.t[i];
+        for (size_t j = 0; j < t->numel; j++) t->data[j] *= t->ndim == 2 ? 6.0f : 1.0f;
+        float *d = pm_plan_alloc(&p, t->numel * sizeof(float));
+        assert_non_null(d);
+        memcpy(d, t->data, t->numel * sizeof(float));
+        p.entry[i].data = d;
+    }
+    /* an entry without values is named */
+    const float *keep = p.entry[3].data;
+    p.entry[3].data = NULL;
+    assert_int_equal(inf_plan_write(&p, &f->v, NULL, f->path, err, sizeof err), -1);
+    assert_non_null(strstr(err, p.table.tensor[3].name));
+    p.entry[3].data = keep;
+    if (inf_plan_write(&p, &f->v, "source=plan\n", f->path, err, sizeof err)) fail_msg("%s", err);
+    inf_model m;
+    if (inf_model_open(&m, f->path, err, sizeof err)) fail_msg("%s", err);
+    assert_true(pm_arch_equal(&m.file.arch, &p.arch));
+    assert_int_equal(m.layer[0].H, 1);
+    assert_int_equal(m.layer[1].fc.rank, 32);
+    inf_session s;
+    assert_int_equal(inf_session_init(&s, &m, inf_isa_best(), 3, err, sizeof err), 0);
+    int V = 65;
+    float *lg = malloc(sizeof(float) * CTX * V);
+    assert_int_equal(inf_forward(&s, f->ids, CTX, lg, true, err, sizeof err), 0);
+    ag_ctx_reset(f->c);
+    ag_tensor *want = tr_gpt_forward(f->c, &ref, f->ids, 1, CTX, NULL);
+    assert_non_null(want);
+    assert_true(row_rel_err(lg, want->data, CTX, V) <= 1e-5);
+    free(lg);
+    inf_session_free(&s);
+    inf_model_close(&m);
+    tr_gpt_free(&ref);
+    pm_plan_free(&p);
+}
+
+/* Fixed scales and zero points in a plan entry (a quantization-aware
+ * checkpoint's) are what the file stores, validated first. */
+static void test_plan_fixed_scales(void **state) {
+    fixture *f = *state;
+    char err[512];
+    inf_export_opts o = {INF_Q8, 32, false, NULL};
+    pm_plan p;
+    assert_int_equal(inf_plan_from_gpt(&p, &f->m, err, sizeof err), 0);
+    assert_int_equal(inf_plan_apply(&p, &o, err, sizeof err), 0);
+    pm_plan_entry *e = pm_plan_find(&p, "h.0.mlp.fc.w"); /* [256, 64], groups of 32 */
+    assert_non_null(e);
+    assert_string_equal(e->type, "q8");
+    assert_string_equal(e->by, "--format");
+    int N = 256, K = 64, NG = 2;
+    float *sc = pm_plan_alloc(&p, sizeof(float) * N * NG);
+    int8_t *q = malloc((size_t)N * K);
+    assert_int_equal(cp_quantize(CP_INT8_SYM, e->data, N, K, 32, q, sc, NULL, err, sizeof err), 0);
+    for (int i = 0; i < N * NG; i++) sc[i] *= 1.25f; /* not the grid's own: a trained scale */
+    e->scale = sc;
+    snprintf(e->by, sizeof e->by, "qat");
+    /* a q4a entry with fixed scales but no zero points, and a NaN scale, are refused by name */
+    pm_plan_entry *e2 = pm_plan_find(&p, "h.1.mlp.fc.w");
+    snprintf(e2->type, sizeof e2->type, "q4a");
+    e2->scale = sc;
+    assert_int_equal(inf_plan_write(&p, &f->v, NULL, f->path, err, sizeof err), -1);
+    assert_non_null(strstr(err, "tensor 'h.1.mlp.fc.w' [256, 64] as q4a"));
+    assert_non_null(strstr(err, "zero points"));
+    snprintf(e2->type, sizeof e2->type, "q8");
+    e2->scale = NULL;
+    sc[7] = NAN;
+    assert_int_equal(inf_plan_write(&p, &f->v, NULL, f->path, err, sizeof err), -1);
+    assert_non_null(strstr(err, "tensor 'h.0.mlp.fc.w' [256, 64] as q8 (set by qat)"));
+    assert_non_null(strstr(err, "row 3, group 1 is nan"));
+    sc[7] = sc[6];
+    if (inf_plan_write(&p, &f->v, NULL, f->path, err, sizeof err)) fail_msg("%s", err);
+    inf_file file;
+    if (inf_file_open(&file, f->path, err, sizeof err)) fail_msg("%s", err);
+    const inf_tensor *t = inf_file_find(&file, "h.0.mlp.fc.w");
+    assert_int_equal(t->dtype, INF_Q8);
+    int8_t *want = malloc((size_t)N * K);
+    assert_int_equal(cp_quantize_fixed(CP_INT8_SYM, e->data, N, K, 32, sc, NULL, want, err, sizeof err), 0);
+    float row[64];
+    for (int r = 0; r < N; r++) {
+        inf_type(INF_Q8)->row(t, (size_t)r, row);
+        for (int k = 0; k < K; k++) {
+            float s = sc[r * NG + k / 32], v = s * (float)want[r * K + k];
+            assert_memory_equal(&row[k], &v, sizeof v); /* the given scale, the codes it implies */
+        }
+    }
+    inf_file_close(&file);
+    free(q), free(want);
+    pm_plan_free(&p);
 }
 
 static void test_greedy_256_tokens_identical(void **state) {
@@ -267,6 +488,11 @@ int main(void) {
         cmocka_unit_test_setup_teardown(test_q4_parity, setup, teardown),
         cmocka_unit_test_setup_teardown(test_q4a_parity, setup, teardown),
         cmocka_unit_test_setup_teardown(test_decode_same_bits_any_thread_count, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_pruned_factorized_parity, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_pruned_factorized_decode_same_bits, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_width_rule, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_plan_smaller_arch, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_plan_fixed_scales, setup, teardown),
         cmocka_unit_test_setup_teardown(test_greedy_256_tokens_identical, setup, teardown),
         cmocka_unit_test(test_pick_rules),
         cmocka_unit_test_setup_teardown(test_bad_input, setup, teardown),

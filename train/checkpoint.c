@@ -10,6 +10,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "autograd/atomic.h"
 #include "autograd/hash.h"
 #include "data.h"
 
@@ -126,40 +127,6 @@ void tr_wr_f32s(tr_ckpt_writer *w, const float *x, size_t n) {
     }
 }
 
-static int write_all(int fd, const uint8_t *p, size_t n) {
-    while (n > 0) {
-        ssize_t k = write(fd, p, n);
-        if (k < 0) {
-            if (errno == EINTR) continue;
-            return -1;
-        }
-        p += k;
-        n -= (size_t)k;
-    }
-    return 0;
-}
-
-/* fsyncs the directory holding path, so the rename itself is durable. */
-static int sync_dir(const char *path) {
-    char dir[4096];
-    const char *slash = strrchr(path, '/');
-    if (!slash) {
-        strcpy(dir, ".");
-    } else if (slash == path) {
-        strcpy(dir, "/");
-    } else {
-        size_t n = (size_t)(slash - path);
-        if (n >= sizeof dir) return -1;
-        memcpy(dir, path, n);
-        dir[n] = '\0';
-    }
-    int fd = open(dir, O_RDONLY);
-    if (fd < 0) return -1;
-    int rc = fsync(fd);
-    close(fd);
-    return rc;
-}
-
 int tr_ckpt_write(tr_ckpt_writer *w, const char *path, char *err, size_t errlen) {
     tr_ckpt_end(w);
     if (w->oom) {
@@ -173,39 +140,12 @@ int tr_ckpt_write(tr_ckpt_writer *w, const char *path, char *err, size_t errlen)
     put_u64(head + 16, (uint64_t)w->len);
     put_u64(head + 24, ag_fnv1a(AG_FNV_INIT, w->buf, w->len));
 
-    char tmp[4096];
-    if ((size_t)snprintf(tmp, sizeof tmp, "%s.tmp", path) >= sizeof tmp) {
-        snprintf(err, errlen, "checkpoint path too long: %.200s...", path);
-        return -1;
-    }
-    int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC, 0644);
-    if (fd < 0) {
-        snprintf(err, errlen, "checkpoint %s: cannot create %s: %s", path, tmp, strerror(errno));
-        return -1;
-    }
-    const char *step = NULL;
-    if (write_all(fd, head, sizeof head) != 0 || write_all(fd, w->buf, w->len) != 0)
-        step = "write";
-    else if (fsync(fd) != 0)
-        step = "fsync";
-    int saved = errno;
-    if (close(fd) != 0 && !step) {
-        step = "close";
-        saved = errno;
-    }
-    if (!step && rename(tmp, path) != 0) {
-        step = "rename";
-        saved = errno;
-    }
-    if (step) {
-        unlink(tmp);
-        snprintf(err, errlen, "checkpoint %s: %s failed: %s (the previous file, if any, is unchanged)", path, step,
-                 strerror(saved));
-        return -1;
-    }
-    if (sync_dir(path) != 0) {
-        snprintf(err, errlen, "checkpoint %s: written, but fsync of its directory failed: %s", path,
-                 strerror(errno));
+    /* one atomic write (autograd/atomic.h): on failure the previous file is unchanged */
+    ag_atomic a;
+    char why[1024];
+    if (ag_atomic_open(&a, path, why, sizeof why) != 0 || ag_atomic_write(&a, head, sizeof head, why, sizeof why) != 0 ||
+        ag_atomic_write(&a, w->buf, w->len, why, sizeof why) != 0 || ag_atomic_commit(&a, why, sizeof why) != AG_ATOMIC_OK) {
+        snprintf(err, errlen, "checkpoint %s", why);
         return -1;
     }
     return 0;
@@ -220,60 +160,86 @@ void tr_ckpt_close(tr_ckpt_file *f) {
     memset(f, 0, sizeof *f);
 }
 
+/* Reads exactly n bytes at the file's current offset. */
+static int read_full(int fd, uint8_t *p, size_t n) {
+    while (n > 0) {
+        ssize_t k = read(fd, p, n);
+        if (k < 0 && errno == EINTR) continue;
+        if (k <= 0) return -1;
+        p += k;
+        n -= (size_t)k;
+    }
+    return 0;
+}
+
 int tr_ckpt_read(tr_ckpt_file *f, const char *path, char *err, size_t errlen) {
     memset(f, 0, sizeof *f);
     snprintf(f->path, sizeof f->path, "%s", path);
-    FILE *fp = fopen(path, "rb");
-    if (!fp) {
+    /* O_NONBLOCK: a FIFO given as a checkpoint must not block the open */
+    int fd = open(path, O_RDONLY | O_NONBLOCK);
+    if (fd < 0) {
         snprintf(err, errlen, "checkpoint %s: cannot open: %s", path, strerror(errno));
         return -1;
     }
     struct stat st;
-    if (fstat(fileno(fp), &st) != 0 || !S_ISREG(st.st_mode)) {
+    if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
         snprintf(err, errlen, "checkpoint %s: not a regular file", path);
-        fclose(fp);
+        close(fd);
         return -1;
     }
     size_t size = (size_t)st.st_size;
     if (size < TR_CKPT_HEADER) {
         snprintf(err, errlen, "checkpoint %s: %zu bytes, shorter than the %d-byte header (truncated or not a checkpoint)",
                  path, size, TR_CKPT_HEADER);
-        fclose(fp);
+        close(fd);
+        return -1;
+    }
+    /* the header first: magic, version and the payload length against the
+     * file's size, before the rest of the file is read into memory */
+    uint8_t hdr[TR_CKPT_HEADER];
+    if (read_full(fd, hdr, sizeof hdr) != 0) {
+        snprintf(err, errlen, "checkpoint %s: cannot read its header: %s", path, strerror(errno));
+        close(fd);
+        return -1;
+    }
+    const char *bad = NULL;
+    char why[160];
+    if (memcmp(hdr, TR_CKPT_MAGIC, 8) != 0) {
+        snprintf(why, sizeof why, "not a pare checkpoint (magic is not \"%s\")", TR_CKPT_MAGIC);
+        bad = why;
+    } else if (get_u32(hdr + 8) != TR_CKPT_VERSION) {
+        snprintf(why, sizeof why, "format version %u, this pare reads version %u", get_u32(hdr + 8), TR_CKPT_VERSION);
+        bad = why;
+    } else if (get_u64(hdr + 16) != (uint64_t)(size - TR_CKPT_HEADER)) {
+        uint64_t payload = get_u64(hdr + 16), avail = (uint64_t)(size - TR_CKPT_HEADER);
+        snprintf(why, sizeof why, "header says %llu payload bytes, file has %llu (%s)", (unsigned long long)payload,
+                 (unsigned long long)avail, payload > avail ? "truncated" : "trailing bytes");
+        bad = why;
+    }
+    if (bad) {
+        snprintf(err, errlen, "checkpoint %s: %s", path, bad);
+        close(fd);
         return -1;
     }
     f->buf = malloc(size);
     if (!f->buf) {
         snprintf(err, errlen, "checkpoint %s: out of memory reading %zu bytes", path, size);
-        fclose(fp);
+        close(fd);
         return -1;
     }
-    size_t got = fread(f->buf, 1, size, fp);
-    fclose(fp);
-    f->len = got;
-    if (got != size) {
-        snprintf(err, errlen, "checkpoint %s: read %zu of %zu bytes", path, got, size);
-        goto fail;
-    }
-    if (memcmp(f->buf, TR_CKPT_MAGIC, 8) != 0) {
-        snprintf(err, errlen, "checkpoint %s: not a pare checkpoint (magic is not \"%s\")", path, TR_CKPT_MAGIC);
+    memcpy(f->buf, hdr, sizeof hdr);
+    int rrc = read_full(fd, f->buf + TR_CKPT_HEADER, size - TR_CKPT_HEADER);
+    close(fd);
+    f->len = size;
+    if (rrc != 0) {
+        snprintf(err, errlen, "checkpoint %s: read of %zu bytes failed (the file changed while it was read?)", path,
+                 size);
         goto fail;
     }
     f->version = get_u32(f->buf + 8);
-    if (f->version != TR_CKPT_VERSION) {
-        snprintf(err, errlen, "checkpoint %s: format version %u, this pare reads version %u", path, f->version,
-                 TR_CKPT_VERSION);
-        goto fail;
-    }
     uint32_t n_sec = get_u32(f->buf + 12);
     uint64_t payload = get_u64(f->buf + 16);
     uint64_t sum = get_u64(f->buf + 24);
-    uint64_t avail = (uint64_t)(size - TR_CKPT_HEADER);
-    if (payload != avail) {
-        snprintf(err, errlen, "checkpoint %s: header says %llu payload bytes, file has %llu (%s)", path,
-                 (unsigned long long)payload, (unsigned long long)avail,
-                 payload > avail ? "truncated" : "trailing bytes");
-        goto fail;
-    }
     const uint8_t *p = f->buf + TR_CKPT_HEADER;
     if (ag_fnv1a(AG_FNV_INIT, p, (size_t)payload) != sum) {
         snprintf(err, errlen, "checkpoint %s: checksum mismatch (the file is corrupted)", path);
@@ -430,6 +396,11 @@ int tr_rd_str(tr_rd *rd, const char *field, size_t max_len, char **out) {
     }
     const uint8_t *p = take(rd, field, n);
     if (!p) return -1;
+    if (memchr(p, 0, n)) {
+        tr_rd_fail(rd, "field %s: a NUL byte at offset %u of its %u bytes: expected text", field,
+                   (unsigned)((const uint8_t *)memchr(p, 0, n) - p), n);
+        return -1;
+    }
     char *s = malloc((size_t)n + 1);
     if (!s) {
         tr_rd_fail(rd, "field %s: out of memory for %u bytes", field, n);

@@ -1,5 +1,5 @@
-/* quant.c - round-to-nearest quantization (formulas in quant.h). */
-#include "quant.h"
+/* grid.c - the integer grids (formulas in grid.h). */
+#include "grid.h"
 
 #include <math.h>
 #include <stdio.h>
@@ -14,27 +14,6 @@ const char *cp_qscheme_name(cp_qscheme s) {
     return "?";
 }
 
-int cp_round(float v) { return (int)roundf(v); }
-
-/* Code range of a scheme. */
-static void q_range(cp_qscheme s, int *lo, int *hi) {
-    switch (s) {
-    case CP_INT8_SYM: *lo = -127, *hi = 127; return;
-    case CP_INT4_SYM: *lo = -7, *hi = 7; return;
-    case CP_INT4_ASYM: *lo = 0, *hi = 15; return;
-    }
-    *lo = *hi = 0;
-}
-
-/* round(v) clamped to [lo, hi], clamping in float first so that no
- * conversion can overflow. */
-static int round_clamp(float v, int lo, int hi) {
-    float r = roundf(v);
-    if (!(r >= (float)lo)) return lo; /* also catches NaN */
-    if (r > (float)hi) return hi;
-    return (int)r;
-}
-
 void cp_group_params(cp_qscheme s, const float *w, int n, float *scale, int *zero) {
     if (s == CP_INT4_ASYM) {
         float lo = 0.0f, hi = 0.0f;
@@ -44,7 +23,7 @@ void cp_group_params(cp_qscheme s, const float *w, int n, float *scale, int *zer
         }
         float sc = (hi - lo) / 15.0f;
         *scale = sc;
-        if (zero) *zero = sc > 0.0f ? round_clamp(-lo / sc, 0, 15) : 0;
+        if (zero) *zero = sc > 0.0f ? cp_round_clamp(-lo / sc, 0, 15) : 0;
         return;
     }
     float amax = 0.0f;
@@ -54,28 +33,6 @@ void cp_group_params(cp_qscheme s, const float *w, int n, float *scale, int *zer
     }
     *scale = amax / (s == CP_INT8_SYM ? 127.0f : 7.0f);
     if (zero) *zero = 0;
-}
-
-int cp_quantize_value(cp_qscheme s, float w, float scale, int zero) {
-    int lo, hi;
-    q_range(s, &lo, &hi);
-    if (s == CP_INT4_ASYM) {
-        if (!(scale > 0.0f)) return zero;
-        /* round(w / s) + z, clamped: computed on the rounded integer so the
-         * addition is exact */
-        float r = roundf(w / scale);
-        if (r < -32.0f) r = -32.0f;
-        if (r > 32.0f) r = 32.0f;
-        int q = (int)r + zero;
-        return q < lo ? lo : q > hi ? hi : q;
-    }
-    if (!(scale > 0.0f)) return 0;
-    return round_clamp(w / scale, lo, hi);
-}
-
-float cp_dequantize_value(cp_qscheme s, int q, float scale, int zero) {
-    if (s == CP_INT4_ASYM) return scale * (float)(q - zero);
-    return scale * (float)q;
 }
 
 int cp_group_size(int N, int K, int group, char *err, size_t errlen) {
@@ -100,6 +57,17 @@ static int check_scheme(cp_qscheme s, char *err, size_t errlen) {
     return 0;
 }
 
+static int check_finite(const float *w, int N, int K, char *err, size_t errlen) {
+    for (int r = 0; r < N; r++)
+        for (int k = 0; k < K; k++)
+            if (!isfinite(w[(size_t)r * K + k])) {
+                snprintf(err, errlen, "quantize: weight [%d, %d] is %g: expected a finite value", r, k,
+                         (double)w[(size_t)r * K + k]);
+                return -1;
+            }
+    return 0;
+}
+
 int cp_quantize(cp_qscheme s, const float *w, int N, int K, int group, int8_t *q, float *scale,
                 uint8_t *zero, char *err, size_t errlen) {
     if (check_scheme(s, err, errlen)) return -1;
@@ -109,13 +77,7 @@ int cp_quantize(cp_qscheme s, const float *w, int N, int K, int group, int8_t *q
         snprintf(err, errlen, "quantize: int4-asym needs a zero-point buffer");
         return -1;
     }
-    for (int r = 0; r < N; r++)
-        for (int k = 0; k < K; k++)
-            if (!isfinite(w[(size_t)r * K + k])) {
-                snprintf(err, errlen, "quantize: weight [%d, %d] is %g: expected a finite value", r, k,
-                         (double)w[(size_t)r * K + k]);
-                return -1;
-            }
+    if (check_finite(w, N, K, err, errlen)) return -1;
     int NG = K / G;
     for (int r = 0; r < N; r++)
         for (int g = 0; g < NG; g++) {
@@ -127,6 +89,46 @@ int cp_quantize(cp_qscheme s, const float *w, int N, int K, int group, int8_t *q
             scale[(size_t)r * NG + g] = sc;
             if (s == CP_INT4_ASYM) zero[(size_t)r * NG + g] = (uint8_t)z;
             for (int i = 0; i < G; i++) qg[i] = (int8_t)cp_quantize_value(s, wg[i], sc, z);
+        }
+    return 0;
+}
+
+int cp_quantize_fixed(cp_qscheme s, const float *w, int N, int K, int group, const float *scale,
+                      const int32_t *zero, int8_t *q, char *err, size_t errlen) {
+    if (check_scheme(s, err, errlen)) return -1;
+    int G = cp_group_size(N, K, group, err, errlen);
+    if (G < 0) return -1;
+    if (!scale) {
+        snprintf(err, errlen, "quantize: fixed parameters without scales");
+        return -1;
+    }
+    if (s == CP_INT4_ASYM && !zero) {
+        snprintf(err, errlen, "quantize: fixed int4-asym scales need their zero points");
+        return -1;
+    }
+    if (check_finite(w, N, K, err, errlen)) return -1;
+    int NG = K / G, lo, hi;
+    cp_code_range(s, &lo, &hi);
+    if (s != CP_INT4_ASYM) lo = hi = 0; /* symmetric grids: zero points, if given, are 0 */
+    for (int r = 0; r < N; r++)
+        for (int g = 0; g < NG; g++) {
+            size_t i = (size_t)r * NG + (size_t)g;
+            if (!isfinite(scale[i]) || scale[i] < 0.0f) {
+                snprintf(err, errlen, "quantize: fixed scale of row %d, group %d is %g: expected finite and >= 0", r,
+                         g, (double)scale[i]);
+                return -1;
+            }
+            if (zero && (zero[i] < lo || zero[i] > hi)) {
+                snprintf(err, errlen, "quantize: fixed zero point of row %d, group %d is %ld: expected %d..%d for %s",
+                         r, g, (long)zero[i], lo, hi, cp_qscheme_name(s));
+                return -1;
+            }
+        }
+    for (int r = 0; r < N; r++)
+        for (int k = 0; k < K; k++) {
+            size_t i = (size_t)r * NG + (size_t)(k / G);
+            int z = zero ? (int)zero[i] : 0;
+            q[(size_t)r * K + k] = (int8_t)cp_quantize_value(s, w[(size_t)r * K + k], scale[i], z);
         }
     return 0;
 }

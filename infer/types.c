@@ -1,0 +1,391 @@
+/* types.c - the storage types' traits table (see types.h): one row per
+ * type, with the functions a row points to (checks, packing, dequantized
+ * rows, weight preparation); the kernels are in kernels.c / kernels_x86.c. */
+#include "types.h"
+
+#include <limits.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "compress/grid.h"
+#include "kernels_internal.h"
+
+#if defined(__x86_64__)
+#define X86(f) f
+#else
+#define X86(f) NULL
+#endif
+
+static float rdf(const uint8_t *p) {
+    float v;
+    memcpy(&v, p, 4);
+    return v;
+}
+
+/* Geometry of a quantized [N, K] tensor with group G. */
+typedef struct {
+    size_t N, K, G, NB, NG;
+    size_t codes_bytes, scales_bytes, zeros_bytes;
+} qgeom;
+
+static qgeom geom(const inf_type_traits *tr, size_t N, size_t K, size_t G) {
+    qgeom g;
+    g.N = N, g.K = K, g.G = G;
+    g.NB = (N + INF_ROWS - 1) / INF_ROWS;
+    g.NG = K / G;
+    g.codes_bytes = g.NB * (K / (size_t)tr->cols_per_block) * (size_t)tr->block_bytes;
+    g.scales_bytes = g.NB * g.NG * INF_ROWS * sizeof(float);
+    g.zeros_bytes = tr->has_zero ? g.NB * g.NG * INF_ROWS : 0;
+    return g;
+}
+
+static qgeom geom_of(const inf_tensor *t) { return geom(inf_type(t->dtype), t->shape[0], t->shape[1], t->group); }
+
+/* ------------------------------------------------------------------ f32 */
+
+static int pack_f32(const float *w, int N, int K, int G, const float *scale, const int32_t *zero, uint8_t *out,
+                    char *err, size_t errlen) {
+    (void)G;
+    if (scale || zero) {
+        snprintf(err, errlen, "f32 stores no scales or zero points: expected none in the plan");
+        return -1;
+    }
+    memcpy(out, w, (size_t)N * (size_t)K * sizeof(float));
+    return 0;
+}
+
+static void row_f32(const inf_tensor *t, size_t row, float *out) {
+    size_t K = t->shape[t->ndim - 1];
+    memcpy(out, t->data + row * K * sizeof(float), K * sizeof(float));
+}
+
+static int prepare_f32(inf_weight *w, const inf_tensor *t, char *err, size_t errlen) {
+    (void)err, (void)errlen;
+    w->f32 = (const float *)(const void *)t->data;
+    return 0;
+}
+
+/* ------------------------------------------------------------ quantized */
+
+/* Scales finite and >= 0; zero points (has_zero) <= 15. */
+static int check_quant(const inf_tensor *t, uint64_t *at, const char **field, char *what, size_t n) {
+    qgeom g = geom_of(t);
+    const uint8_t *sc = t->data + g.codes_bytes;
+    for (size_t j = 0; j < g.NB * g.NG * INF_ROWS; j++) {
+        float s = rdf(sc + 4 * j);
+        if (!isfinite(s) || s < 0.0f) {
+            *at = g.codes_bytes + 4 * j, *field = "scale";
+            snprintf(what, n, "tensor '%s' scale %zu is %g: expected finite and >= 0", t->name, j, (double)s);
+            return -1;
+        }
+    }
+    if (g.zeros_bytes) {
+        const uint8_t *z = sc + g.scales_bytes;
+        for (size_t j = 0; j < g.NB * g.NG * INF_ROWS; j++)
+            if (z[j] > 15) {
+                *at = g.codes_bytes + g.scales_bytes + j, *field = "zero point";
+                snprintf(what, n, "tensor '%s' zero point %zu is %u: expected 0..15", t->name, j, z[j]);
+                return -1;
+            }
+    }
+    return 0;
+}
+
+/* The codes q[N, K], scales sc[N, NG] and zero points z[N, NG] of w under the
+ * type's grid: its own parameters, or the fixed ones validated and used as
+ * given. */
+static int quantize(const inf_type_traits *tr, const float *w, int N, int K, int G, const float *scale,
+                    const int32_t *zero, int8_t *q, float *sc, uint8_t *z, char *err, size_t errlen) {
+    cp_qscheme s = (cp_qscheme)tr->scheme;
+    size_t NG = (size_t)(K / G);
+    if (!scale) {
+        if (zero) {
+            snprintf(err, errlen, "zero points without scales: expected both or neither");
+            return -1;
+        }
+        return cp_quantize(s, w, N, K, G, q, sc, z, err, errlen);
+    }
+    if (cp_quantize_fixed(s, w, N, K, G, scale, zero, q, err, errlen)) return -1;
+    for (size_t i = 0; i < (size_t)N * NG; i++) {
+        sc[i] = scale[i];
+        z[i] = zero ? (uint8_t)zero[i] : 0;
+    }
+    return 0;
+}
+
+/* Codes, scales and zero points of w in the row-block layout (format.h);
+ * put(block, i, k, code) stores the code of row i of a row block, column k. */
+static int pack_blocks(const inf_type_traits *tr, const float *w, int N, int K, int G, const float *scale,
+                       const int32_t *zero, uint8_t *out, void (*put)(uint8_t *blocks, int i, int k, int q),
+                       char *err, size_t errlen) {
+    qgeom g = geom(tr, (size_t)N, (size_t)K, (size_t)G);
+    int8_t *q = malloc((size_t)N * K);
+    float *sc = malloc((size_t)N * g.NG * sizeof(float));
+    uint8_t *z = malloc((size_t)N * g.NG);
+    int rc = -1;
+    if (!q || !sc || !z) {
+        snprintf(err, errlen, "out of memory");
+        goto done;
+    }
+    if (quantize(tr, w, N, K, G, scale, zero, q, sc, z, err, errlen)) goto done;
+    float *scales = (float *)(void *)(out + g.codes_bytes);
+    uint8_t *zeros = out + g.codes_bytes + g.scales_bytes;
+    size_t row_block_bytes = (size_t)(K / tr->cols_per_block) * (size_t)tr->block_bytes;
+    for (size_t rb = 0; rb < g.NB; rb++)
+        for (int i = 0; i < INF_ROWS; i++) {
+            size_t r = rb * INF_ROWS + (size_t)i;
+            bool real = r < (size_t)N;
+            for (size_t gi = 0; gi < g.NG; gi++) {
+                scales[(rb * g.NG + gi) * INF_ROWS + (size_t)i] = real ? sc[r * g.NG + gi] : 0.0f;
+                if (tr->has_zero) zeros[(rb * g.NG + gi) * INF_ROWS + (size_t)i] = real ? z[r * g.NG + gi] : 0;
+            }
+            for (int k = 0; k < K; k++) put(out + rb * row_block_bytes, i, k, real ? q[r * K + (size_t)k] : 0);
+        }
+    rc = 0;
+done:
+    free(q), free(sc), free(z);
+    return rc;
+}
+
+/* ---- q8 */
+
+static void put_q8(uint8_t *blocks, int i, int k, int q) {
+    ((inf_blk_q8 *)(void *)blocks)[k / 4].q[i][k % 4] = (int8_t)q;
+}
+
+static int pack_q8(const float *w, int N, int K, int G, const float *scale, const int32_t *zero, uint8_t *out,
+                   char *err, size_t errlen) {
+    return pack_blocks(inf_type(INF_Q8), w, N, K, G, scale, zero, out, put_q8, err, errlen);
+}
+
+static void row_q8(const inf_tensor *t, size_t row, float *out) {
+    qgeom g = geom_of(t);
+    size_t rb = row / INF_ROWS, i = row % INF_ROWS;
+    const inf_blk_q8 *blk = (const inf_blk_q8 *)(const void *)t->data + rb * (g.K / 4);
+    const uint8_t *sc = t->data + g.codes_bytes;
+    for (size_t k = 0; k < g.K; k++) {
+        float s = rdf(sc + ((rb * g.NG + k / g.G) * INF_ROWS + i) * 4);
+        out[k] = cp_dequantize_value(CP_INT8_SYM, blk[k / 4].q[i][k % 4], s, 0);
+    }
+}
+
+/* corr = 128 * the sum of each (row, group)'s codes: what the +128 form of
+ * the activations adds to an integer dot product. */
+static int prepare_q8(inf_weight *w, const inf_tensor *t, char *err, size_t errlen) {
+    qgeom g = geom_of(t);
+    w->codes = t->data;
+    w->scales = (const float *)(const void *)(t->data + g.codes_bytes);
+    w->corr = malloc(g.NB * g.NG * INF_ROWS * sizeof *w->corr);
+    if (!w->corr) {
+        snprintf(err, errlen, "tensor '%s': out of memory", t->name);
+        return -1;
+    }
+    const inf_blk_q8 *b = (const inf_blk_q8 *)(const void *)w->codes;
+    for (int rb = 0; rb < w->NB; rb++)
+        for (int gi = 0; gi < w->NG; gi++)
+            for (int i = 0; i < INF_ROWS; i++) {
+                int32_t s = 0;
+                for (int kc = gi * w->G / 4; kc < (gi + 1) * w->G / 4; kc++)
+                    for (int j = 0; j < 4; j++) s += b[(size_t)rb * (w->K / 4) + kc].q[i][j];
+                w->corr[((size_t)rb * w->NG + gi) * INF_ROWS + i] = 128 * s;
+            }
+    return 0;
+}
+
+/* ---- q4 and q4a: nibbles; q4 stores q + 8, q4a the code with its zero point */
+
+static void put_q4(uint8_t *blocks, int i, int k, int nib) {
+    int j = k % 8;
+    uint8_t *byte = &((inf_blk_q4 *)(void *)blocks)[k / 8].q[i][j % 4];
+    *byte = j < 4 ? (uint8_t)((*byte & 0xF0) | nib) : (uint8_t)((*byte & 0x0F) | (nib << 4));
+}
+
+static void put_q4_sym(uint8_t *blocks, int i, int k, int q) { put_q4(blocks, i, k, q + 8); }
+
+static int pack_q4(const float *w, int N, int K, int G, const float *scale, const int32_t *zero, uint8_t *out,
+                   char *err, size_t errlen) {
+    return pack_blocks(inf_type(INF_Q4), w, N, K, G, scale, zero, out, put_q4_sym, err, errlen);
+}
+
+static int pack_q4a(const float *w, int N, int K, int G, const float *scale, const int32_t *zero, uint8_t *out,
+                    char *err, size_t errlen) {
+    return pack_blocks(inf_type(INF_Q4A), w, N, K, G, scale, zero, out, put_q4, err, errlen);
+}
+
+static void row_q4(const inf_tensor *t, size_t row, float *out) {
+    qgeom g = geom_of(t);
+    size_t rb = row / INF_ROWS, i = row % INF_ROWS;
+    const inf_blk_q4 *blk = (const inf_blk_q4 *)(const void *)t->data + rb * (g.K / 8);
+    const uint8_t *sc = t->data + g.codes_bytes, *zp = sc + g.scales_bytes;
+    for (size_t k = 0; k < g.K; k++) {
+        size_t gi = (rb * g.NG + k / g.G) * INF_ROWS + i;
+        int z = g.zeros_bytes ? zp[gi] : 8;
+        size_t j = k % 8;
+        uint8_t byte = blk[k / 8].q[i][j % 4];
+        int nib = j < 4 ? (byte & 15) : (byte >> 4);
+        out[k] = cp_dequantize_value(CP_INT4_ASYM, nib, rdf(sc + gi * 4), z); /* s * (nib - z) */
+    }
+}
+
+/* corr = the zero point of each (row, group): 8 for q4, the stored one for q4a. */
+static int prepare_q4(inf_weight *w, const inf_tensor *t, char *err, size_t errlen) {
+    qgeom g = geom_of(t);
+    w->codes = t->data;
+    w->scales = (const float *)(const void *)(t->data + g.codes_bytes);
+    size_t n = g.NB * g.NG * INF_ROWS;
+    w->corr = malloc(n * sizeof *w->corr);
+    if (!w->corr) {
+        snprintf(err, errlen, "tensor '%s': out of memory", t->name);
+        return -1;
+    }
+    const uint8_t *z = t->data + g.codes_bytes + g.scales_bytes;
+    for (size_t i = 0; i < n; i++) w->corr[i] = g.zeros_bytes ? z[i] : 8;
+    return 0;
+}
+
+/* ------------------------------------------------------------------ the table */
+
+/* Work (multiply-adds) below which a float product runs on one thread:
+ * waking a sleeping OpenMP thread (OMP_WAIT_POLICY=PASSIVE) costs tens of
+ * microseconds, more than a small layer's whole product. */
+#define INF_PAR_MIN ((size_t)1 << 18)
+
+/* The same for the integer kernels, which are about ten times faster per
+ * weight than f32: a decode product of the "small" model (at most 384 x 1536
+ * weights) takes about 15 us on one thread, less than one wake-up, and
+ * splitting it made 2-thread decode 2.7x slower than 1 thread under
+ * OMP_WAIT_POLICY=PASSIVE (docs/inference.md). Batched int8 products
+ * (prompts, evaluation) split from 4M multiply-adds, the size from which
+ * ag_sgemm splits f32 products: at the nanoGPT baseline's 64-token prompt
+ * (products of 1M to 4M multiply-adds) under OMP_WAIT_POLICY=PASSIVE,
+ * splitting from 1M made the int8 prompt 0.83-0.96x f32 at 2 threads, from 4M
+ * 0.95-1.07x (paired runs, docs/inference.md). */
+#define INF_QPAR_MIN ((size_t)1 << 22)
+#define INF_QPAR_BATCH_MIN ((size_t)1 << 22)
+
+static const inf_type_traits traits[INF_DTYPE_COUNT] = {
+    [INF_F32] = {
+        .name = "f32", .scheme = -1,
+        .cols_per_block = 1, .block_bytes = 4, .group_multiple = 0, .matrix_only = false, .has_zero = false,
+        .check = NULL, .pack = pack_f32, .row = row_f32,
+        .act = INF_ACT_FLOAT, .prepare = prepare_f32,
+        /* one token: the matrix-vector kernel; more: sgemm on the weight itself */
+        .gemm_min_t = 2, .mm_blocks = 1, .par_min_decode = INF_PAR_MIN, .par_min_batch = INF_PAR_MIN,
+        .decode_blocks = 4,
+        .matvec = {[INF_ISA_SCALAR] = inf_f32_scalar, [INF_ISA_AVX2] = X86(inf_f32_avx2),
+                   [INF_ISA_AVX512] = X86(inf_f32_avx512)},
+    },
+    [INF_Q8] = {
+        .name = "q8", .scheme = CP_INT8_SYM,
+        .cols_per_block = 4, .block_bytes = (int)sizeof(inf_blk_q8), .group_multiple = 32, .matrix_only = true,
+        .has_zero = false,
+        .check = check_quant, .pack = pack_q8, .row = row_q8,
+        .act = INF_ACT_LIMBS | INF_ACT_U8, .prepare = prepare_q8,
+        /* the integer kernel at every token count: with its token tile it is
+         * faster than dequantizing and sgemm (docs/inference.md) */
+        .gemm_min_t = INT_MAX, .mm_blocks = 2, .par_min_decode = INF_QPAR_MIN, .par_min_batch = INF_QPAR_BATCH_MIN,
+        .decode_blocks = 2,
+        .tile = {[INF_ISA_SCALAR] = inf_q8_scalar, [INF_ISA_AVX2] = X86(inf_q8_avx2),
+                 [INF_ISA_AVX512] = X86(inf_q8_avx512)},
+        .deq = {[INF_ISA_SCALAR] = inf_deq_q8_scalar, [INF_ISA_AVX512] = X86(inf_deq_q8_avx512)},
+    },
+    [INF_Q4] = {
+        .name = "q4", .scheme = CP_INT4_SYM,
+        .cols_per_block = 8, .block_bytes = (int)sizeof(inf_blk_q4), .group_multiple = 32, .matrix_only = true,
+        .has_zero = false,
+        .check = check_quant, .pack = pack_q4, .row = row_q4,
+        .act = INF_ACT_LIMBS | INF_ACT_SUMS, .prepare = prepare_q4,
+        /* int4's token-tile kernel is slower than dequantize + sgemm from 16 tokens */
+        .gemm_min_t = INF_GEMM_MIN_T, .mm_blocks = 2, .par_min_decode = INF_QPAR_MIN,
+        .par_min_batch = INF_QPAR_BATCH_MIN, .decode_blocks = 2,
+        .tile = {[INF_ISA_SCALAR] = inf_q4_scalar, [INF_ISA_AVX2] = X86(inf_q4_avx2),
+                 [INF_ISA_AVX512] = X86(inf_q4_avx512)},
+        .deq = {[INF_ISA_SCALAR] = inf_deq_q4_scalar, [INF_ISA_AVX512] = X86(inf_deq_q4_avx512)},
+    },
+    [INF_Q4A] = {
+        .name = "q4a", .scheme = CP_INT4_ASYM,
+        .cols_per_block = 8, .block_bytes = (int)sizeof(inf_blk_q4), .group_multiple = 32, .matrix_only = true,
+        .has_zero = true,
+        .check = check_quant, .pack = pack_q4a, .row = row_q4,
+        .act = INF_ACT_LIMBS | INF_ACT_SUMS, .prepare = prepare_q4,
+        .gemm_min_t = INF_GEMM_MIN_T, .mm_blocks = 2, .par_min_decode = INF_QPAR_MIN,
+        .par_min_batch = INF_QPAR_BATCH_MIN, .decode_blocks = 2,
+        .tile = {[INF_ISA_SCALAR] = inf_q4_scalar, [INF_ISA_AVX2] = X86(inf_q4_avx2),
+                 [INF_ISA_AVX512] = X86(inf_q4_avx512)},
+        .deq = {[INF_ISA_SCALAR] = inf_deq_q4_scalar, [INF_ISA_AVX512] = X86(inf_deq_q4_avx512)},
+    },
+};
+
+const inf_type_traits *inf_type(int dt) {
+    if (dt < 0 || dt >= INF_DTYPE_COUNT || !traits[dt].name) return NULL;
+    return &traits[dt];
+}
+
+const char *inf_type_name(int dt) {
+    const inf_type_traits *tr = inf_type(dt);
+    return tr ? tr->name : "?";
+}
+
+int inf_dtype_from_name(const char *s) {
+    for (int i = 0; i < INF_DTYPE_COUNT; i++)
+        if (inf_type(i) && strcmp(s, traits[i].name) == 0) return i;
+    return -1;
+}
+
+static bool mul_u64(uint64_t a, uint64_t b, uint64_t *out) { return !__builtin_mul_overflow(a, b, out); }
+static bool add_u64(uint64_t a, uint64_t b, uint64_t *out) { return !__builtin_add_overflow(a, b, out); }
+
+int inf_tensor_bytes(int dt, int ndim, const uint32_t *shape, uint32_t group, uint64_t *bytes, char *err,
+                     size_t errlen) {
+    const inf_type_traits *tr = inf_type(dt);
+    if (!tr) {
+        snprintf(err, errlen, "storage type %d: expected 0..%d", dt, INF_DTYPE_COUNT - 1);
+        return -1;
+    }
+    if (ndim < 1 || ndim > 4) {
+        snprintf(err, errlen, "ndim %d: expected 1..4", ndim);
+        return -1;
+    }
+    if (tr->matrix_only && ndim != 2) {
+        snprintf(err, errlen, "ndim %d: %s stores matrices only (ndim 2)", ndim, tr->name);
+        return -1;
+    }
+    for (int i = 0; i < ndim; i++)
+        if (shape[i] < 1 || shape[i] > INF_MAX_DIM) {
+            snprintf(err, errlen, "dimension %d is %u: expected 1..%u", i, shape[i], INF_MAX_DIM);
+            return -1;
+        }
+    if (!tr->group_multiple) {
+        if (group != 0) {
+            snprintf(err, errlen, "group size %u: expected 0 for %s", group, tr->name);
+            return -1;
+        }
+        uint64_t n = (uint64_t)tr->block_bytes;
+        for (int i = 0; i < ndim; i++)
+            if (!mul_u64(n, shape[i], &n)) {
+                snprintf(err, errlen, "size overflows 64 bits at dimension %d", i);
+                return -1;
+            }
+        *bytes = n;
+        return 0;
+    }
+    uint64_t N = shape[0], K = shape[1];
+    if (group == 0 || group % (uint32_t)tr->group_multiple != 0 || K % group != 0) {
+        snprintf(err, errlen, "group size %u: expected a positive multiple of %d dividing the input size %llu",
+                 group, tr->group_multiple, (unsigned long long)K);
+        return -1;
+    }
+    uint64_t NB = (N + INF_ROWS - 1) / INF_ROWS, NG = K / group, codes, groups, scales, zeros, n;
+    bool ok = mul_u64(NB, K / (uint64_t)tr->cols_per_block, &codes) &&
+              mul_u64(codes, (uint64_t)tr->block_bytes, &codes) && mul_u64(NB, NG, &groups) &&
+              mul_u64(groups, INF_ROWS, &groups) && mul_u64(groups, sizeof(float), &scales);
+    zeros = tr->has_zero ? groups : 0;
+    if (!ok || !add_u64(codes, scales, &n) || !add_u64(n, zeros, &n)) {
+        snprintf(err, errlen, "size overflows 64 bits");
+        return -1;
+    }
+    *bytes = n;
+    return 0;
+}
