@@ -19,6 +19,7 @@
 #include "train/keys.h"
 #include "train/sampler.h"
 #include "train/trainer.h"
+#include "compress/policy.h"
 #include "cli/runlog.h"
 
 /* ------------------------------------------------------------ shared helpers */
@@ -152,6 +153,7 @@ typedef struct train_opts {
     const char *db, *run_name; /* the run log */
     int threads, log_every, sample_tokens;
     bool json;
+    cp_set policies;        /* the compression policies' keys and, once parsed, the policies they ask for */
 } train_opts;
 
 /* The command's table: the libraries' groups, then train's own keys. */
@@ -168,6 +170,7 @@ static void make_keys(train_opts *o, pare_keys *k) {
     };
     pare_keys_add(k, own, (int)(sizeof own / sizeof own[0]));
     tr_sample_style_keys(k, &o->sample);
+    cp_set_keys(&o->policies, k);
     pare_keys_threads(k, &o->threads);
     ex_log_keys(k, &o->db, &o->run_name);
     pare_keys_json(k, &o->json, "print the result as one JSON object on stdout (progress goes to stderr)");
@@ -304,9 +307,17 @@ int cmd_train(int argc, char **argv) {
     static const char *usage = "pare train [--key value ...]";
     train_opts o;
     pare_keys keys = {.n = 0};
+    if (cp_set_init(&o.policies) != 0) {
+        pare_report_error("pare train: out of memory\n");
+        cp_set_free(&o.policies);
+        return PARE_EXIT_ERROR;
+    }
     make_keys(&o, &keys);
     int rc = pare_keys_cli("train", usage, &keys, argc, argv, NULL, 0, NULL);
-    if (rc >= 0) return rc;
+    if (rc >= 0) {
+        cp_set_free(&o.policies);
+        return rc;
+    }
 
     int status = PARE_EXIT_ERROR;
     char err[1024];
@@ -462,8 +473,14 @@ int cmd_train(int argc, char **argv) {
     t.fallback_dir[t.fallback_dir[0] ? 1 : 0] = tmpdir && tmpdir[0] ? tmpdir : "/tmp";
     tr_policy log_policy = pare_runlog_policy(&rl);
     tr_trainer_add_policy(&t, &log_policy);
-    /* policies are in place before a resume loads their state */
-    if ((o.resume[0] && tr_trainer_load(&t, o.resume) != 0) || tr_trainer_prepare(&t) != 0) {
+    /* the compression policies the keys ask for; all in place before a resume loads their state */
+    if (cp_set_create(&o.policies, err, sizeof err) < 0) {
+        pare_report_error("pare train: %s\n", err);
+        status = PARE_EXIT_USAGE;
+        goto done;
+    }
+    if (cp_set_add(&o.policies, &t) != 0 || (o.resume[0] && tr_trainer_load(&t, o.resume) != 0) ||
+        tr_trainer_prepare(&t) != 0) {
         pare_report_error("pare train: %s\n", t.err);
         goto done;
     }
@@ -578,6 +595,7 @@ done:
     tr_dataset_free(d);
     free(conf);
     free(ck_conf);
+    cp_set_free(&o.policies); /* after the trainer that points to them */
     if (lock_fd >= 0) pare_unlock_out(o.out, lock_fd);
     pare_opts_free(keys.row, keys.n);
     return status;
