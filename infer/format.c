@@ -577,7 +577,7 @@ fail:
 
 int inf_file_open(inf_file *f, const char *path, char *err, size_t errlen) {
     memset(f, 0, sizeof *f);
-    int fd = open(path, O_RDONLY);
+    int fd = open(path, O_RDONLY | O_NONBLOCK); /* a FIFO must not block the open */
     if (fd < 0) {
         snprintf(err, errlen, "%s: cannot open: %s", path, strerror(errno));
         return -1;
@@ -592,6 +592,21 @@ int inf_file_open(inf_file *f, const char *path, char *err, size_t errlen) {
     if (len < INF_HEADER_BYTES + INF_CONFIG_V1_BYTES + 8) {
         snprintf(err, errlen, "%s: byte 0: file size: %zu bytes: too short for a model file (at least %u)", path, len,
                  INF_HEADER_BYTES + INF_CONFIG_V1_BYTES + 8);
+        close(fd);
+        return -1;
+    }
+    /* the header first: the magic and the recorded size against the file's,
+     * before the rest of the file is read into memory */
+    uint8_t head[24];
+    ssize_t hr = pread(fd, head, sizeof head, 0);
+    uint64_t recorded;
+    memcpy(&recorded, head + 16, 8);
+    if (hr != (ssize_t)sizeof head || memcmp(head, INF_MAGIC, 8) != 0 || recorded != (uint64_t)len) {
+        if (hr == (ssize_t)sizeof head && memcmp(head, INF_MAGIC, 8) != 0)
+            snprintf(err, errlen, "%s: byte 0: magic: not a pare model file (expected \"%s\")", path, INF_MAGIC);
+        else
+            snprintf(err, errlen, "%s: byte 16: file size: header says %llu bytes, the file has %zu (truncated or "
+                     "extended)", path, (unsigned long long)recorded, len);
         close(fd);
         return -1;
     }

@@ -61,6 +61,21 @@ static void row_f32(const inf_tensor *t, size_t row, float *out) {
     memcpy(out, t->data + row * K * sizeof(float), K * sizeof(float));
 }
 
+/* Every value finite: a model holding a NaN or an infinity is corrupt (the
+ * trainer never writes one), and running it would only print "loss nan". */
+static int check_f32(const inf_tensor *t, uint64_t *at, const char **field, char *what, size_t n) {
+    size_t count = (size_t)(t->bytes / 4);
+    for (size_t j = 0; j < count; j++) {
+        float v = rdf(t->data + 4 * j);
+        if (!isfinite(v)) {
+            *at = 4 * j, *field = "value";
+            snprintf(what, n, "tensor '%s' element %zu is %g: expected finite values", t->name, j, (double)v);
+            return -1;
+        }
+    }
+    return 0;
+}
+
 static int prepare_f32(inf_weight *w, const inf_tensor *t, char *err, size_t errlen) {
     (void)err, (void)errlen;
     w->f32 = (const float *)(const void *)t->data;
@@ -75,9 +90,13 @@ static int check_quant(const inf_tensor *t, uint64_t *at, const char **field, ch
     const uint8_t *sc = t->data + g.codes_bytes;
     for (size_t j = 0; j < g.NB * g.NG * INF_ROWS; j++) {
         float s = rdf(sc + 4 * j);
-        if (!isfinite(s) || s < 0.0f) {
+        /* the integer kernels add s * (a group's exact sum of at most 127 x 127 x G)
+         * over K / G groups: bounded so that this cannot overflow */
+        double lim = 1e38 / (16129.0 * (double)g.K);
+        if (!isfinite(s) || s < 0.0f || (double)s > lim) {
             *at = g.codes_bytes + 4 * j, *field = "scale";
-            snprintf(what, n, "tensor '%s' scale %zu is %g: expected finite and >= 0", t->name, j, (double)s);
+            snprintf(what, n, "tensor '%s' scale %zu is %g: expected finite, >= 0 and at most %.3g (larger overflows "
+                     "the integer kernels)", t->name, j, (double)s, lim);
             return -1;
         }
     }
@@ -269,7 +288,7 @@ static const inf_type_traits traits[INF_DTYPE_COUNT] = {
     [INF_F32] = {
         .name = "f32", .scheme = -1,
         .cols_per_block = 1, .block_bytes = 4, .group_multiple = 0, .matrix_only = false, .has_zero = false,
-        .check = NULL, .pack = pack_f32, .row = row_f32,
+        .check = check_f32, .pack = pack_f32, .row = row_f32,
         .act = INF_ACT_FLOAT, .prepare = prepare_f32,
         /* one token: the matrix-vector kernel; more: sgemm on the weight itself */
         .gemm_min_t = 2, .mm_blocks = 1, .par_min_decode = INF_PAR_MIN, .par_min_batch = INF_PAR_MIN,
