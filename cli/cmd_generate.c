@@ -204,6 +204,12 @@ int pare_eval_model_file(const char *path, const char *data, int data_seed, bool
     }
     double secs = ag_now() - t0, loss = tokens ? sum / (double)tokens : NAN;
     double acc = d->has_accuracy && total ? (double)correct / (double)total : NAN;
+    if (!isfinite(loss)) { /* a model that computes NaN or Inf is broken, not evaluated */
+        pare_report_error("pare eval: %s on %s: the loss is %g: the model computes a non-finite value (exit status 3)\n",
+                          path, data, loss);
+        status = PARE_EXIT_DIVERGED;
+        goto done;
+    }
     if (json) {
         printf("{\"command\":\"eval\",\"file\":");
         pare_json_string(stdout, path);

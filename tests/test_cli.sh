@@ -198,6 +198,8 @@ out=$("$PARE" eval "$dir/none.ckpt" --json 2>/dev/null)
 # finite weights that overflow in the forward: eval says so with status 3 instead of "loss nan"
 python3 "$(dirname "$0")/ckpt_edit.py" "$dir/a.ckpt" "$dir/huge.ckpt" --fill lnf.w 3e38
 expect 3 "non-finite" -- "$PARE" eval "$dir/huge.ckpt" --eval-batches 1 --db none
+"$PARE" export "$dir/huge.ckpt" --out "$dir/huge.pare" --db none >/dev/null 2>&1 || fail "export of the huge checkpoint failed"
+expect 3 "non-finite" -- "$PARE" eval "$dir/huge.pare" --eval-batches 1 --db none
 # a batch the machine cannot hold is refused before it is allocated
 expect 2 "expected a smaller --batch" -- "$PARE" eval "$dir/a.ckpt" --batch 1048576 --db none
 
