@@ -171,7 +171,7 @@ chmod 600 "$dir/keep.ckpt"
 # a failed save loses nothing: when --out's directory disappears mid-run, the periodic saves warn and
 # training goes on; the final save goes next to the run database, the run exits 4 naming the path
 mkdir -p "$dir/vanish"
-"$PARE" train "${tiny[@]}" --steps 400 --eval-every 10 --out "$dir/vanish/v.ckpt" >"$dir/vanish.txt" 2>&1 &
+"$PARE" train "${tiny[@]}" --steps 3000 --eval-every 10 --out "$dir/vanish/v.ckpt" >"$dir/vanish.txt" 2>&1 &
 pid=$!
 for _ in $(seq 300); do [[ -s "$dir/vanish/v.ckpt" ]] && break; sleep 0.02; done
 rm -rf "$dir/vanish"
