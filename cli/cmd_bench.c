@@ -37,7 +37,7 @@ int cmd_bench(int argc, char **argv) {
     static const char *usage = "pare bench MODEL_FILE [--key value ...]";
     int tokens, prompt_tokens, threads, limbs, repeat;
     bool json;
-    const char *db;
+    const char *db, *run_name;
     pare_opt opts[] = {
         PARE_OPT_INT("tokens", &tokens, "128", 1, 1000000, "tokens to decode one at a time (batch 1)"),
         PARE_OPT_INT("prompt-tokens", &prompt_tokens, "0", 0, 1 << 20,
@@ -47,6 +47,7 @@ int cmd_bench(int argc, char **argv) {
                      "int8 limbs per activation for int8/int4 weights (3 = float-exact, 1 = fastest)"),
         PARE_OPT_INT("repeat", &repeat, "3", 1, 1000, "runs of each measurement; the best is reported"),
         PARE_OPT_STRING("db", &db, "", "run log database (\"\" = $PARE_DB, else ./pare.db; none = do not record)"),
+        PARE_OPT_STRING("name", &run_name, "", "a label for this run in the run log"),
         PARE_OPT_FLAG("json", &json, "print the result as one JSON object"),
     };
     int n = (int)(sizeof opts / sizeof opts[0]), pos[1], n_pos = 0;
@@ -134,7 +135,7 @@ int cmd_bench(int argc, char **argv) {
         static const char *const names[6] = {"decode_tokens_per_s", "prompt_tokens_per_s", "ms_per_token",
                                              "peak_rss_bytes", "bytes", "prompt_tokens"};
         double vals[6] = {dec_tps, pre_tps, 1e3 * best_dec / tokens, (double)rss, (double)bytes, (double)T};
-        pare_runlog_once(db, "bench", cfg, 0, path, NULL, names, vals, 6, EX_FINISHED);
+        pare_runlog_once(db, "bench", run_name, cfg, 0, path, NULL, names, vals, 6, EX_FINISHED);
         free(cfg);
     }
     status = PARE_EXIT_OK;

@@ -42,7 +42,7 @@ int cmd_eval(int argc, char **argv) {
         if (extra) snprintf(extra, strlen(path) + 8, "model=%s\n", path);
         cfg = pare_runlog_config(opts, n, extra);
         int frc = pare_eval_model_file(path, pare_opts_find(opts, n, "data")->set ? data : "", (int)dopt.seed,
-                                       pare_opts_find(opts, n, "data-seed")->set, batches, batch, json, db, cfg);
+                                       pare_opts_find(opts, n, "data-seed")->set, batches, batch, json, db, run_name, cfg);
         free(extra);
         free(cfg);
         return frc;

@@ -134,7 +134,7 @@ int cmd_generate(int argc, char **argv) {
 }
 
 int pare_eval_model_file(const char *path, const char *data, int data_seed, bool data_seed_set, int batches,
-                         int batch, bool json, const char *db, const char *config) {
+                         int batch, bool json, const char *db, const char *name, const char *config) {
     char err[1024], buf[1024], seedbuf[32];
     inf_model m;
     tr_vocab v;
@@ -233,7 +233,7 @@ int pare_eval_model_file(const char *path, const char *data, int data_seed, bool
     {   /* the run log: this evaluation of exactly these model bytes (parent: the export that wrote them) */
         static const char *const names[3] = {"val_loss", "accuracy", "tokens"};
         double vals[3] = {loss, acc, (double)tokens};
-        pare_runlog_once(db, "eval", config, (uint64_t)data_seed, path, d, names, vals, 3, EX_FINISHED);
+        pare_runlog_once(db, "eval", name, config, (uint64_t)data_seed, path, d, names, vals, 3, EX_FINISHED);
     }
     status = PARE_EXIT_OK;
 done:

@@ -78,10 +78,10 @@ int cmd_plot(int argc, char **argv) {
     ex_fig fig = {.out = out, .format = strcmp(format, "svg") == 0 ? EX_FIG_SVG : EX_FIG_PNG,
                   .title = title[0] ? title : NULL};
     if (strcmp(kind, "loss") == 0) rc = ex_plot_loss(db, ids, n_ids, metrics, &fig, err, sizeof err);
-    else if (strcmp(kind, "pareto") == 0) rc = ex_plot_pareto(db, &fig, err, sizeof err);
+    else if (strcmp(kind, "pareto") == 0) rc = ex_plot_pareto(db, ids, n_ids, &fig, err, sizeof err);
     else {
         ex_filter f = {.name = name, .command = command, .status = status};
-        rc = ex_plot_sweep(db, argv[pos[1]], argv[pos[2]], &f, &fig, err, sizeof err);
+        rc = ex_plot_sweep(db, argv[pos[1]], argv[pos[2]], &f, NULL, 0, &fig, err, sizeof err);
     }
     sqlite3_close(db);
     if (rc == EX_PLOT_ERROR) {

@@ -13,14 +13,14 @@
 
 /* The run log: this sampling of exactly these model bytes (its parent is the
  * run that wrote them); generated < 0 = failed. */
-static void sample_record(const char *db, const pare_opt *opts, int n, const char *path, int seed, int generated,
+static void sample_record(const char *db, const char *name, const pare_opt *opts, int n, const char *path, int seed, int generated,
                           double secs) {
     char *extra = malloc(strlen(path) + 8);
     if (extra) snprintf(extra, strlen(path) + 8, "model=%s\n", path);
     char *cfg = pare_runlog_config(opts, n, extra);
     static const char *const names[2] = {"tokens", "tokens_per_s"};
     double vals[2] = {generated, generated > 0 && secs > 0 ? generated / secs : NAN};
-    pare_runlog_once(db, "sample", cfg, (uint64_t)seed, path, NULL, names, vals, generated >= 0 ? 2 : 0,
+    pare_runlog_once(db, "sample", name, cfg, (uint64_t)seed, path, NULL, names, vals, generated >= 0 ? 2 : 0,
                      generated >= 0 ? EX_FINISHED : EX_FAILED);
     free(cfg);
     free(extra);
@@ -28,12 +28,13 @@ static void sample_record(const char *db, const pare_opt *opts, int n, const cha
 
 int cmd_sample(int argc, char **argv) {
     static const char *usage = "pare sample CHECKPOINT [--key value ...]";
-    const char *db;
+    const char *db, *run_name;
     pare_gen_opts g;
     bool json;
     pare_opt opts[] = {
         PARE_GEN_OPTS(&g),
         PARE_OPT_STRING("db", &db, "", "run log database (\"\" = $PARE_DB, else ./pare.db; none = do not record)"),
+        PARE_OPT_STRING("name", &run_name, "", "a label for this run in the run log"),
         PARE_OPT_FLAG("json", &json, "print {\"prompt\", \"text\", \"tokens\", \"seconds\"} as one JSON object"),
     };
     int n = (int)(sizeof opts / sizeof opts[0]), pos[1], n_pos = 0;
@@ -47,7 +48,7 @@ int cmd_sample(int argc, char **argv) {
     ag_set_threads(pare_threads(g.threads));
     if (pare_is_model_file(path)) { /* speed: pare bench; here the time would include loading */
         int frc = pare_sample_model_file(path, g.prompt, g.tokens, g.temperature, g.top_k, g.seed, json);
-        sample_record(db, opts, n, path, g.seed, frc == PARE_EXIT_OK ? g.tokens : -1, 0);
+        sample_record(db, run_name, opts, n, path, g.seed, frc == PARE_EXIT_OK ? g.tokens : -1, 0);
         return frc;
     }
 
@@ -56,7 +57,7 @@ int cmd_sample(int argc, char **argv) {
     tr_vocab v;
     if (pare_model_open(path, &m, &v, NULL, err, sizeof err) != 0) {
         pare_report_error("pare sample: %s\n", err);
-        sample_record(db, opts, n, path, g.seed, -1, 0);
+        sample_record(db, run_name, opts, n, path, g.seed, -1, 0);
         return PARE_EXIT_ERROR;
     }
     int generated = -1;
@@ -83,7 +84,7 @@ int cmd_sample(int argc, char **argv) {
     generated = len - gt.n_prompt;
     pare_gen_print(&gt, "sample", &v, g.prompt, len, secs, json, false);
 done:
-    sample_record(db, opts, n, path, g.seed, generated, secs);
+    sample_record(db, run_name, opts, n, path, g.seed, generated, secs);
     ag_ctx_free(c);
     pare_gen_free(&gt);
     tr_gpt_free(&m);

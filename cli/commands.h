@@ -35,13 +35,17 @@ int cmd_eval(int argc, char **argv);
 int cmd_export(int argc, char **argv);
 int cmd_generate(int argc, char **argv);
 int cmd_bench(int argc, char **argv);
+int cmd_experiment(int argc, char **argv);
+
+/* The subcommand called name, or NULL. */
+const pare_cmd *pare_command(const char *name);
 #include <stdbool.h>
 /* Model files (infer/, cmd_generate.c): true when path starts with the model-file magic; and the model-file
  * branches of `pare sample` and `pare eval` (same options and output as for a checkpoint). */
 bool pare_is_model_file(const char *path);
 int pare_sample_model_file(const char *path, const char *prompt, int tokens, double temperature, int top_k, int seed, bool json);
 int pare_eval_model_file(const char *path, const char *data, int data_seed, bool data_seed_set, int batches, int batch, bool json,
-                         const char *db, const char *config); /* db, config: the run log (cli/runlog.h) */
+                         const char *db, const char *name, const char *config); /* db, name, config: the run log (cli/runlog.h) */
 
 /* Helpers shared by train, sample and eval (cmd_train.c). */
 #include <stdio.h>

@@ -18,8 +18,15 @@ static const pare_cmd commands[] = {
     {"export", cmd_export, "write a checkpoint as a model file: f32, int8 (q8) or int4 (q4, q4a) weights"},
     {"generate", cmd_generate, "generate text from a model file with the inference runtime (KV cache)"},
     {"bench", cmd_bench, "decode and prompt speed, memory and size of a model file"},
+    {"experiment", cmd_experiment, "run a recipe: stages of pare commands, sweeps, reuse, a report"},
 };
 static const int n_commands = (int)(sizeof commands / sizeof commands[0]);
+
+const pare_cmd *pare_command(const char *name) {
+    for (int i = 0; i < n_commands; i++)
+        if (strcmp(name, commands[i].name) == 0) return &commands[i];
+    return NULL;
+}
 
 static void usage(FILE *f) {
     fprintf(f, "usage: pare COMMAND [--key value ...]\n\ncommands:\n");

@@ -81,11 +81,11 @@ char *pare_runlog_config(const pare_opt *opts, int n, const char *extra) {
     return cfg;
 }
 
-void pare_runlog_once(const char *db, const char *command, const char *config, uint64_t seed, const char *path,
+void pare_runlog_once(const char *db, const char *command, const char *name, const char *config, uint64_t seed, const char *path,
                       const tr_dataset *d, const char *const *names, const double *values, int nres,
                       ex_status status) {
     pare_runlog rl;
-    pare_runlog_begin(&rl, db, command, "", config ? config : "", seed, path, d);
+    pare_runlog_begin(&rl, db, command, name ? name : "", config ? config : "", seed, path, d);
     for (int i = 0; i < nres; i++)
         if (!isnan(values[i])) pare_runlog_result(&rl, names[i], values[i]);
     pare_runlog_end(&rl, status);

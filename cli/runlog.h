@@ -52,7 +52,7 @@ char *pare_runlog_config(const pare_opt *opts, int n, const char *extra);
  * config as above, then results names[0..nres) = values[0..nres) (NaN
  * values are skipped), status, all in one call; d (may be NULL) is the
  * dataset it read. For commands that need no per-step metrics (eval, bench). */
-void pare_runlog_once(const char *db, const char *command, const char *config, uint64_t seed, const char *path,
+void pare_runlog_once(const char *db, const char *command, const char *name, const char *config, uint64_t seed, const char *path,
                       const tr_dataset *d, const char *const *names, const double *values, int nres,
                       ex_status status);
 

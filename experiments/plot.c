@@ -2,6 +2,7 @@
 #include "plot.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <stdarg.h>
 #include <stdlib.h>
 #include <string.h>
@@ -57,31 +58,51 @@ char *ex_plot_loss_sql(const int64_t *ids, int n, const char *metrics) {
     return sql;
 }
 
-char *ex_plot_pareto_sql(void) {
-    return sqlite3_mprintf(
+/* " AND col IN (ids)" for ids[0..n), "" when ids is NULL; NULL when out of memory. */
+static char *ids_clause(const char *col, const int64_t *ids, int n) {
+    if (!ids || n <= 0) return sqlite3_mprintf("");
+    char *list = ex_id_list(ids, n);
+    char *c = list ? sqlite3_mprintf(" AND %s IN %s", col, list) : NULL;
+    free(list);
+    return c;
+}
+
+char *ex_plot_pareto_sql(const int64_t *ids, int n) {
+    char *only = ids_clause("a.run_id", ids, n);
+    if (!only) return NULL;
+    /* a point's label: a recipe run's name without the experiment and the " [configuration hash]"
+     * ("quickstart/student-q8/seed=1 [..]" -> "student-q8/seed=1"), else the run's `method`, else its name */
+    char *sql = sqlite3_mprintf(
         "SELECT bytes, val_loss, method, run_id, path,\n"
         "       min(val_loss) OVER (ORDER BY bytes, val_loss ROWS UNBOUNDED PRECEDING) AS front\n"
         "FROM (SELECT a.bytes AS bytes,\n"
         "             (SELECT res.value FROM artifacts e\n"
         "                JOIN results res ON res.run_id = e.run_id AND res.name = 'val_loss'\n"
         "               WHERE e.sha256 = a.sha256 ORDER BY e.run_id DESC LIMIT 1) AS val_loss,\n"
-        "             coalesce((SELECT c.value FROM config c WHERE c.run_id = a.run_id AND c.key = 'method'),\n"
-        "                      nullif(r.name, ''), r.command || ' #' || r.id) AS method,\n"
+        "             CASE WHEN instr(r.name, ' [') > instr(r.name, '/') AND instr(r.name, '/') > 0\n"
+        "                  THEN substr(r.name, instr(r.name, '/') + 1, instr(r.name, ' [') - instr(r.name, '/') - 1)\n"
+        "                  ELSE coalesce((SELECT c.value FROM config c WHERE c.run_id = a.run_id AND c.key = 'method'),\n"
+        "                                nullif(r.name, ''), r.command || ' #' || r.id) END AS method,\n"
         "             a.run_id AS run_id, a.path AS path\n"
         "      FROM artifacts a JOIN runs r ON r.id = a.run_id\n"
-        "      WHERE a.kind = 'model' AND a.sha256 IS NOT NULL AND a.bytes IS NOT NULL)\n"
+        "      WHERE a.kind = 'model' AND a.sha256 IS NOT NULL AND a.bytes IS NOT NULL%s)\n"
         "WHERE val_loss IS NOT NULL\n"
-        "ORDER BY bytes, val_loss;\n");
+        "ORDER BY bytes, val_loss;\n",
+        only);
+    sqlite3_free(only);
+    return sql;
 }
 
-char *ex_plot_sweep_sql(const char *key, const char *metric, const ex_filter *f) {
+char *ex_plot_sweep_sql(const char *key, const char *metric, const ex_filter *f, const int64_t *ids, int n) {
     const char *name = f && f->name && f->name[0] ? f->name : NULL;
     const char *cmd = f && f->command && f->command[0] ? f->command : NULL;
     const char *status = f && f->status && f->status[0] ? f->status : NULL;
     char *n1 = name ? sqlite3_mprintf("\n    AND instr(r.name, %Q) > 0", name) : sqlite3_mprintf("");
     char *c1 = cmd ? sqlite3_mprintf("\n    AND r.command = %Q", cmd) : sqlite3_mprintf("");
     char *s1 = status ? sqlite3_mprintf("\n    AND r.status = %Q", status) : sqlite3_mprintf("");
-    char *clean = n1 && c1 && s1 ? sqlite3_mprintf("%s%s%s", n1, c1, s1) : NULL;
+    char *i1 = ids_clause("r.id", ids, n);
+    char *clean = n1 && c1 && s1 && i1 ? sqlite3_mprintf("%s%s%s%s", n1, c1, s1, i1) : NULL;
+    sqlite3_free(i1);
     sqlite3_free(n1);
     sqlite3_free(c1);
     sqlite3_free(s1);
@@ -281,6 +302,11 @@ static int run_gnuplot(fig_paths *fp, char *err, size_t errlen) {
     }
     if (pid == 0) {
         if (chdir(fp->dir) != 0) _exit(126);
+        /* gnuplot's messages (warnings such as "empty x range" included) go to NAME.log beside the script */
+        char log[320];
+        snprintf(log, sizeof log, "%s.log", fp->base);
+        int fd = open(log, O_WRONLY | O_CREAT | O_TRUNC, 0644);
+        if (fd >= 0) dup2(fd, 2), close(fd);
         execl(gp, "gnuplot", script, (char *)NULL);
         _exit(127);
     }
@@ -292,8 +318,17 @@ static int run_gnuplot(fig_paths *fp, char *err, size_t errlen) {
         }
     struct stat sb;
     if (!WIFEXITED(status) || WEXITSTATUS(status) != 0 || stat(image, &sb) != 0 || sb.st_size == 0) {
-        ag_errf(err, errlen, "gnuplot failed on %s/%s.gp (exit status %d); its messages are above", fp->dir,
-                fp->base, WIFEXITED(status) ? WEXITSTATUS(status) : -1);
+        char first[240] = "";
+        char log[1300];
+        snprintf(log, sizeof log, "%s/%s.log", fp->dir, fp->base);
+        FILE *lf = fopen(log, "r");
+        if (lf) { /* its first message, for the error line */
+            while (fgets(first, sizeof first, lf) && strspn(first, " \t\r\n^") == strlen(first)) first[0] = '\0';
+            first[strcspn(first, "\r\n")] = '\0';
+            fclose(lf);
+        }
+        ag_errf(err, errlen, "gnuplot failed on %s/%s.gp (exit status %d)%s%s; its messages are in %s", fp->dir,
+                fp->base, WIFEXITED(status) ? WEXITSTATUS(status) : -1, first[0] ? ": " : "", first, log);
         return EX_PLOT_ERROR;
     }
     return EX_PLOT_OK;
@@ -387,10 +422,10 @@ done:
     return rc;
 }
 
-int ex_plot_pareto(sqlite3 *db, ex_fig *fig, char *err, size_t errlen) {
+int ex_plot_pareto(sqlite3 *db, const int64_t *ids, int n, ex_fig *fig, char *err, size_t errlen) {
     fig_paths fp;
     if (split_out(fig, &fp, err, errlen) != 0) return EX_PLOT_ERROR;
-    char *sql = ex_plot_pareto_sql();
+    char *sql = ex_plot_pareto_sql(ids, n);
     if (!sql) {
         ag_errf(err, errlen, "out of memory");
         return EX_PLOT_ERROR;
@@ -420,15 +455,15 @@ done:
     return rc;
 }
 
-int ex_plot_sweep(sqlite3 *db, const char *key, const char *metric, const ex_filter *flt, ex_fig *fig, char *err,
-                  size_t errlen) {
+int ex_plot_sweep(sqlite3 *db, const char *key, const char *metric, const ex_filter *flt, const int64_t *ids, int n,
+                  ex_fig *fig, char *err, size_t errlen) {
     fig_paths fp;
     if (!key || !key[0] || !metric || !metric[0]) {
         ag_errf(err, errlen, "a sweep needs a configuration key and a metric (for example: lr val_loss)");
         return EX_PLOT_ERROR;
     }
     if (split_out(fig, &fp, err, errlen) != 0) return EX_PLOT_ERROR;
-    char *sql = ex_plot_sweep_sql(key, metric, flt);
+    char *sql = ex_plot_sweep_sql(key, metric, flt, ids, n);
     if (!sql) {
         ag_errf(err, errlen, "out of memory");
         return EX_PLOT_ERROR;

@@ -44,22 +44,26 @@ int ex_plot_loss(sqlite3 *db, const int64_t *ids, int n, const char *metrics, ex
                  size_t errlen);
 
 /* Bytes on disk against validation loss of every exported model (artifacts
- * of kind 'model'), each point labelled by its method: the run's `method`
- * config value, else its name, else its command and id. The loss is the
+ * of kind 'model'; with ids, only those of runs ids[0..n)), each point
+ * labelled by its method: for a recipe's run its name without the
+ * experiment and the " [hash]", else the run's `method` config value, else
+ * its name, else its command and id. The loss is the
  * val_loss result of the newest run that recorded an artifact with the same
  * SHA-256 (the export itself or an eval of the file). */
-int ex_plot_pareto(sqlite3 *db, ex_fig *fig, char *err, size_t errlen);
+int ex_plot_pareto(sqlite3 *db, const int64_t *ids, int n, ex_fig *fig, char *err, size_t errlen);
 
 /* A metric against a configuration key across the runs matching f (NULL =
- * all): x is the key's value as a number, y the run's result `metric`, else
- * the last value of the metric `metric`. */
-int ex_plot_sweep(sqlite3 *db, const char *key, const char *metric, const ex_filter *f, ex_fig *fig, char *err,
+ * all) and, with ids, among runs ids[0..n): x is the key's value as a
+ * number, y the run's result `metric`, else the last value of the metric
+ * `metric`. */
+int ex_plot_sweep(sqlite3 *db, const char *key, const char *metric, const ex_filter *f, const int64_t *ids, int n,
+                  ex_fig *fig, char *err,
                   size_t errlen);
 
 /* The SQL each plot runs (the text written to NAME.sql without its comment
  * header), malloc'd (caller frees with sqlite3_free); NULL when out of memory. */
 char *ex_plot_loss_sql(const int64_t *ids, int n, const char *metrics);
-char *ex_plot_pareto_sql(void);
-char *ex_plot_sweep_sql(const char *key, const char *metric, const ex_filter *f);
+char *ex_plot_pareto_sql(const int64_t *ids, int n);
+char *ex_plot_sweep_sql(const char *key, const char *metric, const ex_filter *f, const int64_t *ids, int n);
 
 #endif

@@ -1,6 +1,7 @@
 /* report.c - HTML and Markdown reports built from the run log. */
 #include "report.h"
 
+#include <ctype.h>
 #include <errno.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -170,16 +171,27 @@ int ex_report_write(sqlite3 *db, const int64_t *ids, int n, const ex_report_opts
         ex_runs_fingerprints(db, ids, n, &fps, err, errlen) != 0)
         goto done;
 
-    /* figures */
-    figure figs[2] = {{.title = "Loss curves"}, {.title = "Size on disk against validation loss"}};
-    for (int i = 0; o->figures && i < 2; i++) {
-        char ferr[600];
-        snprintf(figs[i].png, sizeof figs[i].png, "%s/%s.png", figdir, i == 0 ? "loss" : "pareto");
-        snprintf(figs[i].rel, sizeof figs[i].rel, "figures/%s.png", i == 0 ? "loss" : "pareto");
-        snprintf(figs[i].sql_path, sizeof figs[i].sql_path, "%s/%s.sql", figdir, i == 0 ? "loss" : "pareto");
+    /* figures: loss curves, size against loss (these runs' models), one sweep figure per swept key */
+    enum { MAX_FIGS = 2 + 8 };
+    figure figs[MAX_FIGS] = {{.title = "Loss curves"}, {.title = "Size on disk against validation loss"}};
+    int n_figs = 2;
+    for (int k = 0; k < o->n_sweep_keys && n_figs < MAX_FIGS; k++)
+        snprintf(figs[n_figs++].title, sizeof figs[0].title, "Validation loss against %s", o->sweep_keys[k]);
+    for (int i = 0; o->figures && i < n_figs; i++) {
+        char ferr[600], base[80];
+        if (i < 2) snprintf(base, sizeof base, "%s", i == 0 ? "loss" : "pareto");
+        else { /* sweep-KEY, the key's characters kept to [A-Za-z0-9_-] */
+            snprintf(base, sizeof base, "sweep-%.60s", o->sweep_keys[i - 2]);
+            for (char *c = base; *c; c++)
+                if (!isalnum((unsigned char)*c) && *c != '-' && *c != '_') *c = '_';
+        }
+        snprintf(figs[i].png, sizeof figs[i].png, "%s/%s.png", figdir, base);
+        snprintf(figs[i].rel, sizeof figs[i].rel, "figures/%s.png", base);
+        snprintf(figs[i].sql_path, sizeof figs[i].sql_path, "%s/%s.sql", figdir, base);
         ex_fig fig = {.out = figs[i].png, .format = EX_FIG_PNG};
-        int prc = i == 0 ? ex_plot_loss(db, ids, n, NULL, &fig, ferr, sizeof ferr)
-                         : ex_plot_pareto(db, &fig, ferr, sizeof ferr);
+        int prc = i == 0   ? ex_plot_loss(db, ids, n, NULL, &fig, ferr, sizeof ferr)
+                  : i == 1 ? ex_plot_pareto(db, ids, n, &fig, ferr, sizeof ferr)
+                           : ex_plot_sweep(db, o->sweep_keys[i - 2], "val_loss", NULL, ids, n, &fig, ferr, sizeof ferr);
         figs[i].ok = prc == EX_PLOT_OK;
         if (figs[i].ok) out->figures++;
         else if (i == 0 || prc == EX_PLOT_NO_GNUPLOT)
@@ -215,6 +227,11 @@ int ex_report_write(sqlite3 *db, const int64_t *ids, int n, const ex_report_opts
                "database.\n",
             title, n, n == 1 ? "" : "s", dbl, when);
 
+    if (o->summary) {
+        const char *st = o->summary_title ? o->summary_title : "Results";
+        html_table_section(h, st, o->summary, "No result.");
+        md_table_section(m, st, o->summary, "No result.");
+    }
     html_table_section(h, "Runs", &runs, "");
     md_table_section(m, "Runs", &runs, "");
     html_table_section(h, "Final results", &results, "No run recorded a final result.");
@@ -223,7 +240,7 @@ int ex_report_write(sqlite3 *db, const int64_t *ids, int n, const ex_report_opts
     /* ---- figures */
     fprintf(h, "<h2>Figures</h2>\n");
     fprintf(m, "\n## Figures\n\n");
-    for (int i = 0; i < 2; i++) {
+    for (int i = 0; i < n_figs; i++) {
         if (!figs[i].ok) continue;
         size_t len = 0;
         unsigned char *png = slurp(figs[i].png, &len);

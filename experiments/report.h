@@ -16,12 +16,19 @@
 #include <stdint.h>
 
 #include "db.h"
+#include "table.h"
 
 typedef struct ex_report_opts {
     const char *dir;      /* output directory, created if missing */
     const char *title;    /* NULL = "pare report" */
     const char *db_label; /* the database path shown in the report */
     bool figures;         /* draw figures (needs gnuplot; without it the report notes their absence) */
+    /* optional: a results table shown first (an experiment's models, one row each), under this title */
+    const ex_table *summary;
+    const char *summary_title; /* NULL = "Results" */
+    /* optional: configuration keys swept over the runs; one figure each of val_loss against the key */
+    const char *const *sweep_keys;
+    int n_sweep_keys;
 } ex_report_opts;
 
 typedef struct ex_report_out {

@@ -260,10 +260,31 @@ size_t pare_opts_format(const pare_opt *opts, int n, char *buf, size_t len) {
     return need;
 }
 
+static pare_check g_check; /* what pare_opts_cli does instead of letting the command run */
+
+void pare_opts_set_check(const pare_check *c) {
+    if (c) g_check = *c;
+    else memset(&g_check, 0, sizeof g_check);
+}
+
+const char *pare_opts_check_error(void) { return g_check.err; }
+
 int pare_opts_cli(const char *cmd, const char *usage, pare_opt *opts, int n, int argc, char **argv,
                   int *pos, int max_pos, int *n_pos) {
     char err[512];
+    if (g_check.mode == PARE_CHECK_TABLE) { /* hand the table over, run nothing */
+        if (g_check.table) g_check.table(g_check.user, opts, n);
+        return 0;
+    }
     int rc = pare_opts_parse(opts, n, argc, argv, pos, max_pos, n_pos, err, sizeof err);
+    if (g_check.mode == PARE_CHECK_PARSE) { /* validate the arguments, run nothing */
+        if (rc == PARE_OPTS_ERROR) {
+            snprintf(g_check.err, sizeof g_check.err, "%s", err);
+            return 2;
+        }
+        if (rc == PARE_OPTS_OK && g_check.table) g_check.table(g_check.user, opts, n); /* the resolved values */
+        return 0;
+    }
     if (rc == PARE_OPTS_HELP) {
         pare_opts_help(stdout, usage, opts, n);
         return 0;

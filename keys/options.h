@@ -151,6 +151,25 @@ int pare_threads(int requested);
 int pare_keys_cli(const char *cmd, const char *usage, pare_keys *k, int argc, char **argv, int *pos, int max_pos,
                   int *n_pos);
 
+/* Checking a command's arguments without running it (pare experiment
+ * validates a whole recipe before anything runs): while a check is set, the
+ * next pare_opts_cli either hands its table to table() and returns 0
+ * (PARE_CHECK_TABLE: which keys a command has, and their types), or parses
+ * argv, keeps the error in err and returns 2, or hands the parsed table to
+ * table() and returns 0 (PARE_CHECK_PARSE). The command then returns that
+ * status without doing anything. */
+typedef enum { PARE_CHECK_OFF = 0, PARE_CHECK_TABLE, PARE_CHECK_PARSE } pare_check_mode;
+typedef struct pare_check {
+    pare_check_mode mode;
+    void (*table)(void *user, const pare_opt *opts, int n);
+    void *user;
+    char err[512];
+} pare_check;
+/* Sets (c copied) or clears (NULL) the check. */
+void pare_opts_set_check(const pare_check *c);
+/* The last error of a PARE_CHECK_PARSE check. */
+const char *pare_opts_check_error(void);
+
 /* Parses and prints in one step for a subcommand: returns -1 to continue,
  * or the exit status to return (0 after --help, 2 after an error, which is
  * printed as "pare <cmd>: <message>" with a pointer to --help). */

@@ -4,7 +4,7 @@
 set -euo pipefail
 
 pkgs=(build-essential cmake pkg-config git
-      libopenblas-openmp-dev liblapacke-dev libsqlite3-dev sqlite3 libmd-dev gnuplot-nox)
+      libopenblas-openmp-dev liblapacke-dev libsqlite3-dev sqlite3 libmd-dev libinih-dev gnuplot-nox)
 if [[ "${1:-}" == "--test" ]]; then
   pkgs+=(libcmocka-dev python3 python3-torch python3-numpy chromium)
 fi

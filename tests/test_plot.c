@@ -261,7 +261,7 @@ static void test_pareto_figure(void **state) {
     char out[160], err[512];
     snprintf(out, sizeof out, "%s/pareto.png", f->dir);
     ex_fig fig = {.out = out};
-    int rc = ex_plot_pareto(f->conn, &fig, err, sizeof err);
+    int rc = ex_plot_pareto(f->conn, NULL, 0, &fig, err, sizeof err);
     if (rc == EX_PLOT_ERROR) fail_msg("%s", err);
     assert_int_equal(fig.rows, 2);
     char path[192];
@@ -280,7 +280,7 @@ static void test_sweep_figure(void **state) {
     snprintf(out, sizeof out, "%s/sweep.png", f->dir);
     ex_fig fig = {.out = out};
     ex_filter flt = {.name = "lr-sweep", .status = "finished"};
-    int rc = ex_plot_sweep(f->conn, "lr", "val_loss", &flt, &fig, err, sizeof err);
+    int rc = ex_plot_sweep(f->conn, "lr", "val_loss", &flt, NULL, 0, &fig, err, sizeof err);
     if (rc == EX_PLOT_ERROR) fail_msg("%s", err);
     assert_int_equal(fig.rows, 3); /* the diverged run is filtered out */
     char path[192];
@@ -290,7 +290,7 @@ static void test_sweep_figure(void **state) {
              (long long)f->sweep[0], (long long)f->sweep[1], (long long)f->sweep[2]);
     assert_string_equal(rows_of(f->conn, sql_file(path)), want);
     if (rc == EX_PLOT_OK && have_gnuplot()) expect_png(out);
-    assert_int_equal(ex_plot_sweep(f->conn, "no-such-key", "val_loss", NULL, &fig, err, sizeof err), EX_PLOT_ERROR);
+    assert_int_equal(ex_plot_sweep(f->conn, "no-such-key", "val_loss", NULL, NULL, 0, &fig, err, sizeof err), EX_PLOT_ERROR);
     assert_non_null(strstr(err, "no-such-key"));
 }
 
