@@ -10,41 +10,15 @@
 #include "cli/commands.h"
 #include "cli/options.h"
 #include "cli/textgen.h"
+#include "infer/model_vocab.h"
 #include "infer/runtime.h"
 #include "train/data.h"
 #include "cli/runlog.h"
 
-bool pare_is_model_file(const char *path) {
-    FILE *f = fopen(path, "rb");
-    if (!f) return false;
-    char magic[8];
-    bool yes = fread(magic, 1, 8, f) == 8 && memcmp(magic, INF_MAGIC, 8) == 0;
-    fclose(f);
-    return yes;
-}
-
-int pare_model_vocab(const inf_model *m, tr_vocab *v, char *err, size_t errlen) {
-    const inf_vocab *iv = &m->file.vocab;
-    uint8_t packed[TR_VOCAB_PACK_MAX];
-    if (iv->n < 1 || iv->n > 256) {
-        snprintf(err, errlen, "the model's vocabulary has %u entries: this program handles byte-level ones (<= 256)",
-                 iv->n);
-        return -1;
-    }
-    packed[0] = (uint8_t)iv->kind;
-    packed[1] = (uint8_t)(iv->n - 1);
-    for (uint32_t i = 0; i < iv->n; i++) {
-        if (iv->len[i] != 1) {
-            snprintf(err, errlen, "vocabulary entry %u has %u bytes: expected single bytes", i, iv->len[i]);
-            return -1;
-        }
-        packed[2 + i] = iv->tok[i][0];
-    }
-    return tr_vocab_unpack(v, packed, iv->n + 2, err, errlen);
-}
+bool pare_is_model_file(const char *path) { return inf_is_model_file(path); }
 
 int pare_model_file_open(const char *path, inf_model *m, tr_vocab *v, char *err, size_t errlen) {
-    if (inf_model_open(m, path, err, errlen) != 0 || pare_model_vocab(m, v, err, errlen) != 0) {
+    if (inf_model_open(m, path, err, errlen) != 0 || inf_model_vocab(m, v, err, errlen) != 0) {
         inf_model_close(m);
         return -1;
     }

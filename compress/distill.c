@@ -6,11 +6,17 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "infer/model_vocab.h"
+#include "infer/runtime.h"
+
 typedef struct distill {
     tr_policy p;
     cp_distill_cfg cfg;
-    tr_gpt teacher;  /* loaded by declare */
+    tr_gpt teacher;  /* loaded by declare (a checkpoint teacher) */
     bool loaded;
+    inf_model file;  /* or a model-file teacher: its logits through the inference runtime */
+    inf_session session;
+    bool file_open, session_open;
     int *map;        /* [Ls] teacher layer of each student layer */
     int *proj;       /* [Ls] handle of the hidden-state projection, -1 when the widths agree */
     int ls;
@@ -21,7 +27,8 @@ typedef struct distill {
 static void distill_keys(pare_keys *k, void *cfgp) {
     cp_distill_cfg *c = cfgp;
     pare_opt r[] = {
-        PARE_OPT_STRING("teacher", &c->teacher, "", "distill from this trained checkpoint (\"\" = no distillation)"),
+        PARE_OPT_STRING("teacher", &c->teacher, "",
+                        "distill from this trained checkpoint, or a model file (logits only) (\"\" = no distillation)"),
         PARE_OPT_FLOAT("kd-temp", &c->kd_temp, "2", 1e-3, 1e3, "distillation temperature T (the logit term is T^2 KL)"),
         PARE_OPT_FLOAT("kd-alpha", &c->kd_alpha, "0.5", 0, 1,
                        "weight of the labels' cross-entropy; 1 - alpha weighs the teacher's soft targets"),
@@ -77,12 +84,67 @@ int cp_layer_map(const char *spec, int ls, int lt, int *map, char *err, size_t e
 static bool wants_attn(const distill *d) { return d->cfg.attn_weight > 0; }
 static bool wants_hidden(const distill *d) { return d->cfg.hidden_weight > 0; }
 
+/* The model-file teacher's logits on the rows x[B, T]: each row from an
+ * empty KV cache, every position's logits (float-exact activations). */
+static int file_logits(void *user, const int *x, int B, int T, float *logits, char *err, size_t errlen) {
+    distill *d = user;
+    size_t V = (size_t)d->file.V;
+    for (int b = 0; b < B; b++) {
+        inf_session_reset(&d->session);
+        if (inf_forward(&d->session, x + (size_t)b * T, T, logits + (size_t)b * T * V, true, err, errlen) != 0)
+            return -1;
+    }
+    return 0;
+}
+
+/* A model file as the teacher: only its logits exist (no attention or hidden
+ * states), so only the logit term may be asked for. */
+static int declare_file_teacher(distill *d, tr_trainer *t) {
+    char err[768];
+    tr_vocab tv;
+    if (wants_attn(d) || wants_hidden(d)) {
+        tr_trainer_fail(t, "distill: teacher %s is a model file, which gives logits only: attention (attn-weight %g) "
+                        "and hidden-state (hidden-weight %g) distillation need the teacher's checkpoint",
+                        d->cfg.teacher, d->cfg.attn_weight, d->cfg.hidden_weight);
+        return -1;
+    }
+    if (inf_model_open(&d->file, d->cfg.teacher, err, sizeof err) != 0) {
+        tr_trainer_fail(t, "distill: teacher: %s", err);
+        return -1;
+    }
+    d->file_open = true;
+    if (inf_model_vocab(&d->file, &tv, err, sizeof err) != 0) {
+        tr_trainer_fail(t, "distill: teacher %s: %s", d->cfg.teacher, err);
+        return -1;
+    }
+    if (tr_vocab_compare(&tv, "teacher", &t->data->vocab, "student's data", err, sizeof err) != 0) {
+        tr_trainer_fail(t, "distill: teacher %s and the student do not share a vocabulary: %s", d->cfg.teacher, err);
+        return -1;
+    }
+    if (inf_session_init(&d->session, &d->file, inf_isa_best(), 3, err, sizeof err) != 0) {
+        tr_trainer_fail(t, "distill: teacher %s: %s", d->cfg.teacher, err);
+        return -1;
+    }
+    d->session_open = true;
+    if (tr_trainer_set_teacher_logits(t, file_logits, d, d->file.V, d->file.ctx) != 0) return -1;
+    d->ls = t->model->arch.n_layer;
+    d->map = calloc((size_t)d->ls, sizeof *d->map);
+    d->proj = malloc((size_t)d->ls * sizeof *d->proj);
+    if (!d->map || !d->proj) {
+        tr_trainer_fail(t, "distill: out of memory");
+        return -1;
+    }
+    for (int i = 0; i < d->ls; i++) d->proj[i] = -1;
+    return 0;
+}
+
 /* Loads the teacher, checks it against the student and the data, makes the
  * layer map and declares the projections. */
 static int distill_declare(tr_policy *pp, tr_trainer *t) {
     distill *d = pp->user;
     char err[768];
     tr_vocab tv;
+    if (inf_is_model_file(d->cfg.teacher)) return declare_file_teacher(d, t);
     if (tr_model_load(d->cfg.teacher, &d->teacher, 0, &tv, NULL, err, sizeof err) != 0) {
         tr_trainer_fail(t, "distill: teacher: %s", err);
         return -1;
@@ -236,6 +298,12 @@ static ag_tensor *distill_loss(tr_policy *pp, tr_trainer *t, ag_ctx *c, ag_tenso
 static void distill_describe(tr_policy *pp, tr_trainer *t, char *buf, size_t n) {
     distill *d = pp->user;
     const cp_distill_cfg *k = &d->cfg;
+    if (d->file_open) {
+        snprintf(buf, n, "distill: teacher %s (model file, %s, %d layers, width %d: logits only); loss = %g CE + %g "
+                 "T^2 KL at T = %g", k->teacher, inf_model_storage(&d->file), d->file.n_layer, d->file.C, k->kd_alpha,
+                 1 - k->kd_alpha, k->kd_temp);
+        return;
+    }
     const pm_arch *te = &d->teacher.arch, *s = &t->model->arch;
     static const char *const kinds[3] = {"mse (TinyBERT, every layer)", "kl (MiniLM, the last layer)",
                                          "kl + value relation (MiniLM, the last layer)"};
@@ -277,6 +345,8 @@ static tr_policy *distill_create(const void *cfgp, char *err, size_t errlen) {
 static void distill_destroy(tr_policy *pp) {
     distill *d = pp->user;
     if (d->loaded) tr_gpt_free(&d->teacher);
+    if (d->session_open) inf_session_free(&d->session);
+    if (d->file_open) inf_model_close(&d->file);
     free(d->map);
     free(d->proj);
     free(d);

@@ -16,6 +16,8 @@
 #include <unistd.h>
 
 #include "compress/distill.h"
+#include "infer/export.h"
+#include "infer/format.h"
 #include "train/trainer.h"
 
 static char teacher_path[256], other_path[256], ckpt_path[256];
@@ -294,6 +296,76 @@ static void test_mismatches(void **state) {
     expect_fail(cfg(2, 2, 16), c, "layer-map");
 }
 
+/* The teacher's logits of one step, from a checkpoint teacher or a model
+ * file (kd-alpha 0.3, T = 2), into out[B*T*V]; returns the step's loss. */
+static double step_with_teacher(const char *teacher, float *out, size_t n) {
+    world w;
+    world_open(&w, "builtin:markov", cfg(2, 2, 16), 1, "");
+    cp_distill_cfg c = dcfg();
+    c.teacher = teacher;
+    c.kd_alpha = 0.3;
+    char err[512];
+    tr_policy *p = cp_distill_kind.create(&c, err, sizeof err);
+    assert_non_null(p);
+    assert_int_equal(tr_trainer_add_policy(&w.t, p), 0);
+    if (tr_train_step(&w.t) != TR_OK) fail_msg("%s", w.t.err);
+    assert_int_equal(w.t.teacher_logits->numel, n);
+    memcpy(out, w.t.teacher_logits->data, n * sizeof *out);
+    double loss = w.t.loss;
+    char desc[512];
+    p->describe(p, &w.t, desc, sizeof desc);
+    print_message("%s\n", desc);
+    world_close(&w);
+    cp_distill_kind.destroy(p);
+    return loss;
+}
+
+/* A model file as the teacher (logits only, through the inference runtime):
+ * the f32 export of the teacher gives the checkpoint teacher's logits (to
+ * float rounding) and so the same loss; an int8 export gives logits close to
+ * them; asking a model file for attention or hidden states is an error. */
+static void test_model_file_teacher(void **state) {
+    (void)state;
+    char f32[300], q8[300], err[512];
+    snprintf(f32, sizeof f32, "%s.f32.pare", teacher_path);
+    snprintf(q8, sizeof q8, "%s.q8.pare", teacher_path);
+    tr_gpt t;
+    tr_vocab v;
+    assert_int_equal(tr_model_load(teacher_path, &t, 0, &v, NULL, err, sizeof err), 0);
+    inf_export_opts o32 = {INF_F32, 0, false, NULL}, o8 = {INF_Q8, 0, false, NULL};
+    if (inf_export_gpt(&t, &v, &o32, f32, err, sizeof err) || inf_export_gpt(&t, &v, &o8, q8, err, sizeof err))
+        fail_msg("%s", err);
+    tr_gpt_free(&t);
+    size_t n = 4 * 16 * (size_t)v.size; /* batch 4, ctx 16 */
+    float *a = malloc(n * sizeof *a), *b = malloc(n * sizeof *b), *q = malloc(n * sizeof *q);
+    assert_true(a && b && q);
+    double la = step_with_teacher(teacher_path, a, n), lb = step_with_teacher(f32, b, n);
+    step_with_teacher(q8, q, n);
+    double d32 = 0, d8 = 0, scale = 0;
+    for (size_t i = 0; i < n; i++) {
+        d32 = fmax(d32, fabs((double)a[i] - b[i]));
+        d8 = fmax(d8, fabs((double)a[i] - q[i]));
+        scale = fmax(scale, fabs((double)a[i]));
+    }
+    print_message("max |logit difference|: f32 file %.3g, q8 file %.3g (largest logit %.3g); loss %.6f vs %.6f\n",
+                  d32, d8, scale, la, lb);
+    assert_true(scale > 0.1);
+    assert_true(d32 <= 1e-4 * scale);
+    assert_float_equal(la, lb, 1e-5 * la);
+    assert_true(d8 > d32 && d8 < 0.05 * scale); /* int8 weights: close, not equal */
+    free(a), free(b), free(q);
+    cp_distill_cfg c = dcfg();
+    c.teacher = f32;
+    c.attn_weight = 1;
+    expect_fail(cfg(2, 2, 16), c, "gives logits only");
+    c = dcfg();
+    c.teacher = f32;
+    c.hidden_weight = 1;
+    expect_fail(cfg(2, 2, 16), c, "gives logits only");
+    unlink(f32);
+    unlink(q8);
+}
+
 /* With hidden-state projections (width 16 -> 32): 4 steps straight equal 2
  * steps, a checkpoint, a new trainer with the policy, and 2 steps: the
  * projections come back from the checkpoint, the weights are the same bits. */
@@ -339,6 +411,7 @@ int main(void) {
         cmocka_unit_test(test_logit_loss_is_the_formula),
         cmocka_unit_test(test_all_terms),
         cmocka_unit_test(test_mismatches),
+        cmocka_unit_test(test_model_file_teacher),
         cmocka_unit_test(test_resume_with_projections),
     };
     return cmocka_run_group_tests_name("distill", tests, setup, teardown);

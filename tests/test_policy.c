@@ -473,6 +473,78 @@ static void test_teacher_forward(void **state) {
     tr_gpt_free(&teacher);
 }
 
+/* A teacher known only by its logits: the function's logits are the step's
+ * teacher_logits ([B, T, V], no gradient), its errors stop the step with
+ * their message, and a policy that needs the teacher's attention cannot
+ * start with it. */
+typedef struct fn_teacher {
+    int calls;
+    bool fail;
+} fn_teacher;
+
+static int ramp_logits(void *user, const int *x, int B, int T, float *logits, char *err, size_t errlen) {
+    fn_teacher *f = user;
+    f->calls++;
+    if (f->fail) {
+        snprintf(err, errlen, "the teacher's file went away");
+        return -1;
+    }
+    for (int r = 0; r < B * T; r++) /* a recognisable function of the input */
+        for (int v = 0; v < 10; v++) logits[(size_t)r * 10 + v] = (float)(x[r] * 0.5 + v);
+    return 0;
+}
+
+typedef struct ramp_check {
+    int checked;
+} ramp_check;
+
+static ag_tensor *ramp_loss(tr_policy *p, tr_trainer *t, ag_ctx *c, ag_tensor *logits, ag_tensor *loss) {
+    (void)c, (void)logits;
+    ramp_check *k = p->user;
+    const ag_tensor *tl = t->teacher_logits;
+    assert_int_equal(tl->ndim, 3);
+    assert_true(tl->shape[0] == t->batch.B && tl->shape[1] == t->batch.T && tl->shape[2] == 10);
+    assert_null(tl->grad);
+    for (int r = 0; r < t->batch.B * t->batch.T; r++)
+        assert_true(tl->data[(size_t)r * 10 + 3] == (float)(t->batch.x[r] * 0.5 + 3));
+    k->checked++;
+    return loss;
+}
+
+static void test_logits_only_teacher(void **state) {
+    (void)state;
+    world w;
+    world_open(&w, run_cfg(2));
+    assert_int_equal(w.m.arch.vocab, 10); /* markov's char vocabulary, which ramp_logits writes */
+    fn_teacher f = {0};
+    ramp_check k = {0};
+    tr_policy p = {.name = "kd", .user = &k, .needs = TR_NEED_TEACHER, .loss = ramp_loss};
+    assert_int_equal(tr_trainer_add_policy(&w.t, &p), 0);
+    assert_int_equal(tr_trainer_set_teacher_logits(&w.t, ramp_logits, &f, 10, 8), -1); /* context 8 < 16 */
+    assert_non_null(strstr(w.t.err, "must not exceed the teacher's"));
+    w.t.err[0] = '\0';
+    assert_int_equal(tr_trainer_set_teacher_logits(&w.t, ramp_logits, &f, 11, 16), -1);
+    assert_non_null(strstr(w.t.err, "vocabulary of 11 tokens"));
+    w.t.err[0] = '\0';
+    assert_int_equal(tr_trainer_set_teacher_logits(&w.t, ramp_logits, &f, 10, 16), 0);
+    assert_int_equal(tr_train_step(&w.t), TR_OK);
+    assert_int_equal(tr_train_step(&w.t), TR_OK);
+    assert_int_equal(f.calls, 2);
+    assert_int_equal(k.checked, 2);
+    f.fail = true;
+    assert_int_equal(tr_train_step(&w.t), TR_ERROR);
+    assert_non_null(strstr(w.t.err, "teacher: the teacher's file went away"));
+    world_close(&w);
+
+    world_open(&w, run_cfg(2));
+    tr_policy pa = {.name = "attn", .user = &k, .needs = TR_NEED_TEACHER | TR_NEED_TEACHER_PROBS, .loss = ramp_loss};
+    assert_int_equal(tr_trainer_add_policy(&w.t, &pa), 0);
+    assert_int_equal(tr_trainer_set_teacher_logits(&w.t, ramp_logits, &f, 10, 16), 0);
+    assert_int_equal(tr_train_step(&w.t), TR_ERROR);
+    assert_non_null(strstr(w.t.err, "known only by its logits"));
+    world_close(&w);
+}
+
 /* Misuse is an error with a message, never a crash: adding a policy after
  * the run was prepared, declaring outside the declare hook. */
 static void test_lifecycle_errors(void **state) {
@@ -501,6 +573,7 @@ int main(void) {
         cmocka_unit_test(test_tensor_optimized_and_masks_hold),
         cmocka_unit_test(test_resume_restores_policy_state),
         cmocka_unit_test(test_teacher_forward),
+        cmocka_unit_test(test_logits_only_teacher),
         cmocka_unit_test(test_lifecycle_errors),
     };
     return cmocka_run_group_tests_name("policy", tests, NULL, NULL);

@@ -225,6 +225,23 @@ int tr_trainer_set_teacher(tr_trainer *t, tr_gpt *teacher) {
     return 0;
 }
 
+int tr_trainer_set_teacher_logits(tr_trainer *t, tr_teacher_logits_fn fn, void *user, int vocab, int ctx) {
+    if (vocab != t->model->arch.vocab) {
+        tr_trainer_fail(t, "the teacher has a vocabulary of %d tokens, the student %d: distillation needs the same "
+                        "vocabulary", vocab, t->model->arch.vocab);
+        return -1;
+    }
+    if (ctx < t->data->ctx) {
+        tr_trainer_fail(t, "the teacher's context is %d, the student trains on %d positions: the student's context "
+                        "must not exceed the teacher's", ctx, t->data->ctx);
+        return -1;
+    }
+    t->teacher_fn = fn;
+    t->teacher_user = user;
+    t->teacher_vocab = vocab;
+    return 0;
+}
+
 int tr_trainer_prepare(tr_trainer *t) {
     if (t->prepared) return 0;
     tr_policy *p;
@@ -241,8 +258,13 @@ int tr_trainer_prepare(tr_trainer *t) {
             return -1;
         }
     }
-    if ((t->needs & TR_NEED_ANY_TEACHER) && !t->teacher) {
+    if ((t->needs & TR_NEED_ANY_TEACHER) && !t->teacher && !t->teacher_fn) {
         tr_trainer_fail(t, "a policy needs a teacher, and none was given (tr_trainer_set_teacher)");
+        return -1;
+    }
+    if ((t->needs & (TR_NEED_ANY_TEACHER & ~TR_NEED_TEACHER)) && !t->teacher) {
+        tr_trainer_fail(t, "the teacher is known only by its logits (a model file): distilling its attention, hidden "
+                        "states or projections needs the teacher's checkpoint");
         return -1;
     }
     if (t->extra.count && ag_params_alloc(&t->extra, AG_PARAMS_GRAD | AG_PARAMS_MOMENTS) != 0) {
@@ -287,6 +309,19 @@ static tr_status ctx_failed(tr_trainer *t, const char *what) {
  * need it: its logits, and its attention probabilities and hidden states when
  * asked. Returns 0, or -1 with the error in the context. */
 static int teacher_forward(tr_trainer *t, const tr_batch *b) {
+    if (t->teacher_fn) { /* a logits-only teacher: its logits as a constant of the step */
+        int shape[3] = {b->B, b->T, t->teacher_vocab};
+        bool prev = ag_set_grad(t->ctx, false);
+        t->teacher_logits = ag_new(t->ctx, 3, shape, "teacher_logits"); /* [B,T,V] */
+        ag_set_grad(t->ctx, prev);
+        if (!t->teacher_logits) return -1;
+        char err[512];
+        if (t->teacher_fn(t->teacher_user, b->x, b->B, b->T, t->teacher_logits->data, err, sizeof err) != 0) {
+            ag_fail(t->ctx, "teacher: %s", err);
+            return -1;
+        }
+        return 0;
+    }
     tr_gpt_fwd tf = {0};
     if (t->needs & TR_NEED_TEACHER_PROBS) tf.probs = t->teacher_probs;
     if (t->needs & TR_NEED_TEACHER_HIDDEN) tf.hidden = t->teacher_hidden;
@@ -311,7 +346,7 @@ tr_status tr_train_step(tr_trainer *t) {
     /* 1. forget the previous step's activations, draw a batch */
     if (ag_ctx_reset(c) != 0) return ctx_failed(t, "reset");
     if (tr_data_train_batch(t->data, &t->data_rng, b, t->err, sizeof t->err) != 0) return TR_ERROR;
-    if (t->teacher && (t->needs & TR_NEED_ANY_TEACHER) && teacher_forward(t, b) != 0)
+    if ((t->teacher || t->teacher_fn) && (t->needs & TR_NEED_ANY_TEACHER) && teacher_forward(t, b) != 0)
         return ctx_failed(t, "teacher forward");
 
     /* 2. forward (every linear site through the policies' hooks) and loss (policies may add terms) */

@@ -113,6 +113,11 @@ typedef enum tr_status {
                                written to cfg.out: it went to t->saved_to instead (t->err says why) */
 } tr_status;
 
+/* A teacher known only by its logits (a model file run by the inference
+ * runtime, compress/distill.c): writes its logits on the rows x[B, T] into
+ * logits[B, T, V]. Returns 0, or -1 with err. */
+typedef int (*tr_teacher_logits_fn)(void *user, const int *x, int B, int T, float *logits, char *err, size_t errlen);
+
 /* What a policy needs the trainer to compute for it in each step. */
 enum {
     TR_NEED_PROBS = 1,          /* the student's attention probabilities (t->probs) */
@@ -224,8 +229,12 @@ struct tr_trainer {
     ag_tensor **probs, **hidden, **qkv; /* [n_layer], [n_layer + 1], [n_layer] (owned), filled by the forward */
     ag_tensor *ce;                /* this step's cross-entropy (the loss before the policies' terms) */
     tr_gpt_fwd fwd;               /* the forward's extras (the linear chain, probs, hidden) */
-    /* the teacher (tr_trainer_set_teacher; borrowed) and its outputs of this step */
+    /* the teacher (tr_trainer_set_teacher; borrowed), or one known only by its logits
+     * (tr_trainer_set_teacher_logits), and its outputs of this step */
     tr_gpt *teacher;
+    tr_teacher_logits_fn teacher_fn;
+    void *teacher_user;
+    int teacher_vocab;
     ag_tensor *teacher_logits;              /* [B,T,V] */
     ag_tensor **teacher_probs, **teacher_hidden, **teacher_qkv; /* [teacher layers], [+ 1], [layers] (owned arrays) */
     /* the policies' figures of this step (tr_metric_set) */
@@ -291,6 +300,13 @@ int tr_trainer_enable_masks(tr_trainer *t);
  * gradients; it must have the student's vocabulary size and a context at
  * least the data's. Returns 0, or -1 with t->err naming both sides. */
 int tr_trainer_set_teacher(tr_trainer *t, tr_gpt *teacher);
+
+/* Sets a teacher known only by its logits: fn(user, ...) runs on every batch
+ * when a policy needs the teacher's logits (TR_NEED_TEACHER); a policy that
+ * needs its attention, hidden states or projections makes prepare fail. vocab
+ * and ctx are the teacher's (checked as for tr_trainer_set_teacher). Returns
+ * 0, or -1 with t->err. */
+int tr_trainer_set_teacher_logits(tr_trainer *t, tr_teacher_logits_fn fn, void *user, int vocab, int ctx);
 
 /* Reports this step's figure `name` (copied; at most 31 bytes): shown in the
  * progress line and recorded in the run log. A second report of a name in
