@@ -128,16 +128,16 @@ eval-batches = 2
 eval-every = 50
 ckpt-every = 50
 sample-tokens = 0
-steps = 1500
+steps = 20000
 threads = 1
 EOF
 "$PARE" experiment long.ini --out "$dir/long" --report=false > long1.txt 2>&1 &
 pid=$!
 for _ in $(seq 1 300); do  # until the first checkpoint is there
   [[ -f long/t.ckpt ]] && break
-  sleep 0.1
+  sleep 0.02
 done
-sleep 0.5
+sleep 0.1
 kill -INT "$pid"
 wait "$pid"
 rc=$?
@@ -146,7 +146,7 @@ grep -q 'stopped by a signal' long1.txt || fail "interrupted experiment: $(tail 
 "$PARE" experiment long.ini --out "$dir/long" --report=false > long2.txt 2>&1 || fail "resumed: $(tail -5 long2.txt)"
 grep -q 'long/t: resuming its checkpoint' long2.txt || fail "not resumed: $(head -5 long2.txt)"
 "$PARE" train --data builtin:copy --n-layer 1 --n-embd 32 --n-head 2 --batch 4 --eval-batches 2 --eval-every 50 \
-  --ckpt-every 50 --sample-tokens 0 --steps 1500 --threads 1 --db none --out straight.ckpt > straight.txt 2>&1 ||
+  --ckpt-every 50 --sample-tokens 0 --steps 20000 --threads 1 --db none --out straight.ckpt > straight.txt 2>&1 ||
   fail "uninterrupted run: $(tail -3 straight.txt)"
 "$CKPT_DIFF" long/t.ckpt straight.ckpt > diff.txt 2>&1 ||
   fail "the resumed run's weights differ from the uninterrupted run's: $(cat diff.txt)"
