@@ -14,6 +14,8 @@
 #ifndef PARE_AG_OPS_H
 #define PARE_AG_OPS_H
 
+#include <stdint.h>
+
 #include "tape.h"
 
 /* ---- linear algebra (ops_matmul.c) ---- */
@@ -139,5 +141,35 @@ ag_tensor *ag_l1(ag_ctx *c, ag_tensor *a);
 /* Sum and mean of all elements (accumulated in double). out: scalar. */
 ag_tensor *ag_sum(ag_ctx *c, ag_tensor *a);
 ag_tensor *ag_mean(ag_ctx *c, ag_tensor *a);
+
+/* ---- fake quantization (ops_quant.c) ---- */
+
+/* How ag_fake_quant quantizes and what its backward is (formulas in ops_quant.c). */
+typedef enum ag_fq_mode {
+    AG_FQ_STE = 0,  /* straight-through estimator with clipping (PyTorch's fake_quantize_*_affine); p: the scales */
+    AG_FQ_LSQ = 1,  /* learned step size (Esser et al. 2020): p is trainable and gets the paper's gradient */
+    AG_FQ_PACT = 2, /* learned clipping level (Choi et al. 2018), symmetric: p is alpha, the scale alpha / hi */
+} ag_fq_mode;
+
+typedef struct ag_fq {
+    int lo, hi;           /* the code range (compress/grid.h's grids); PACT: lo = -hi */
+    int group;            /* consecutive elements sharing one scale: element i uses scale i / group (or the one
+                           * scale when p has one value); divides x's numel */
+    const int32_t *zero;  /* zero points, one per scale (copied), or NULL: 0 (PACT: NULL) */
+    int mode;             /* ag_fq_mode */
+    float grad_scale;     /* LSQ: the scale's gradient is multiplied by this (1 / sqrt(N Qp)) */
+    int8_t *codes;        /* if not NULL: receives the codes q[numel] (zero point included) */
+    size_t *clipped;      /* if not NULL: receives how many elements the grid clipped (their rounded value, or
+                           * for PACT the value itself, outside the grid) */
+    float *fcodes;        /* if not NULL: receives q - z [numel] as floats (integer products through sgemm) */
+} ag_fq;
+
+/* out = (clamp(nearbyint(x * (1 / s)) + z, lo, hi) - z) * s, elementwise,
+ * with s and z of the element's group (compress/grid.h's rule: PyTorch's
+ * fake quantization bit for bit). p holds the scales (STE, LSQ) or the
+ * clipping levels alpha (PACT: s = alpha / hi), one value or x->numel /
+ * group values, each finite and > 0 (else the error names x, p and the
+ * value, and NULL is returned). Backward: STE, LSQ or PACT as above. */
+ag_tensor *ag_fake_quant(ag_ctx *c, ag_tensor *x, ag_tensor *p, const ag_fq *q);
 
 #endif

@@ -58,6 +58,8 @@ int cmd_eval(int argc, char **argv) {
     }
     int status = PARE_EXIT_ERROR;
     tr_dataset *d = NULL;
+    cp_set qset = {0};
+    tr_gpt_fwd qfwd = {0};
     ag_ctx *c = ag_ctx_new();
     tr_batch b = {0};
     if (!pare_opts_find(opts, n, "data")->set) {
@@ -87,8 +89,14 @@ int cmd_eval(int argc, char **argv) {
     }
     tr_eval ev;
     double t0 = ag_now();
+    /* a quantization-aware checkpoint evaluates its quantized forward (cmd_quantize.c) */
+    int quant = pare_quant_forward(path, conf, &m, &qset, &qfwd, err, sizeof err);
+    if (quant < 0) {
+        pare_report_error("pare eval: %s\n", err);
+        goto done;
+    }
     if (tr_batch_init(&b, batch, d->ctx, err, sizeof err) != 0 ||
-        tr_evaluate(c, &m, NULL, d, &b, batches, &ev, err, sizeof err) != 0) {
+        tr_evaluate(c, &m, quant ? &qfwd : NULL, d, &b, batches, &ev, err, sizeof err) != 0) {
         pare_report_error("pare eval: %s\n", err);
         goto done;
     }
@@ -135,6 +143,7 @@ int cmd_eval(int argc, char **argv) {
     }
     status = PARE_EXIT_OK;
 done:
+    cp_set_free(&qset);
     tr_batch_free(&b);
     tr_dataset_free(d);
     ag_ctx_free(c);

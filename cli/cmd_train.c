@@ -19,6 +19,7 @@
 #include "train/keys.h"
 #include "train/sampler.h"
 #include "train/trainer.h"
+#include "compress/lowrank.h"
 #include "compress/policy.h"
 #include "cli/runlog.h"
 
@@ -371,6 +372,12 @@ int cmd_train(int argc, char **argv) {
             return PARE_EXIT_ERROR;
         }
         have_ck = true;
+        /* --rank / --rank-energy: fine-tune the SVD factors of the dense checkpoint */
+        if (cp_lowrank_init_model(&o.policies, &ck_model, err, sizeof err) != 0) {
+            pare_report_error("pare train: %s\n", err);
+            status = PARE_EXIT_USAGE;
+            goto done;
+        }
         if (pm_arch_copy(&ck_arch, &ck_model.arch) != 0) {
             pare_report_error("pare train: out of memory\n");
             goto done;
@@ -433,9 +440,12 @@ int cmd_train(int argc, char **argv) {
         status = strstr(err, "out of memory") ? PARE_EXIT_ERROR : PARE_EXIT_USAGE;
         goto done;
     }
-    if (o.init[0] && !o.resume[0])
+    if (o.init[0] && !o.resume[0]) {
         memcpy(m.params.data, ck_model.params.data, m.params.n * sizeof(float));
-    else
+        /* a pruned checkpoint's zeros stay zeros while it is fine-tuned */
+        if (ck_model.params.mask && ag_params_mask_enable(&m.params) == 0)
+            memcpy(m.params.mask, ck_model.params.mask, m.params.n * sizeof(float));
+    } else
         tr_gpt_init_weights(&m, o.train.seed);
 
     if (tr_gpt_check_batch(&m.arch, o.train.batch, d->ctx, true, err, sizeof err) != 0) {

@@ -39,6 +39,9 @@ int cmd_experiment(int argc, char **argv);
 
 /* The subcommand called name, or NULL. */
 const pare_cmd *pare_command(const char *name);
+int cmd_prune(int argc, char **argv);
+int cmd_quantize(int argc, char **argv);
+int cmd_sensitivity(int argc, char **argv);
 #include <stdbool.h>
 /* Model files (infer/, cmd_generate.c): true when path starts with the model-file magic; and the model-file
  * branches of `pare sample` and `pare eval` (same options and output as for a checkpoint). */
@@ -75,6 +78,21 @@ int pare_check_out(const char *path, char *err, size_t errlen);
  * it with pare_unlock_out), or -1 with err naming the other process. */
 int pare_lock_out(const char *path, char *err, size_t errlen);
 void pare_unlock_out(const char *path, int fd);
+
+/* Opens the data a checkpoint was trained on (its configuration's data and
+ * data-seed) with the model's vocabulary v and context ctx (cmd_prune.c).
+ * Returns 0, or -1 with err naming the checkpoint at path or the data. */
+int pare_open_ckpt_data(const char *path, const char *conf, const tr_vocab *v, int ctx, tr_dataset **d, char *err,
+                        size_t errlen);
+
+/* For `pare eval` of a quantization-aware checkpoint (cmd_quantize.c): when
+ * its stored configuration conf asks for quantization, makes the policies
+ * (into set, which the caller frees with cp_set_free, whatever the result)
+ * and fills fwd with the checkpoint's quantized forward of model m. Returns
+ * 1 (fwd set), 0 (not quantization-aware), or -1 with err. */
+#include "compress/policy.h"
+int pare_quant_forward(const char *path, const char *conf, const tr_gpt *m, cp_set *set, tr_gpt_fwd *fwd, char *err,
+                       size_t errlen);
 
 /* The value of key in "key=value" lines, copied into buf (n bytes), or NULL. */
 const char *pare_conf_get(const char *conf, const char *key, char *buf, size_t n);

@@ -19,6 +19,9 @@ static const pare_cmd commands[] = {
     {"generate", cmd_generate, "generate text from a model file with the inference runtime (KV cache)"},
     {"bench", cmd_bench, "decode and prompt speed, memory and size of a model file"},
     {"experiment", cmd_experiment, "run a recipe: stages of pare commands, sweeps, reuse, a report"},
+    {"quantize", cmd_quantize, "post-training quantization: calibrate scales on training batches, write a checkpoint"},
+    {"prune", cmd_prune, "prune (masks, heads, neurons, N:M) or factorize a trained model without training"},
+    {"sensitivity", cmd_sensitivity, "validation loss with each site alone pruned at several sparsities"},
 };
 static const int n_commands = (int)(sizeof commands / sizeof commands[0]);
 

@@ -5,6 +5,55 @@
 #include <stdio.h>
 #include <stdlib.h>
 
+int cp_grid_init(cp_grid *g, int bits, bool symmetric, char *err, size_t errlen) {
+    if (bits < CP_BITS_MIN || bits > CP_BITS_MAX) {
+        snprintf(err, errlen, "%d bits: expected %d to %d", bits, CP_BITS_MIN, CP_BITS_MAX);
+        return -1;
+    }
+    *g = cp_grid_of(bits, symmetric);
+    return 0;
+}
+
+void cp_grid_params(const cp_grid *g, float mn, float mx, float *scale, int *zero) {
+    float lo = mn < 0.0f ? mn : 0.0f, hi = mx > 0.0f ? mx : 0.0f;
+    if (g->symmetric) {
+        float amax = -lo > hi ? -lo : hi;
+        float s = amax / ((float)(g->hi - g->lo) / 2.0f);
+        *scale = s > CP_SCALE_EPS ? s : CP_SCALE_EPS;
+        if (zero) *zero = 0;
+        return;
+    }
+    float s = (hi - lo) / (float)(g->hi - g->lo);
+    s = s > CP_SCALE_EPS ? s : CP_SCALE_EPS;
+    *scale = s;
+    int z = g->lo - (int)cp_rne(lo / s);
+    if (zero) *zero = z < g->lo ? g->lo : z > g->hi ? g->hi : z;
+}
+
+void cp_grid_minmax(const cp_grid *g, const float *w, int n, float *scale, int *zero) {
+    float mn = w[0], mx = w[0];
+    for (int i = 1; i < n; i++) {
+        if (w[i] < mn) mn = w[i];
+        if (w[i] > mx) mx = w[i];
+    }
+    cp_grid_params(g, mn, mx, scale, zero);
+}
+
+void cp_qmatmul_ref(const int8_t *a, const float *sa, int T, const int8_t *q, const float *s, const int32_t *z,
+                    int N, int K, int G, float *out) {
+    int NG = K / G;
+    for (int t = 0; t < T; t++)
+        for (int r = 0; r < N; r++) {
+            float y = 0.0f;
+            for (int g = 0; g < NG; g++) {
+                int32_t zg = z ? z[(size_t)r * NG + g] : 0, I = 0;
+                for (int k = g * G; k < (g + 1) * G; k++) I += (q[(size_t)r * K + k] - zg) * a[(size_t)t * K + k];
+                y = cp_qacc(y, s[(size_t)r * NG + g], I);
+            }
+            out[(size_t)t * N + r] = y * sa[t];
+        }
+}
+
 const char *cp_qscheme_name(cp_qscheme s) {
     switch (s) {
     case CP_INT8_SYM: return "int8";
@@ -15,24 +64,8 @@ const char *cp_qscheme_name(cp_qscheme s) {
 }
 
 void cp_group_params(cp_qscheme s, const float *w, int n, float *scale, int *zero) {
-    if (s == CP_INT4_ASYM) {
-        float lo = 0.0f, hi = 0.0f;
-        for (int i = 0; i < n; i++) {
-            if (w[i] < lo) lo = w[i];
-            if (w[i] > hi) hi = w[i];
-        }
-        float sc = (hi - lo) / 15.0f;
-        *scale = sc;
-        if (zero) *zero = sc > 0.0f ? cp_round_clamp(-lo / sc, 0, 15) : 0;
-        return;
-    }
-    float amax = 0.0f;
-    for (int i = 0; i < n; i++) {
-        float a = fabsf(w[i]);
-        if (a > amax) amax = a;
-    }
-    *scale = amax / (s == CP_INT8_SYM ? 127.0f : 7.0f);
-    if (zero) *zero = 0;
+    cp_grid g = cp_scheme_grid(s);
+    cp_grid_minmax(&g, w, n, scale, zero);
 }
 
 int cp_group_size(int N, int K, int group, char *err, size_t errlen) {
@@ -125,10 +158,11 @@ int cp_quantize_fixed(cp_qscheme s, const float *w, int N, int K, int group, con
             }
         }
     for (int r = 0; r < N; r++)
-        for (int k = 0; k < K; k++) {
-            size_t i = (size_t)r * NG + (size_t)(k / G);
+        for (int g = 0; g < NG; g++) {
+            size_t i = (size_t)r * NG + (size_t)g;
             int z = zero ? (int)zero[i] : 0;
-            q[(size_t)r * K + k] = (int8_t)cp_quantize_value(s, w[(size_t)r * K + k], scale[i], z);
+            for (int k = g * G; k < (g + 1) * G; k++)
+                q[(size_t)r * K + k] = (int8_t)cp_quantize_value(s, w[(size_t)r * K + k], scale[i], z);
         }
     return 0;
 }

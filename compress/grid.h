@@ -1,124 +1,199 @@
 /* grid.h - the integer grids of pare: the one definition of how a float
- * becomes an integer code, for weights (export, fake quantization in
- * training) and for activations (the runtime's activation limbs). A leaf
- * library (pare_grid): it depends on nothing of pare's, so training, the
- * exporter, the runtime and the compression policies can all call it.
+ * becomes an integer code, for weights (fake quantization in training, the
+ * exporter, the model file's storage types) and for activations (the static
+ * int8 activations of A8 sites, and the runtime's float-exact limbs), and of
+ * the float arithmetic of a quantized product. A leaf library (pare_grid): it
+ * depends on nothing of pare's, so training, the exporter, the runtime and the
+ * compression policies can all call it.
  *
- * Weights. A matrix W[N, K] (PyTorch's [out, in] layout) is cut along the
- * input dimension into groups of G consecutive columns (G = K: one group per
- * row, "per output channel"). Each (row, group) has its own scale s (and, for
- * the asymmetric scheme, zero point z). With round(v) = round half away from
- * zero (C's roundf, exact and the same on every machine) and clamp(v, lo, hi):
+ * Rounding: PyTorch's rule (torch.fake_quantize_per_tensor_affine and
+ * _per_channel_affine, aten/src/ATen/native/quantized/cpu/kernels/
+ * QuantizedOpKernels.cpp, checked on 1.13; ../shared/refs/pytorch-semantics.md),
+ * every step one IEEE-754 binary32 operation:
  *
- *   CP_INT8_SYM    s = absmax / 127            q = clamp(round(w / s), -127, 127)   w' = s * q
- *   CP_INT4_SYM    s = absmax / 7              q = clamp(round(w / s), -7, 7)       w' = s * q
- *   CP_INT4_ASYM   lo = min(0, min w), hi = max(0, max w), s = (hi - lo) / 15,
- *                  z = clamp(round(-lo / s), 0, 15)
- *                  q = clamp(round(w / s) + z, 0, 15)                               w' = s * (q - z)
+ *   inv = 1.0f / s                    (a multiplication by the inverse, not x / s)
+ *   r   = nearbyint(x * inv)          (round half to even)
+ *   q   = clamp(r + z, lo, hi)        (the zero point added after rounding)
+ *   x'  = (q - z) * s                 (dequantized in float)
  *
- * absmax, min and max are over the group; every operation is one IEEE-754
- * binary32 operation (w / s is a division, not a multiplication by 1/s), so
- * the integers are reproducible bit for bit. A group whose values are all 0
- * gets s = 0, z = 0 and q = 0 (and w' = 0).
+ * and the straight-through estimator's mask is lo <= r + z <= hi (decided on
+ * the rounded value before clamping). nearbyint is computed as
+ * (v + 1.5 * 2^23) - 1.5 * 2^23 after clamping v to [-2^22, 2^22] (NaN to
+ * -2^22): exactly round-half-to-even there, branch-free (so loops vectorise
+ * with the same bits), and every value clamped away lies beyond every grid.
  *
- * Why [-7, 7] and not [-8, 7] for int4: a symmetric grid keeps q(-w) = -q(w)
- * and keeps the largest weight representable (|w| <= 7 s), so the error bound
- * below holds for every weight; the unused code -8 costs 1/16 of the range.
+ * Grids: b bits (2 .. 8),
+ *   symmetric   q in [-(2^(b-1) - 1), 2^(b-1) - 1], z = 0   (8 bits: [-127, 127];
+ *               4: [-7, 7]; 3: [-3, 3]; 2: [-1, 1], ternary)
+ *   asymmetric  q in [0, 2^b - 1] with an integer zero point z in that range.
+ * The symmetric grid drops the code -2^(b-1), so q(-w) = -q(w) and the largest
+ * weight stays representable; it costs 1 / 2^b of the range.
  *
- * Error bound: for every scheme |w - w'| <= s / 2 (up to one rounding of
- * w / s, i.e. s/2 * (1 + 2^-23) in the worst case). For the asymmetric grid
- * the range [lo, hi] contains 0, so 0 is represented exactly (w' = 0).
+ * Scales from a range [mn, mx] (PyTorch's observers, _calculate_qparams):
+ * the range is widened to contain 0 (mn' = min(mn, 0), mx' = max(mx, 0)), then
+ *   symmetric   s = max(max(-mn', mx') / ((hi - lo) / 2), eps),  z = 0
+ *   asymmetric  s = max((mx' - mn') / (hi - lo), eps),
+ *               z = clamp(lo - nearbyint(mn' / s), lo, hi)   (a division here, as PyTorch)
+ * with eps = 2^-23 (float32's epsilon): an all-zero group gets s = eps, codes
+ * 0. Min-max scales of the old fixed schemes below are these formulas at 8 and
+ * 4 bits.
  *
- * Activations: limbs. The runtime's integer kernels split each float
- * activation row x[K] into L int8 limbs (L = 1, 2 or 3) on the grid
+ * Weights are matrices W[N, K] (PyTorch's [out, in]) cut along the input
+ * dimension into groups of G consecutive columns (G = K: one group per row,
+ * "per output channel"); each (row, group) has its own scale and zero point.
  *
- *   sx = max|x| / 127,  u = x / sx   (u = 0 when sx = 0)
- *   a0 = r127(u),                  r0 = u - a0          (|r0| <= 1/2)
+ * The quantized product (an A8 site: activation codes a with scale sa times
+ * weight codes q): per output row and group g, the exact integer
+ *   I_g = sum_{k in g} (q_k - z_g) a_k,
+ * then in float, groups in order from +0,
+ *   y = fmaf(s_g, (float)I_g, y),    out = y * sa.
+ * The runtime's kernels (infer/kernels.c, every instruction set bit for bit)
+ * compute exactly this, and training's forward of an A8 site calls them, so a
+ * quantized site's output is the same bits in both (cp_qmatmul_ref is the
+ * readable reference the tests compare with).
+ *
+ * Activations of float (A16) sites: limbs. The runtime's integer kernels
+ * split each float activation row x[K] into L int8 limbs (L = 1, 2 or 3):
+ *   sx = max|x| / 127,  u = x * (1 / sx)   (u = 0 when sx = 0)
+ *   a0 = r127(u),                  r0 = u - a0
  *   a1 = r127(254 r0),             r1 = 254 r0 - a1
  *   a2 = r127(254 r1)
  *   x ~= sx (a0 + a1 / 254 + a2 / 254^2)
- *
- * with r127(v) = clamp(round(v), -127, 127) (NaN -> -127). One limb is
- * ordinary dynamic symmetric int8 activation quantization; three carry about
- * 23 bits (float precision relative to the row's largest value). The
- * per-element functions are static inline, so the runtime's hot loop calls
- * them at no cost; its SIMD splitter (infer/kernels_x86.c) computes the same
- * bytes and is tested against them.
+ * with r127(v) = clamp(nearbyint(v), -127, 127) (NaN -> -127). One limb is
+ * ordinary dynamic symmetric int8 quantization; three carry about 23 bits
+ * (float precision relative to the row's largest value). The per-element
+ * functions are static inline, so the runtime's hot loop calls them at no
+ * cost; its SIMD splitter (infer/kernels_x86.c) computes the same bytes and is
+ * tested against them.
  */
 #ifndef PARE_CP_GRID_H
 #define PARE_CP_GRID_H
 
 #include <math.h>
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
+/* ---- rounding and codes (static inline: the hot loops call these) -------- */
+
+#define CP_RNE_LIMIT 4194304.0f   /* 2^22 */
+#define CP_RNE_MAGIC 12582912.0f  /* 1.5 * 2^23 */
+#define CP_SCALE_EPS 1.1920928955078125e-07f /* 2^-23, float32's epsilon (PyTorch's observers' eps) */
+
+/* nearbyint(v) (half to even) of v clamped to [-2^22, 2^22]; NaN gives -2^22. */
+static inline float cp_rne(float v) {
+    v = v >= -CP_RNE_LIMIT ? v : -CP_RNE_LIMIT; /* also NaN */
+    v = v <= CP_RNE_LIMIT ? v : CP_RNE_LIMIT;
+    return (v + CP_RNE_MAGIC) - CP_RNE_MAGIC;
+}
+
+/* The code of x: clamp(nearbyint(x * inv) + zero, lo, hi). */
+static inline int cp_code(float x, float inv, int zero, int lo, int hi) {
+    int q = (int)cp_rne(x * inv) + zero;
+    return q < lo ? lo : q > hi ? hi : q;
+}
+
+/* cp_code in float, for loops that vectorise: the same value (every step is
+ * exact on these small integers). */
+static inline float cp_code_f(float x, float inv, float zero, float lo, float hi) {
+    float q = cp_rne(x * inv) + zero;
+    q = q >= lo ? q : lo;
+    return q <= hi ? q : hi;
+}
+
+/* The straight-through estimator's mask: lo <= nearbyint(x * inv) + zero <= hi. */
+static inline bool cp_code_inside(float x, float inv, int zero, int lo, int hi) {
+    int q = (int)cp_rne(x * inv) + zero;
+    return q >= lo && q <= hi;
+}
+
+/* The dequantized value of a code: (q - zero) * scale. */
+static inline float cp_decode(int q, int zero, float scale) { return (float)(q - zero) * scale; }
+
+/* ---- grids ---------------------------------------------------------------- */
+
+typedef struct cp_grid {
+    int bits;       /* 2 .. 8 */
+    bool symmetric; /* zero point 0 and q in [-(2^(b-1) - 1), 2^(b-1) - 1]; else [0, 2^b - 1] */
+    int lo, hi;     /* the code range */
+} cp_grid;
+
+#define CP_BITS_MIN 2
+#define CP_BITS_MAX 8
+
+/* Fills g for bits (2 .. 8) and symmetry. Returns 0, or -1 with err naming
+ * the bits and what was expected. */
+int cp_grid_init(cp_grid *g, int bits, bool symmetric, char *err, size_t errlen);
+
+/* The grid of bits and symmetry without checks (bits must be 2 .. 8). */
+static inline cp_grid cp_grid_of(int bits, bool symmetric) {
+    cp_grid g = {bits, symmetric, 0, 0};
+    if (symmetric) g.hi = (1 << (bits - 1)) - 1, g.lo = -g.hi;
+    else g.lo = 0, g.hi = (1 << bits) - 1;
+    return g;
+}
+
+/* Scale and zero point of the range [mn, mx] on grid g (formulas above);
+ * zero may be NULL for symmetric grids. mn and mx finite. */
+void cp_grid_params(const cp_grid *g, float mn, float mx, float *scale, int *zero);
+
+/* The min-max scale and zero point of w[0, n) (n >= 1, finite). */
+void cp_grid_minmax(const cp_grid *g, const float *w, int n, float *scale, int *zero);
+
+/* ---- the storage types' fixed schemes -------------------------------------- */
+
 typedef enum cp_qscheme {
-    CP_INT8_SYM = 0,  /* q in [-127, 127] */
-    CP_INT4_SYM = 1,  /* q in [-7, 7] */
-    CP_INT4_ASYM = 2, /* q in [0, 15] with zero point z in [0, 15] */
+    CP_INT8_SYM = 0,  /* 8 bits symmetric: q in [-127, 127] (storage type q8) */
+    CP_INT4_SYM = 1,  /* 4 bits symmetric: q in [-7, 7] (q4) */
+    CP_INT4_ASYM = 2, /* 4 bits asymmetric: q in [0, 15] with zero point z in [0, 15] (q4a) */
 } cp_qscheme;
 
-/* ---- per element (static inline: the hot loops call these) --------------- */
-
-/* Round half away from zero of a finite float, as an int (|v| < 2^31). */
-static inline int cp_round(float v) { return (int)roundf(v); }
+/* The grid of a scheme (8 bits symmetric for an unknown one). */
+static inline cp_grid cp_scheme_grid(cp_qscheme s) {
+    return s == CP_INT4_SYM ? cp_grid_of(4, true) : s == CP_INT4_ASYM ? cp_grid_of(4, false) : cp_grid_of(8, true);
+}
 
 /* The code range [*lo, *hi] of a scheme (0, 0 when out of range). */
 static inline void cp_code_range(cp_qscheme s, int *lo, int *hi) {
-    switch (s) {
-    case CP_INT8_SYM: *lo = -127, *hi = 127; return;
-    case CP_INT4_SYM: *lo = -7, *hi = 7; return;
-    case CP_INT4_ASYM: *lo = 0, *hi = 15; return;
+    if (s != CP_INT8_SYM && s != CP_INT4_SYM && s != CP_INT4_ASYM) {
+        *lo = *hi = 0;
+        return;
     }
-    *lo = *hi = 0;
+    cp_grid g = cp_scheme_grid(s);
+    *lo = g.lo, *hi = g.hi;
 }
 
-/* round(v) clamped to [lo, hi], clamping in float first so that no
- * conversion can overflow; NaN gives lo. */
-static inline int cp_round_clamp(float v, int lo, int hi) {
-    float r = roundf(v);
-    if (!(r >= (float)lo)) return lo; /* also catches NaN */
-    if (r > (float)hi) return hi;
-    return (int)r;
-}
-
-/* The integer code of one weight under (s, scale, zero), by the formulas
- * above (q in the scheme's range; 0 when scale is 0 for symmetric schemes,
- * zero when scale is 0 for the asymmetric one). */
+/* The code of one weight under scheme s with (scale, zero): cp_code with
+ * inv = 1 / scale; a scale of 0 (padding rows, a caller's fixed zero scale)
+ * gives the zero point (0 for the symmetric schemes). */
 static inline int cp_quantize_value(cp_qscheme s, float w, float scale, int zero) {
-    int lo, hi;
-    cp_code_range(s, &lo, &hi);
-    if (s == CP_INT4_ASYM) {
-        if (!(scale > 0.0f)) return zero;
-        /* round(w / s) + z, clamped: computed on the rounded integer so the
-         * addition is exact */
-        float r = roundf(w / scale);
-        if (r < -32.0f) r = -32.0f;
-        if (r > 32.0f) r = 32.0f;
-        int q = (int)r + zero;
-        return q < lo ? lo : q > hi ? hi : q;
-    }
-    if (!(scale > 0.0f)) return 0;
-    return cp_round_clamp(w / scale, lo, hi);
+    cp_grid g = cp_scheme_grid(s);
+    if (g.symmetric) zero = 0;
+    if (!(scale > 0.0f)) return zero;
+    return cp_code(w, 1.0f / scale, zero, g.lo, g.hi);
 }
 
-/* The dequantized value of a code: scale * q, or scale * (q - zero). */
+/* The dequantized value of a code: scale * (q - zero) (zero ignored by the
+ * symmetric schemes). */
 static inline float cp_dequantize_value(cp_qscheme s, int q, float scale, int zero) {
-    if (s == CP_INT4_ASYM) return scale * (float)(q - zero);
-    return scale * (float)q;
+    return cp_decode(q, s == CP_INT4_ASYM ? zero : 0, scale);
 }
+
+/* ---- activations: static codes (A8 sites) --------------------------------- */
+
+/* The static activation code of x on the symmetric grid [-hi, hi] with
+ * inverse scale inv (= 1.0f / sa): the runtime's A8 operand and training's
+ * fake-quantized activation (x' = code * sa). */
+static inline int8_t cp_act_code(float x, float inv, int hi) { return (int8_t)cp_code(x, inv, 0, -hi, hi); }
+
+/* ---- activations: limbs (A16 sites in the runtime) ------------------------ */
 
 /* The activation grid's weight of one limb relative to the one above it. */
 #define CP_LIMB_BASE 254.0f
 #define CP_LIMBS_MAX 3
 
-/* r127(v) above: round half away from zero, clamped to [-127, 127], NaN -> -127. */
-static inline int8_t cp_limb_round(float v) {
-    float r = roundf(v);
-    if (!(r >= -127.0f)) return -127; /* also NaN */
-    if (r > 127.0f) return 127;
-    return (int8_t)r;
-}
+/* r127(v) above: nearbyint, clamped to [-127, 127], NaN -> -127. */
+static inline int8_t cp_limb_round(float v) { return (int8_t)cp_code(v, 1.0f, 0, -127, 127); }
 
 /* The activation scale sx = max|x[0, K)| / 127 of one row (0 for a zero row). */
 static inline float cp_act_scale(const float *x, int K) {
@@ -130,10 +205,10 @@ static inline float cp_act_scale(const float *x, int K) {
     return amax / 127.0f;
 }
 
-/* The L limbs of one activation value v under the row scale sx:
- * a[l * stride] for l < L, by the formulas above. */
-static inline void cp_act_limbs(float v, float sx, int L, int8_t *a, size_t stride) {
-    float u = sx > 0.0f ? v / sx : 0.0f;
+/* The L limbs of one activation value v under the row's inverse scale inv
+ * (1 / sx, or 0 for a zero row): a[l * stride] for l < L, by the formulas above. */
+static inline void cp_act_limbs(float v, float inv, int L, int8_t *a, size_t stride) {
+    float u = v * inv;
     int8_t q = cp_limb_round(u);
     a[0] = q;
     float r = u - (float)q;
@@ -145,13 +220,28 @@ static inline void cp_act_limbs(float v, float sx, int L, int8_t *a, size_t stri
     }
 }
 
+/* The inverse scale the limbs use: 1 / sx, 0 for a zero row. */
+static inline float cp_act_inv(float sx) { return sx > 0.0f ? 1.0f / sx : 0.0f; }
+
+/* ---- the quantized product ------------------------------------------------- */
+
+/* One group's step of a quantized product row: y + s_g * I_g, fused. */
+static inline float cp_qacc(float y, float s, int32_t I) { return fmaf(s, (float)I, y); }
+
+/* out[T, N] = the quantized product (formulas above) of activation codes
+ * a[T, K] with per-token scales sa[T] and weight codes q[N, K] with scales
+ * s[N, K / G] and zero points z[N, K / G] (NULL = 0). G divides K. The plain
+ * reference of the runtime's kernels. */
+void cp_qmatmul_ref(const int8_t *a, const float *sa, int T, const int8_t *q, const float *s, const int32_t *z,
+                    int N, int K, int G, float *out);
+
 /* ---- weights: groups and matrices ---------------------------------------- */
 
 /* Name of a scheme ("int8", "int4", "int4-asym"), or "?" when out of range. */
 const char *cp_qscheme_name(cp_qscheme s);
 
-/* Scale (and zero point, asymmetric only; z may be NULL otherwise) of one
- * group w[0, n) under scheme s, by the formulas above. n >= 1; w finite. */
+/* Min-max scale (and zero point, asymmetric only; z may be NULL otherwise)
+ * of one group w[0, n) under scheme s, by the formulas above. n >= 1; w finite. */
 void cp_group_params(cp_qscheme s, const float *w, int n, float *scale, int *zero);
 
 /* Checks a grouping: N, K >= 1, group in {0} u [1, K] dividing K (0 means
@@ -160,11 +250,12 @@ void cp_group_params(cp_qscheme s, const float *w, int n, float *scale, int *zer
 int cp_group_size(int N, int K, int group, char *err, size_t errlen);
 
 /* Quantizes w[N, K] (row-major, finite) in groups of G columns (group 0 =
- * per row). Writes q[N, K] (int8 codes; for CP_INT4_ASYM the unsigned code
- * 0..15), scale[N, K/G] and, for CP_INT4_ASYM only, zero[N, K/G] (may be NULL
- * for the symmetric schemes). All buffers are the caller's. Returns 0, or -1
- * with err naming the problem: a bad scheme, a bad group size, a non-finite
- * weight (named by row and column), or zero == NULL for CP_INT4_ASYM. */
+ * per row) with min-max scales. Writes q[N, K] (int8 codes; for CP_INT4_ASYM
+ * the unsigned code 0..15), scale[N, K/G] and, for CP_INT4_ASYM only,
+ * zero[N, K/G] (may be NULL for the symmetric schemes). All buffers are the
+ * caller's. Returns 0, or -1 with err naming the problem: a bad scheme, a bad
+ * group size, a non-finite weight (named by row and column), or zero == NULL
+ * for CP_INT4_ASYM. */
 int cp_quantize(cp_qscheme s, const float *w, int N, int K, int group, int8_t *q, float *scale,
                 uint8_t *zero, char *err, size_t errlen);
 
@@ -184,9 +275,8 @@ int cp_quantize_fixed(cp_qscheme s, const float *w, int N, int K, int group, con
 int cp_dequantize(cp_qscheme s, const int8_t *q, const float *scale, const uint8_t *zero, int N, int K,
                   int group, float *out, char *err, size_t errlen);
 
-/* Fake quantization: out[N, K] = dequantize(quantize(w)) without keeping the
- * integers (out may equal w). This is what a QAT forward computes and what
- * the exported file's integers reproduce exactly. Errors as cp_quantize. */
+/* Fake quantization: out[N, K] = dequantize(quantize(w)) with min-max scales,
+ * without keeping the integers (out may equal w). Errors as cp_quantize. */
 int cp_fake_quant(cp_qscheme s, const float *w, int N, int K, int group, float *out, char *err,
                   size_t errlen);
 

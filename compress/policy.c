@@ -7,10 +7,16 @@
 #include <string.h>
 
 #include "distill.h"
+#include "lowrank.h"
+#include "quant.h"
+#include "sparsity.h"
 
 /* The registry: one line per compression method. */
 const cp_kind *const cp_kinds[] = {
     &cp_distill_kind,
+    &cp_sparsity_kind,
+    &cp_lowrank_kind,
+    &cp_quant_kind, /* last: an A8 site's integer product ends the chain of linear hooks */
     NULL,
 };
 

@@ -5,8 +5,8 @@
  * past the checksum into the structural and model checks). An input that is
  * accepted is also prepared for the kernels and, when it is small, run for two
  * tokens (a batched pair, then one decoded token), so a file the reader
- * accepts is one the runtime can execute: version 1 and 2, per-layer shapes,
- * factorized sites.
+ * accepts is one the runtime can execute: version 1, 2 and 3 (activation
+ * records: static int8 activations), per-layer shapes, factorized sites.
  * Build: CC=clang cmake -S . -B build-fuzz -DPARE_FUZZ=ON && cmake --build build-fuzz --target fuzz_reader
  * Run:   ./build-fuzz/fuzz/fuzz_reader CORPUS_DIR (seed it with make_fuzz_corpus). */
 #include <stdint.h>

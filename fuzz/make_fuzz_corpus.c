@@ -1,9 +1,11 @@
 /* make_fuzz_corpus.c - writes small valid model files into a directory: the
  * fuzzer's seed corpus. Every storage type, with and without biases, tied
  * and untied, byte and char vocabularies, as version-2 files; the same
- * uniform models as version-1 files (laid out by hand); and version-2 files
+ * uniform models as version-1 files (laid out by hand); version-2 files
  * with per-layer heads and MLP widths and factorized sites (the head too
- * when untied). Usage: make_fuzz_corpus DIR */
+ * when untied); and version-3 files with activation records (static 8- and
+ * 4-bit activations) on every integer product weight. Usage:
+ * make_fuzz_corpus DIR */
 #include <stdio.h>
 
 #include "../tests/model_fixture.h"
@@ -49,6 +51,20 @@ int main(int argc, char **argv) {
                 return 1;
             }
             free(b), free(v1);
+            n++;
+        }
+    for (int dt = INF_Q8; dt < INF_DTYPE_COUNT; dt++) /* version 3: activation records */
+        for (int v = 0; v < 4; v++) {
+            fx_spec s = fx_default(dt);
+            s.act_bits = v & 1 ? 4 : 8, s.tied = (v >> 1) & 1, s.seed = (uint64_t)(100 + dt * 4 + v);
+            if (v == 3) { /* factor pairs with records on both products */
+                s.n_layer = 2, s.ctx = 6, s.rank[0] = 32, s.rank[PM_LINEARS_PER_LAYER + 2] = 32;
+            }
+            snprintf(path, sizeof path, "%s/seed_v3_%s_%d.pare", argv[1], inf_type_name(dt), v);
+            if (fx_write_model(path, &s, err, sizeof err)) {
+                fprintf(stderr, "make_fuzz_corpus: %s\n", err);
+                return 1;
+            }
             n++;
         }
     printf("make_fuzz_corpus: wrote %d files to %s\n", n, argv[1]);

@@ -88,6 +88,13 @@ static int pack_entry(const pm_plan *p, int i, inf_tensor_in *t, uint8_t **buf, 
     }
     t->dtype = dt;
     const inf_type_traits *tr = inf_type(dt);
+    t->act_bits = e->act_bits, t->act_scale = e->act_scale;
+    if (e->act_bits && !tr->act) {
+        snprintf(err, errlen, "tensor '%s' as %s (set by %s): static %d-bit activations need an integer storage type",
+                 x->name, tr->name, e->by, e->act_bits);
+        free(masked);
+        return -1;
+    }
     if (tr->group_multiple && K % tr->group_multiple != 0) {
         snprintf(err, errlen, "tensor '%s' [%d, %d] as %s (set by %s): its input width %d is not a multiple of %d, "
                  "which %s needs: export it as f32 or give the layer a width that is a multiple of %d", x->name, N, K,

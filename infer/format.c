@@ -266,6 +266,22 @@ static int check_model(cursor *c, inf_file *f, inf_tensor **by_name, const size_
     if (matched != f->n_tensors)
         for (uint32_t i = 0; i < f->n_tensors; i++)
             if (!seen[i]) return fail_at(c, entry_at[i], "name", "unexpected tensor '%s' for this config", f->t[i].name);
+    /* an activation record belongs to the weight of a linear product (a
+     * dense site's .w, a factor .u or .v, or wte as a tied head's weight)
+     * stored in an integer type, whose kernels take the static codes */
+    for (int i = 0; i < tb->n_tensor; i++) {
+        const inf_tensor *t = f->by_table[i];
+        if (!t->act_bits) continue;
+        const pm_tensor *x = &tb->tensor[i];
+        const pm_site *s = &tb->site[x->site];
+        bool product = (s->linear && x->part != PM_B) || (s->role == PM_WTE && f->arch.tied);
+        if (!product)
+            return fail_at(c, t->act_at, "activation tensor", "tensor '%s' is not the weight of a linear product: "
+                           "only those have activation records", t->name);
+        if (!inf_type(t->dtype)->act)
+            return fail_at(c, t->act_at, "activation tensor", "tensor '%s' is %s: static activations need an "
+                           "integer storage type (q8, q4, q4a)", t->name, inf_type_name(t->dtype));
+    }
     return 0;
 }
 
@@ -306,7 +322,7 @@ int inf_file_parse(inf_file *f, const uint8_t *buf, size_t len, const char *name
                        INF_HEADER_BYTES + INF_CONFIG_V1_BYTES + 8);
     if (memcmp(buf, INF_MAGIC, 8) != 0) return fail_at(c, 0, "magic", "not a pare model file (expected \"%s\")", INF_MAGIC);
     c->pos = 8;
-    uint32_t flags, config_bytes, vocab_bytes, meta_bytes, table_bytes, hres;
+    uint32_t flags, config_bytes, vocab_bytes, meta_bytes, table_bytes, act_bytes;
     uint64_t file_size;
     size_t at = c->pos;
     if (get_u32(c, "version", &f->version)) goto fail;
@@ -343,10 +359,22 @@ int inf_file_parse(inf_file *f, const uint8_t *buf, size_t len, const char *name
                 42u * f->n_tensors);
         goto fail;
     }
-    if (get_u32_in(c, "header reserved", 0, 0, &hres)) goto fail;
+    /* version 3: the activation records' size (16 bytes per record, at most
+     * one per tensor); versions 1 and 2: reserved, 0 */
+    at = c->pos;
+    if (f->version < 3) {
+        if (get_u32_in(c, "header reserved", 0, 0, &act_bytes)) goto fail;
+    } else {
+        if (get_u32(c, "activation records size", &act_bytes)) goto fail;
+        if (act_bytes % INF_ACT_RECORD != 0 || act_bytes / INF_ACT_RECORD > f->n_tensors) {
+            fail_at(c, at, "activation records size", "%u bytes: expected a multiple of %u, at most %u records "
+                    "(one per tensor)", act_bytes, INF_ACT_RECORD, f->n_tensors);
+            goto fail;
+        }
+    }
     at = c->pos;
     if (get_u64(c, "data offset", &f->data_offset)) goto fail;
-    uint64_t meta_end = (uint64_t)INF_HEADER_BYTES + config_bytes + vocab_bytes + meta_bytes + table_bytes;
+    uint64_t meta_end = (uint64_t)INF_HEADER_BYTES + config_bytes + vocab_bytes + meta_bytes + table_bytes + act_bytes;
     if (f->data_offset % INF_ALIGN != 0 || f->data_offset < meta_end || f->data_offset > len - 8) {
         fail_at(c, at, "data offset", "%llu: expected a multiple of %u in [%llu, %zu]",
                 (unsigned long long)f->data_offset, INF_ALIGN, (unsigned long long)meta_end, len - 8);
@@ -516,7 +544,47 @@ int inf_file_parse(inf_file *f, const uint8_t *buf, size_t len, const char *name
         fail_at(c, tc.pos, "tensor table", "%zu unused bytes at the end of the table", table_start + table_bytes - tc.pos);
         goto fail;
     }
-    for (size_t p = table_start + table_bytes; p < f->data_offset; p++)
+    /* activation records (version 3): tensor index, bits, scale, zero point;
+     * what they name is checked against the model below */
+    size_t act_start = table_start + table_bytes;
+    {
+        cursor ac = *c;
+        ac.pos = act_start;
+        ac.len = act_start + act_bytes;
+        uint32_t prev = 0;
+        for (uint32_t r = 0; r < act_bytes / INF_ACT_RECORD; r++) {
+            uint32_t ti, bits, sbits, zero;
+            at = ac.pos;
+            if (get_u32(&ac, "activation tensor", &ti)) goto fail;
+            if (ti >= f->n_tensors || (r > 0 && ti <= prev)) {
+                fail_at(c, at, "activation tensor", "record %u: tensor %u: expected a tensor index in [%u, %u), "
+                        "records in increasing order", r, ti, r > 0 ? prev + 1 : 0, f->n_tensors);
+                goto fail;
+            }
+            prev = ti;
+            if (get_u32_in(&ac, "activation bits", INF_ACT_BITS_MIN, INF_ACT_BITS_MAX, &bits)) goto fail;
+            at = ac.pos;
+            if (get_u32(&ac, "activation scale", &sbits)) goto fail;
+            float sa;
+            memcpy(&sa, &sbits, 4);
+            if (!isfinite(sa) || !(sa > 0.0f)) {
+                fail_at(c, at, "activation scale", "tensor '%s': %g: expected a finite scale > 0", f->t[ti].name,
+                        (double)sa);
+                goto fail;
+            }
+            at = ac.pos;
+            if (get_u32(&ac, "activation zero point", &zero)) goto fail;
+            if (zero != 0) {
+                fail_at(c, at, "activation zero point", "tensor '%s': %u: expected 0 (activations are symmetric)",
+                        f->t[ti].name, zero);
+                goto fail;
+            }
+            f->t[ti].act_bits = (int)bits;
+            f->t[ti].act_scale = sa;
+            f->t[ti].act_at = at - 12;
+        }
+    }
+    for (size_t p = act_start + act_bytes; p < f->data_offset; p++)
         if (buf[p] != 0) {
             fail_at(c, p, "padding", "byte 0x%02x before the data region: expected 0", buf[p]);
             goto fail;
@@ -739,7 +807,7 @@ int inf_file_write(const char *path, const pm_arch *a, float ln_eps, uint32_t vo
         return -1;
     }
     uint64_t *offs = calloc(n_tensors, sizeof *offs);
-    wbuf voc = {0}, tab = {0}, hd = {0};
+    wbuf voc = {0}, tab = {0}, hd = {0}, act = {0};
     int rc = -1;
     if (!offs) {
         snprintf(err, errlen, "%s: out of memory", path);
@@ -771,8 +839,23 @@ int inf_file_write(const char *path, const pm_arch *a, float ln_eps, uint32_t vo
         }
         table_bytes += 42 + nl;
     }
+    /* activation records: version 3 when there are any, else version 2
+     * (byte for byte what pare wrote before records existed) */
+    uint32_t n_act = 0;
+    for (uint32_t i = 0; i < n_tensors; i++) {
+        if (!t[i].act_bits) continue;
+        if (t[i].act_bits < (int)INF_ACT_BITS_MIN || t[i].act_bits > (int)INF_ACT_BITS_MAX ||
+            !isfinite(t[i].act_scale) || !(t[i].act_scale > 0.0f)) {
+            snprintf(err, errlen, "%s: tensor '%s': activations of %d bits with scale %g: expected %u..%u bits and a "
+                     "finite scale > 0", path, t[i].name, t[i].act_bits, (double)t[i].act_scale, INF_ACT_BITS_MIN,
+                     INF_ACT_BITS_MAX);
+            goto done;
+        }
+        n_act++;
+    }
+    uint32_t version = n_act ? 3u : 2u, act_bytes = n_act * INF_ACT_RECORD;
     uint32_t config_bytes = INF_CONFIG_FIXED + INF_CONFIG_LAYER * (uint32_t)a->n_layer;
-    uint64_t meta_end = INF_HEADER_BYTES + config_bytes + voc.len + meta_len + table_bytes;
+    uint64_t meta_end = INF_HEADER_BYTES + config_bytes + voc.len + meta_len + table_bytes + act_bytes;
     uint64_t data_offset = (meta_end + INF_ALIGN - 1) / INF_ALIGN * INF_ALIGN, pos = data_offset;
     for (uint32_t i = 0; i < n_tensors; i++) {
         offs[i] = pos;
@@ -791,9 +874,16 @@ int inf_file_write(const char *path, const pm_arch *a, float ln_eps, uint32_t vo
         put64(&tab, offs[i]);
         put64(&tab, t[i].bytes);
     }
+    for (uint32_t i = 0; i < n_tensors; i++) {
+        if (!t[i].act_bits) continue;
+        uint32_t sb;
+        memcpy(&sb, &t[i].act_scale, 4);
+        uint32_t rec[4] = {i, (uint32_t)t[i].act_bits, sb, 0};
+        put(&act, rec, sizeof rec);
+    }
     /* header */
     put(&hd, INF_MAGIC, 8);
-    put32(&hd, INF_VERSION);
+    put32(&hd, version);
     put32(&hd, 0);
     put64(&hd, file_size);
     put32(&hd, config_bytes);
@@ -801,7 +891,7 @@ int inf_file_write(const char *path, const pm_arch *a, float ln_eps, uint32_t vo
     put32(&hd, (uint32_t)meta_len);
     put32(&hd, n_tensors);
     put32(&hd, (uint32_t)tab.len);
-    put32(&hd, 0);
+    put32(&hd, act_bytes); /* version 2: reserved, 0 */
     put64(&hd, data_offset);
     /* config, version 2 */
     uint32_t eps_bits;
@@ -819,7 +909,8 @@ int inf_file_write(const char *path, const pm_arch *a, float ln_eps, uint32_t vo
     put(&hd, voc.p, voc.len);
     put(&hd, meta, meta_len);
     put(&hd, tab.p, tab.len);
-    if (hd.oom || voc.oom || tab.oom) {
+    put(&hd, act.p, act.len);
+    if (hd.oom || voc.oom || tab.oom || act.oom) {
         snprintf(err, errlen, "%s: out of memory", path);
         goto done;
     }
@@ -848,6 +939,7 @@ int inf_file_write(const char *path, const pm_arch *a, float ln_eps, uint32_t vo
     rc = ag_atomic_commit(&af, err, errlen) == AG_ATOMIC_OK ? 0 : -1;
 done:
     free(voc.p);
+    free(act.p);
     free(tab.p);
     free(hd.p);
     free(offs);

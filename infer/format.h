@@ -2,14 +2,19 @@
  * that every model pare exports is written to and the runtime reads.
  *
  *   header (56 bytes) | config (40 + 24 per layer) | vocabulary | metadata | tensor table |
- *   zero padding | tensor data (each tensor at a 64-byte aligned offset) | u64 checksum
+ *   activation records (version 3) | zero padding | tensor data (each tensor at a 64-byte aligned
+ *   offset) | u64 checksum
  *
  * docs/format.md specifies every byte. Version 2 (what the writer writes)
  * carries the architecture of model/arch.h: the head width, per layer the
  * heads and MLP width and the rank of each linear site, the rank of the head;
  * so a structurally pruned model (whole heads or MLP neurons removed) or a
  * factorized one (W = U V stored as NAME.u and NAME.v) is stored at its
- * smaller shapes. Version 1 (uniform models, 40 bytes of config) still loads.
+ * smaller shapes. Version 3 adds activation records (16 bytes each: tensor
+ * index, bits, scale, zero point 0): the static int8 activations of an A8
+ * product's input (a quantization-aware model); the writer writes version 3
+ * only when a tensor has one, else version 2. Version 1 (uniform models, 40
+ * bytes of config) still loads.
  * The tensors a file must hold are exactly those of pm_table_build of its
  * architecture: one definition for training, export, this reader and the
  * runtime.
@@ -39,7 +44,8 @@
 #include "model/arch.h"
 
 #define INF_MAGIC "PAREMODL"
-#define INF_VERSION 2u          /* what inf_file_write writes */
+#define INF_VERSION 3u          /* the newest version: inf_file_write writes 3 when a tensor has an
+                                 * activation record, else 2 */
 #define INF_VERSION_MIN 1u      /* the oldest version the reader accepts */
 #define INF_HEADER_BYTES 56u
 #define INF_CONFIG_V1_BYTES 40u /* version 1: the uniform config */
@@ -47,6 +53,9 @@
 #define INF_CONFIG_LAYER 24u    /* ... then this per layer */
 #define INF_ALIGN 64u
 #define INF_ROWS 16 /* rows per interleaved row block */
+#define INF_ACT_RECORD 16u      /* bytes of one activation record (version 3) */
+#define INF_ACT_BITS_MIN 2u
+#define INF_ACT_BITS_MAX 8u
 
 /* Caps the reader enforces (a file beyond them is rejected, not trusted). */
 #define INF_MAX_TENSORS 65536u
@@ -105,6 +114,11 @@ typedef struct inf_tensor {
     uint32_t group;         /* G of quantized types, 0 for f32 */
     uint64_t offset, bytes; /* in the file */
     const uint8_t *data;    /* file buffer + offset */
+    /* version 3: the static activations of the product this weight computes (an A8 site): codes of
+     * act_bits bits (symmetric) with scale act_scale; 0 = float activations */
+    int act_bits;
+    float act_scale;
+    size_t act_at;          /* the record's offset in the file (messages) */
 } inf_tensor;
 
 typedef struct inf_file {
@@ -128,7 +142,7 @@ typedef struct inf_file {
  * must outlive f; f->owned stays NULL). Every count and length is checked
  * against the bytes left before it is read or anything is allocated for it,
  * every product is overflow-checked, nothing asserts. Checks, in order: the
- * size (at least a header and a checksum), the magic, the version (1 or 2),
+ * size (at least a header and a checksum), the magic, the version (1 to 3),
  * reserved fields, the file size recorded in the header, the section sizes
  * (version 2: the config holds exactly n_layer per-layer entries), the
  * config (caps; version 1: heads divide the width; version 2: per layer
@@ -139,9 +153,12 @@ typedef struct inf_file {
  * (count cap, name length 1..INF_NAME_MAX, printable names, storage type
  * known, ndim 1..4, each dimension 1..INF_MAX_DIM and unused ones 1, group
  * size for the type, byte count equal to what the type needs, offsets
- * 64-byte aligned inside the data region), unique names, no overlap, the
+ * 64-byte aligned inside the data region), the activation records (version
+ * 3: tensor index in range and increasing, bits 2..8, scale finite > 0, zero
+ * point 0), unique names, no overlap, the
  * model (exactly the tensors of pm_table_build(arch): each present with its
- * shape, 1-D ones f32, nothing else), the tensor contents (the types'
+ * shape, 1-D ones f32, nothing else; activation records only on linear
+ * products' integer weights), the tensor contents (the types'
  * checks: finite scales >= 0, zero points in range), and last the FNV-1a 64
  * checksum. Returns 0, or -1 with err = "<name>: byte <offset>: <field>:
  * <what was expected>"; nothing is left allocated on failure. name labels
@@ -176,6 +193,8 @@ typedef struct inf_tensor_in {
     uint32_t group;
     const void *data;
     uint64_t bytes;
+    int act_bits;    /* > 0: an activation record (version 3): bits 2 .. 8 and ... */
+    float act_scale; /* ... a finite scale > 0 */
 } inf_tensor_in;
 
 /* Writes a version-2 model file of architecture a (checked with

@@ -157,6 +157,7 @@ void inf_kctx_init(inf_kctx *k, inf_isa isa, int limbs) {
     inf_isa best = inf_isa_best();
     k->isa = isa > best ? best : isa;
     k->limbs = limbs < 1 ? 1 : limbs > 3 ? 3 : limbs;
+    k->L = k->limbs;
 }
 
 void inf_kctx_free(inf_kctx *k) {
@@ -180,9 +181,17 @@ static int grow(void **p, size_t *cap, size_t need, size_t elem) {
 
 /* The activation grid of compress/grid.h, one row: its scale and limbs. */
 void inf_act_token_scalar(const float *x, int K, int L, float *sx_out, int8_t *a) {
-    float sx = cp_act_scale(x, K);
+    float sx = cp_act_scale(x, K), inv = cp_act_inv(sx);
     *sx_out = sx;
-    for (int i = 0; i < K; i++) cp_act_limbs(x[i], sx, L, a + i, (size_t)K);
+    for (int i = 0; i < K; i++) cp_act_limbs(x[i], inv, L, a + i, (size_t)K);
+}
+
+/* A static A8 site's codes of one row (compress/grid.h, cp_act_code), and
+ * their + 128 form when au is not NULL. */
+void inf_act_static_scalar(const float *x, int K, float inv, int hi, int8_t *a, uint8_t *au) {
+    for (int i = 0; i < K; i++) a[i] = cp_act_code(x[i], inv, hi);
+    if (au)
+        for (int i = 0; i < K; i++) au[i] = (uint8_t)(a[i] + 128);
 }
 
 void inf_group_sums_scalar(const int8_t *a, int K, int G, int32_t *out) {
@@ -195,9 +204,13 @@ void inf_group_sums_scalar(const int8_t *a, int K, int G, int32_t *out) {
 
 /* inf_quantize_act, making only what the kernels of one storage type read
  * (its row's act flags: the +128 limbs for int8's VNNI operand, the group
- * sums for int4's zero points). */
-static int quantize_act(inf_kctx *k, const float *x, int T, int K, int G, unsigned need) {
-    int L = k->limbs, NG = K / G;
+ * sums for int4's zero points). A weight with a static activation scale (an
+ * A8 site, w->act_hi > 0) gets one operand, the codes of compress/grid.h's
+ * cp_act_code with that scale (k->sx[t] = the scale); float activations get
+ * k->limbs limbs. */
+static int quantize_act(inf_kctx *k, const inf_weight *w, const float *x, int T, int K, int G, unsigned need) {
+    bool stat = w && w->act_hi > 0;
+    int L = stat ? 1 : k->limbs, NG = K / G;
     bool need_u = need & INF_ACT_U8, need_sum = need & INF_ACT_SUMS;
     size_t na = (size_t)T * L * K, ns = (size_t)T * L * NG;
     size_t ca = k->cap_a, cs = k->cap_s;
@@ -206,16 +219,28 @@ static int quantize_act(inf_kctx *k, const float *x, int T, int K, int G, unsign
         grow((void **)&k->asum, &cs, ns, sizeof(int32_t)))
         return -1;
     k->cap_s = cs;
+    k->L = L;
     for (int t = 0; t < T; t++) {
         int8_t *a0 = k->a + (size_t)t * L * K; /* [L, K] */
+        uint8_t *u0 = need_u ? k->au + (size_t)t * L * K : NULL;
         bool made_u = false;
+        if (stat) {
+            k->sx[t] = w->act_scale;
 #if defined(__x86_64__)
-        if (k->isa == INF_ISA_AVX512) {
-            inf_act_token_avx512(x + (size_t)t * K, K, L, &k->sx[t], a0, need_u ? k->au + (size_t)t * L * K : NULL);
-            made_u = need_u;
-        } else
+            if (k->isa == INF_ISA_AVX512) inf_act_static_avx512(x + (size_t)t * K, K, w->act_inv, w->act_hi, a0, u0);
+            else
 #endif
-            inf_act_token_scalar(x + (size_t)t * K, K, L, &k->sx[t], a0);
+                inf_act_static_scalar(x + (size_t)t * K, K, w->act_inv, w->act_hi, a0, u0);
+            made_u = need_u;
+        } else {
+#if defined(__x86_64__)
+            if (k->isa == INF_ISA_AVX512) {
+                inf_act_token_avx512(x + (size_t)t * K, K, L, &k->sx[t], a0, u0);
+                made_u = need_u;
+            } else
+#endif
+                inf_act_token_scalar(x + (size_t)t * K, K, L, &k->sx[t], a0);
+        }
         for (int l = 0; l < L; l++) {
             const int8_t *al = a0 + (size_t)l * K;
             uint8_t *ul = k->au + ((size_t)t * L + l) * K;
@@ -235,7 +260,11 @@ static int quantize_act(inf_kctx *k, const float *x, int T, int K, int G, unsign
 }
 
 int inf_quantize_act(inf_kctx *k, const float *x, int T, int K, int G) {
-    return quantize_act(k, x, T, K, G, INF_ACT_LIMBS | INF_ACT_U8 | INF_ACT_SUMS);
+    return quantize_act(k, NULL, x, T, K, G, INF_ACT_LIMBS | INF_ACT_U8 | INF_ACT_SUMS);
+}
+
+int inf_quantize_act_static(inf_kctx *k, const inf_weight *w, const float *x, int T) {
+    return quantize_act(k, w, x, T, w->K, w->G, INF_ACT_LIMBS | INF_ACT_U8 | INF_ACT_SUMS);
 }
 
 int inf_kctx_reserve(inf_kctx *k, int T, int K) {
@@ -250,7 +279,7 @@ int inf_kctx_reserve(inf_kctx *k, int T, int K) {
 int inf_matvec_prepare(inf_kctx *k, const inf_weight *w, const float *x) {
     const inf_type_traits *tr = inf_type(w->dtype);
     if (!tr->act) return 0;
-    return quantize_act(k, x, 1, w->K, w->G, tr->act);
+    return quantize_act(k, w, x, 1, w->K, w->G, tr->act);
 }
 
 /* Rows [rb0 * 16, min(rb1 * 16, N)) of out[T, N]: the type's tile kernel on
@@ -287,10 +316,40 @@ int inf_weight_init(inf_weight *w, const inf_tensor *t, char *err, size_t errlen
     return tr->prepare(w, t, err, errlen);
 }
 
+int inf_weight_update(inf_weight *w, const inf_tensor *t, char *err, size_t errlen) {
+    if (t->dtype != w->dtype || t->ndim != 2 || (int)t->shape[0] != w->N || (int)t->shape[1] != w->K ||
+        (inf_type(t->dtype)->group_multiple && (int)t->group != w->G)) {
+        snprintf(err, errlen, "tensor '%s': updating a weight of another type or shape", t->name);
+        return -1;
+    }
+    return inf_type(t->dtype)->prepare(w, t, err, errlen);
+}
+
 void inf_weight_free(inf_weight *w) {
     if (!w) return;
     free(w->corr);
     memset(w, 0, sizeof *w);
+}
+
+int inf_weight_set_act(inf_weight *w, int bits, float sa, char *err, size_t errlen) {
+    if (bits == 0) {
+        w->act_hi = 0, w->act_scale = w->act_inv = 0.0f;
+        return 0;
+    }
+    if (bits < CP_BITS_MIN || bits > CP_BITS_MAX || !isfinite(sa) || !(sa > 0.0f)) {
+        snprintf(err, errlen, "activation grid of %d bits with scale %g: expected %d..%d bits and a finite scale > 0",
+                 bits, (double)sa, CP_BITS_MIN, CP_BITS_MAX);
+        return -1;
+    }
+    if (!inf_type(w->dtype) || !inf_type(w->dtype)->act) {
+        snprintf(err, errlen, "static %d-bit activations on a %s weight: expected an integer storage type (q8, q4, "
+                 "q4a)", bits, inf_type_name(w->dtype));
+        return -1;
+    }
+    w->act_hi = (1 << (bits - 1)) - 1;
+    w->act_scale = sa;
+    w->act_inv = 1.0f / sa;
+    return 0;
 }
 
 /* ------------------------------------------------------------------ scalar */
@@ -313,7 +372,7 @@ void inf_f32_scalar(const float *w, const float *x, int K, float *out, int r0, i
 }
 
 void inf_q8_scalar(const inf_kctx *k, const inf_weight *w, int T, float *out, int rb0, int rb1) {
-    int K = w->K, G = w->G, NG = w->NG, L = k->limbs;
+    int K = w->K, G = w->G, NG = w->NG, L = k->L;
     for (int rb = rb0; rb < rb1; rb++) {
         const inf_blk_q8 *blk = (const inf_blk_q8 *)(const void *)w->codes + (size_t)rb * (K / 4);
         for (int t = 0; t < T; t++) {
@@ -339,7 +398,7 @@ void inf_q8_scalar(const inf_kctx *k, const inf_weight *w, int T, float *out, in
 }
 
 void inf_q4_scalar(const inf_kctx *k, const inf_weight *w, int T, float *out, int rb0, int rb1) {
-    int K = w->K, G = w->G, NG = w->NG, L = k->limbs;
+    int K = w->K, G = w->G, NG = w->NG, L = k->L;
     for (int rb = rb0; rb < rb1; rb++) {
         const inf_blk_q4 *blk = (const inf_blk_q4 *)(const void *)w->codes + (size_t)rb * (K / 8);
         for (int t = 0; t < T; t++) {
@@ -398,15 +457,111 @@ void inf_deq_q4_scalar(const inf_weight *w, float *out, int ldo, int rb0, int rb
     }
 }
 
+void inf_qacc_rows_scalar(float *y, const float *I, const float *s, int R, int N, bool first, float sa, const float *b) {
+    for (int r = 0; r < R; r++)
+        for (int n = 0; n < N; n++) {
+            size_t i = (size_t)r * N + n;
+            float v = fmaf(s[n], I[i], first ? 0.0f : y[i]);
+            if (sa > 0.0f) {
+                v = v * sa;
+                if (b) v = v + b[n];
+            }
+            y[i] = v;
+        }
+}
+
+void inf_qacc_rows(float *y, const float *I, const float *s, int R, int N, bool first, float sa, const float *b) {
+#if defined(__x86_64__)
+    if (inf_isa_best() >= INF_ISA_AVX2) {
+        inf_qacc_rows_avx2(y, I, s, R, N, first, sa, b);
+        return;
+    }
+#endif
+    inf_qacc_rows_scalar(y, I, s, R, N, first, sa, b);
+}
+
 /* ------------------------------------------------------------------ matmul */
 
 /* Weights below which dequantizing for the GEMM path runs on one thread
  * (float work: the threshold of the f32 products, types.c). */
 #define INF_DEQ_PAR_MIN ((size_t)1 << 18)
 
+/* Whether an A8 product's integer dot products stay exact in float (every
+ * partial sum of a group below 2^24): int8 codes with groups of at most 1040
+ * inputs, int4 codes (|q - z| <= 15) always. */
+static bool exact_in_float(const inf_weight *w) {
+    double qmax = w->dtype == INF_Q8 ? 127.0 : 15.0;
+    return w->act_hi > 0 && qmax * w->act_hi * w->G < 16777216.0;
+}
+
+/* Row blocks [rb0, rb1) of an integer weight's codes minus zero points, as
+ * floats, transposed: out[k * ldo + r] = q[r, k] - z (no scales). */
+static void codes_to_float(const inf_weight *w, float *out, int ldo, int rb0, int rb1) {
+    int K = w->K, G = w->G, NG = w->NG;
+    for (int rb = rb0; rb < rb1; rb++) {
+        if (w->dtype == INF_Q8) {
+            const inf_blk_q8 *blk = (const inf_blk_q8 *)(const void *)w->codes + (size_t)rb * (K / 4);
+            for (int kk = 0; kk < K; kk++)
+                for (int i = 0; i < INF_ROWS; i++)
+                    out[(size_t)kk * ldo + rb * INF_ROWS + i] = (float)blk[kk / 4].q[i][kk % 4];
+        } else {
+            const inf_blk_q4 *blk = (const inf_blk_q4 *)(const void *)w->codes + (size_t)rb * (K / 8);
+            for (int kk = 0; kk < K; kk++) {
+                int j = kk % 8;
+                const int32_t *z = w->corr + ((size_t)rb * NG + kk / G) * INF_ROWS; /* q4, q4a: the zero points */
+                for (int i = 0; i < INF_ROWS; i++) {
+                    uint8_t b = blk[kk / 8].q[i][j % 4];
+                    out[(size_t)kk * ldo + rb * INF_ROWS + i] = (float)((j < 4 ? (b & 15) : (b >> 4)) - z[i]);
+                }
+            }
+        }
+    }
+}
+
+/* An A8 product of T tokens through sgemm on integer-valued floats: the
+ * activations' codes and the weight's codes as floats, one sgemm per group
+ * giving the exact integers I_g (exact_in_float), then the kernels' own
+ * epilogue y = fmaf(s_g, I_g, y), y * sa (inf_qacc_rows): the same bits as
+ * the integer kernels, at sgemm's speed for prompts. */
+static int matmul_exact(inf_kctx *k, const inf_weight *w, const float *x, int T, float *out) {
+    int N = w->N, K = w->K, G = w->G, NG = w->NG, ldo = w->NB * INF_ROWS;
+    size_t nw = (size_t)K * ldo, na = (size_t)T * K, ni = (size_t)T * N, ns = (size_t)NG * N;
+    size_t cw = k->cap_w;
+    if (grow((void **)&k->wbuf, &cw, nw + na + ni + ns, sizeof(float))) return -1;
+    k->cap_w = cw;
+    float *W = k->wbuf, *A = W + nw, *I = A + na, *sT = I + ni;
+    int nb = w->NB;
+    bool avx2 = k->isa >= INF_ISA_AVX2;
+#pragma omp parallel for schedule(static) if ((size_t)N * K >= INF_DEQ_PAR_MIN)
+    for (int b = 0; b < nb; b++) {
+#if defined(__x86_64__)
+        if (avx2 && w->dtype == INF_Q8) inf_codes_f32_q8_avx2(w, W, ldo, b, b + 1);
+        else
+#endif
+            codes_to_float(w, W, ldo, b, b + 1);
+    }
+#if defined(__x86_64__)
+    if (avx2) inf_act_codes_f32_avx2(x, na, w->act_inv, w->act_hi, A);
+    else
+#endif
+        for (size_t i = 0; i < na; i++) A[i] = (float)cp_act_code(x[i], w->act_inv, w->act_hi);
+    for (int g = 0; g < NG; g++)
+        for (int n = 0; n < N; n++)
+            sT[(size_t)g * N + n] = w->scales[((size_t)(n / INF_ROWS) * NG + g) * INF_ROWS + n % INF_ROWS];
+    for (int g = 0; g < NG; g++) {
+        ag_sgemm(false, false, T, N, G, 1.0f, A + (size_t)g * G, K, W + (size_t)g * G * ldo, ldo, 0.0f, I, N);
+        inf_qacc_rows(out, I, sT + (size_t)g * N, T, N, g == 0, g == NG - 1 ? w->act_scale : 0.0f, NULL);
+    }
+    return 0;
+}
+
 int inf_matmul(inf_kctx *k, const inf_weight *w, const float *x, int T, float *out) {
     const inf_type_traits *tr = inf_type(w->dtype);
-    if (T >= tr->gemm_min_t) {
+    /* prompts of A8 sites: sgemm on the integer codes where one group is a long product (int8 codes, or
+     * groups of at least 256 inputs); int4's small groups are faster in its integer kernel */
+    if (T >= INF_GEMM_MIN_T && exact_in_float(w) && (w->dtype == INF_Q8 || w->G >= 256))
+        return matmul_exact(k, w, x, T, out);
+    if (T >= tr->gemm_min_t && w->act_hi == 0) { /* an A8 site always runs the integer kernel */
         if (w->f32) { /* float weights: one sgemm on them */
             ag_sgemm(false, true, T, w->N, w->K, 1.0f, x, w->K, w->f32, w->K, 0.0f, out, w->N);
             return 0;
@@ -422,7 +577,7 @@ int inf_matmul(inf_kctx *k, const inf_weight *w, const float *x, int T, float *o
         ag_sgemm(false, false, T, w->N, w->K, 1.0f, x, w->K, k->wbuf, ldo, 0.0f, out, w->N);
         return 0;
     }
-    if (tr->act && quantize_act(k, x, T, w->K, w->G, tr->act)) return -1;
+    if (tr->act && quantize_act(k, w, x, T, w->K, w->G, tr->act)) return -1;
     /* work items of mm_blocks row blocks (a decode kernel may share its
      * activation loads between two; each row's arithmetic is the same either
      * way), split over the threads when the product is large enough */

@@ -12,23 +12,34 @@
  * AVX2 and AVX-512 versions all do exactly this, so they give the same bits.
  *
  * Quantized weights (q8, q4, q4a) with float activations. Each activation row
- * x[K] is split into L int8 "limbs" (L = 1, 2 or 3; default 3):
- *   sx = max|x| / 127,  u = x / sx,
- *   a0 = round(u),                  r0 = u - a0          (|r0| <= 1/2)
- *   a1 = round(254 r0),             r1 = 254 r0 - a1
- *   a2 = round(254 r1)
- *   x ~= sx (a0 + a1 / 254 + a2 / 254^2)    (each a_l in [-127, 127])
- * With three limbs the representation error is at most sx / (2 * 254^2), about
- * 2^-24 of max|x|: float precision. Then, per group g of G columns and per row,
- * exact integer dot products I_l = sum_k q_k a_l,k (zero points subtracted as
- * z * sum_k a_l,k) are accumulated per limb in float, one fused multiply-add
- * per group, and the limbs joined once per row:
+ * x[K] is split into L int8 "limbs" (L = 1, 2 or 3; default 3) on the grid of
+ * compress/grid.h:
+ *   sx = max|x| / 127,  u = x * (1 / sx),
+ *   a0 = nearbyint(u),              r0 = u - a0          (|r0| <= 1/2)
+ *   a1 = nearbyint(254 r0),         r1 = 254 r0 - a1
+ *   a2 = nearbyint(254 r1)
+ *   x ~= sx (a0 + a1 / 254 + a2 / 254^2)    (each a_l clamped to [-127, 127])
+ * With three limbs the representation error is about 2^-24 of max|x|: float
+ * precision. Then, per group g of G columns and per row, exact integer dot
+ * products I_l = sum_k q_k a_l,k (zero points subtracted as z * sum_k a_l,k)
+ * are accumulated per limb in float, one fused multiply-add per group, and
+ * the limbs joined once per row:
  *   y_l = fma(s_g, I_l,g, y_l) over the groups,
  *   out = sx * (y0 + (y1 + y2 / 254) / 254)
  * so the result equals the float product with the dequantized weights up to
  * rounding (the parity tests measure about 1e-6; two limbs give about 1e-4,
  * one about 2e-2). With L = 1 this is ordinary dynamic int8 activation
  * quantization: fastest, but no longer float-exact.
+ *
+ * Static activations (A8 sites of a quantization-aware model): a weight with
+ * an activation scale sa (inf_weight.act_hi > 0, from the model file's
+ * activation record) takes ONE int8 operand, the codes
+ * a = clamp(nearbyint(x * (1 / sa)), -hi, hi) of compress/grid.h, and the
+ * same kernels with L = 1 and sx = sa: out = sa * (sum_g fma(s_g, I_g)), the
+ * quantized product of compress/grid.h that training's forward computes with
+ * these same kernels. Such a product runs the integer kernel at every token
+ * count (never dequantize + sgemm), so each token's result is the same bits
+ * however many tokens a call has.
  *
  * Integer parts are exact on every instruction set (AVX-512 VNNI vpdpbusd,
  * AVX2 vpmaddubsw/vpmaddwd with no saturating case, scalar), and the float
@@ -42,6 +53,7 @@
 #ifndef PARE_INF_KERNELS_H
 #define PARE_INF_KERNELS_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -71,6 +83,10 @@ typedef struct inf_weight {
     const uint8_t *codes;    /* block structs (quantized) */
     const float *scales;     /* [NB, NG, 16] */
     int32_t *corr;           /* [NB, NG, 16]: q8: 128 * sum of the group's codes; q4/q4a: zero point */
+    /* static activations (an A8 site): codes on [-act_hi, act_hi] with scale act_scale; act_hi = 0: float
+     * activations (limbs). Set with inf_weight_set_act. */
+    int act_hi;
+    float act_scale, act_inv;
 } inf_weight;
 
 /* Prepares w from a validated 2-D tensor t (t's data must outlive w): the
@@ -79,11 +95,25 @@ typedef struct inf_weight {
 int inf_weight_init(inf_weight *w, const inf_tensor *t, char *err, size_t errlen);
 void inf_weight_free(inf_weight *w); /* w may be NULL */
 
+/* Points w (made by inf_weight_init from a tensor of the same type, shape and
+ * group) at t's data and recomputes its tables in place, allocating nothing;
+ * its activation settings stay. For quantization-aware training, whose codes
+ * change every step. Returns 0, or -1 with err (another type or shape). */
+int inf_weight_update(inf_weight *w, const inf_tensor *t, char *err, size_t errlen);
+
+/* Makes w an A8 site's weight: its activations become static codes of
+ * `bits` bits (2 .. 8, symmetric: [-(2^(bits-1) - 1), 2^(bits-1) - 1]) with
+ * scale sa (finite, > 0; act_inv = 1.0f / sa); bits 0 goes back to float
+ * activations. Returns 0, or -1 with err (bits or scale out of range, or an
+ * f32 weight: static activations need an integer kernel). */
+int inf_weight_set_act(inf_weight *w, int bits, float sa, char *err, size_t errlen);
+
 /* Scratch and settings of the kernels (activation limbs). One per thread of
  * the caller; the kernels parallelise inside. */
 typedef struct inf_kctx {
     inf_isa isa;
-    int limbs;               /* 1..3 */
+    int limbs;               /* 1..3: limbs of float activations */
+    int L;                   /* limbs of the activations now in a, au (1 after a static A8 site's codes) */
     int8_t *a;               /* [T, L, K] limbs */
     uint8_t *au;             /* [T, L, K] limbs + 128 (VNNI int8) */
     float *sx;               /* [T] */
@@ -121,8 +151,23 @@ int inf_kctx_reserve(inf_kctx *k, int T, int K);
 int inf_matvec_prepare(inf_kctx *k, const inf_weight *w, const float *x);
 void inf_matvec_rows(const inf_kctx *k, const inf_weight *w, const float *x, float *out, int rb0, int rb1);
 
+/* One group's step of the quantized product's float epilogue over rows:
+ * y[r, n] = fmaf(s[n], I[r, n], first ? +0 : y[r, n]) for r < R, n < N (s:
+ * the group's scale of every output row), and for the last group (sa > 0)
+ * then y = y * sa and, when b is not NULL, y = y + b[n] (the bias add the
+ * runtime does after the product): what every integer kernel does per group, for callers that form the
+ * group's exact integer dot products I (as floats) themselves, e.g. with
+ * sgemm on integer-valued floats (exact while every partial sum stays below
+ * 2^24). Scalar and FMA versions give the same bits (chosen at run time). */
+void inf_qacc_rows(float *y, const float *I, const float *s, int R, int N, bool first, float sa, const float *b);
+
 /* Splits x[T, K] into limbs as described above (exposed for the tests). */
 int inf_quantize_act(inf_kctx *k, const float *x, int T, int K, int G);
+
+/* The static codes of x[T, w->K] for A8 weight w (act_hi > 0), their + 128
+ * form and group sums, into k (k->L = 1, k->sx[t] = w->act_scale); for the
+ * tests and for callers of the tile kernels. Returns 0 or -1 (out of memory). */
+int inf_quantize_act_static(inf_kctx *k, const inf_weight *w, const float *x, int T);
 
 /* The 16-lane f32 dot product in the fixed order above (scalar reference). */
 float inf_dot_f32_ref(const float *x, const float *w, int K);

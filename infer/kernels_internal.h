@@ -20,13 +20,13 @@ static inline float inf_finish(int L, float y0, float y1, float y2) {
 
 /* Limb l of token t (int8 and +128 forms) and its group sums. */
 static inline const int8_t *inf_limb(const inf_kctx *k, int K, int t, int l) {
-    return k->a + ((size_t)t * k->limbs + l) * K;
+    return k->a + ((size_t)t * k->L + l) * K;
 }
 static inline const uint8_t *inf_limb_u(const inf_kctx *k, int K, int t, int l) {
-    return k->au + ((size_t)t * k->limbs + l) * K;
+    return k->au + ((size_t)t * k->L + l) * K;
 }
 static inline const int32_t *inf_limb_sum(const inf_kctx *k, int NG, int t, int l) {
-    return k->asum + ((size_t)t * k->limbs + l) * NG;
+    return k->asum + ((size_t)t * k->L + l) * NG;
 }
 
 /* Limbs of one activation row x[K]: *sx and a[L, K] on the grid of
@@ -37,6 +37,12 @@ static inline const int32_t *inf_limb_sum(const inf_kctx *k, int NG, int t, int 
 void inf_act_token_scalar(const float *x, int K, int L, float *sx, int8_t *a);
 /* The same, also writing the limbs + 128 into au[L, K] unless au is NULL. */
 void inf_act_token_avx512(const float *x, int K, int L, float *sx, int8_t *a, uint8_t *au);
+
+/* A static A8 site's codes of one row x[K] with inverse scale inv on
+ * [-hi, hi] (cp_act_code), and their + 128 form into au unless au is NULL;
+ * the AVX-512 version gives the same bytes (nearbyint as vrndscaleps). */
+void inf_act_static_scalar(const float *x, int K, float inv, int hi, int8_t *a, uint8_t *au);
+void inf_act_static_avx512(const float *x, int K, float inv, int hi, int8_t *a, uint8_t *au);
 
 /* out[g] = a[g G] + ... + a[g G + G - 1] for the K / G groups (G a multiple
  * of 32); the AVX-512 build's version gives the same integers. */
@@ -61,6 +67,12 @@ void inf_gelu(float *x, const float *b, int n);
 
 void inf_wsum_scalar(float *y, const float *c, float scale, const float *v, int m, int n, int ldv);
 void inf_wsum_avx512(float *y, const float *c, float scale, const float *v, int m, int n, int ldv);
+
+void inf_qacc_rows_scalar(float *y, const float *I, const float *s, int R, int N, bool first, float sa, const float *b);
+void inf_qacc_rows_avx2(float *y, const float *I, const float *s, int R, int N, bool first, float sa, const float *b);
+
+void inf_codes_f32_q8_avx2(const inf_weight *w, float *out, int ldo, int rb0, int rb1);
+void inf_act_codes_f32_avx2(const float *x, size_t n, float inv, int hi, float *out);
 
 void inf_q8_avx2(const inf_kctx *k, const inf_weight *w, int T, float *out, int rb0, int rb1);
 void inf_q4_avx2(const inf_kctx *k, const inf_weight *w, int T, float *out, int rb0, int rb1);

@@ -9,6 +9,7 @@
 #include <stdint.h>
 #include <string.h>
 
+#include "compress/grid.h"
 #include "kernels_internal.h"
 
 #define T_AVX2 __attribute__((target("avx2,fma")))
@@ -110,7 +111,7 @@ INLINE T_AVX2 void store_rows8(float *out, int r, int N, __m256 v) {
 }
 
 T_AVX2 void inf_q8_avx2(const inf_kctx *k, const inf_weight *w, int T, float *out, int rb0, int rb1) {
-    int K = w->K, G = w->G, NG = w->NG, L = k->limbs, N = w->N;
+    int K = w->K, G = w->G, NG = w->NG, L = k->L, N = w->N;
     const __m256i ones = _mm256_set1_epi16(1);
     for (int rb = rb0; rb < rb1; rb++) {
         const uint8_t *blk = w->codes + (size_t)rb * (K / 4) * 64;
@@ -149,7 +150,7 @@ T_AVX2 void inf_q8_avx2(const inf_kctx *k, const inf_weight *w, int T, float *ou
 }
 
 T_AVX2 void inf_q4_avx2(const inf_kctx *k, const inf_weight *w, int T, float *out, int rb0, int rb1) {
-    int K = w->K, G = w->G, NG = w->NG, L = k->limbs, N = w->N;
+    int K = w->K, G = w->G, NG = w->NG, L = k->L, N = w->N;
     const __m256i ones = _mm256_set1_epi16(1), m4 = _mm256_set1_epi8(0x0F);
     for (int rb = rb0; rb < rb1; rb++) {
         const uint8_t *blk = w->codes + (size_t)rb * (K / 8) * 64;
@@ -195,6 +196,74 @@ T_AVX2 void inf_q4_avx2(const inf_kctx *k, const inf_weight *w, int T, float *ou
             store_rows8(out + (size_t)t * N, rb * INF_ROWS + 8, N, _mm256_mul_ps(finish8(L, yhi), sx));
         }
     }
+}
+
+T_AVX2 void inf_qacc_rows_avx2(float *y, const float *I, const float *s, int R, int N, bool first, float sa,
+                               const float *b) {
+    bool last = sa > 0.0f;
+    __m256 vsa = _mm256_set1_ps(sa);
+    for (int r = 0; r < R; r++) {
+        float *yr = y + (size_t)r * N;
+        const float *ir = I + (size_t)r * N;
+        int n = 0;
+        for (; n + 8 <= N; n += 8) {
+            __m256 acc = first ? _mm256_setzero_ps() : _mm256_loadu_ps(yr + n);
+            __m256 v = _mm256_fmadd_ps(_mm256_loadu_ps(s + n), _mm256_loadu_ps(ir + n), acc);
+            if (last) {
+                v = _mm256_mul_ps(v, vsa);
+                if (b) v = _mm256_add_ps(v, _mm256_loadu_ps(b + n));
+            }
+            _mm256_storeu_ps(yr + n, v);
+        }
+        for (; n < N; n++) {
+            float v = fmaf(s[n], ir[n], first ? 0.0f : yr[n]);
+            if (last) {
+                v = v * sa;
+                if (b) v = v + b[n];
+            }
+            yr[n] = v;
+        }
+    }
+}
+
+/* kernels.c's codes_to_float for int8 codes: row block rb's codes as floats,
+ * transposed (column k of the 16 rows at out[k * ldo + rb * 16]); the same
+ * values (exact conversions). */
+T_AVX2 void inf_codes_f32_q8_avx2(const inf_weight *w, float *out, int ldo, int rb0, int rb1) {
+    int K = w->K;
+    for (int rb = rb0; rb < rb1; rb++) {
+        const uint8_t *blk = w->codes + (size_t)rb * (K / 4) * 64;
+        float *o = out + (size_t)rb * INF_ROWS;
+        for (int kc = 0; kc < K / 4; kc++) {
+            __m256i v0 = _mm256_loadu_si256((const __m256i *)(const void *)(blk + (size_t)kc * 64));
+            __m256i v1 = _mm256_loadu_si256((const __m256i *)(const void *)(blk + (size_t)kc * 64 + 32));
+#define COL(j)                                                                                                  \
+    do {                                                                                                        \
+        float *oc = o + (size_t)(4 * kc + (j)) * ldo;                                                           \
+        _mm256_storeu_ps(oc, _mm256_cvtepi32_ps(_mm256_srai_epi32(_mm256_slli_epi32(v0, 24 - 8 * (j)), 24)));     \
+        _mm256_storeu_ps(oc + 8, _mm256_cvtepi32_ps(_mm256_srai_epi32(_mm256_slli_epi32(v1, 24 - 8 * (j)), 24))); \
+    } while (0)
+            COL(0);
+            COL(1);
+            COL(2);
+            COL(3);
+#undef COL
+        }
+    }
+}
+
+/* The static codes of x[n] as floats (cp_act_code: nearbyint(x * inv)
+ * clamped to [-hi, hi], NaN -> -hi): the same values as the scalar loop. */
+T_AVX2 void inf_act_codes_f32_avx2(const float *x, size_t n, float inv, int hi, float *out) {
+    __m256 vi = _mm256_set1_ps(inv), vh = _mm256_set1_ps((float)hi), vl = _mm256_set1_ps((float)-hi);
+    size_t i = 0;
+    for (; i + 8 <= n; i += 8) {
+        __m256 r = _mm256_round_ps(_mm256_mul_ps(_mm256_loadu_ps(x + i), vi), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+        __m256 ok = _mm256_cmp_ps(r, vl, _CMP_GE_OQ); /* false for NaN */
+        r = _mm256_blendv_ps(vl, r, ok);
+        _mm256_storeu_ps(out + i, _mm256_min_ps(r, vh));
+    }
+    for (; i < n; i++) out[i] = (float)cp_act_code(x[i], inv, hi);
 }
 
 /* ================================================================ AVX-512 */
@@ -477,17 +546,28 @@ T_512 void inf_group_sums_avx512(const int8_t *a, int K, int G, int32_t *out) {
     }
 }
 
-/* roundf(v) clamped to [-127, 127] (NaN -> -127), as limb_round in kernels.c. */
-INLINE T_512 __m512 round_clamp127(__m512 v) {
-    __m512 t = _mm512_roundscale_ps(v, _MM_FROUND_TO_ZERO | _MM_FROUND_NO_EXC);
-    __m512 d = _mm512_sub_ps(v, t); /* exact */
-    __mmask16 up = _mm512_cmp_ps_mask(_mm512_abs_ps(d), _mm512_set1_ps(0.5f), _CMP_GE_OQ);
-    __m512i sign = _mm512_and_si512(_mm512_castps_si512(v), _mm512_set1_epi32((int)0x80000000u));
-    __m512 one = _mm512_castsi512_ps(_mm512_or_si512(_mm512_castps_si512(_mm512_set1_ps(1.0f)), sign)); /* copysign(1, v) */
-    __m512 r = _mm512_mask_add_ps(t, up, t, one);
-    __mmask16 ok = _mm512_cmp_ps_mask(r, _mm512_set1_ps(-127.0f), _CMP_GE_OQ);
-    r = _mm512_mask_blend_ps(ok, _mm512_set1_ps(-127.0f), r);
-    return _mm512_min_ps(r, _mm512_set1_ps(127.0f));
+/* nearbyint(v) clamped to [-hi, hi] (NaN -> -hi), as compress/grid.h's
+ * cp_code with zero point 0: vrndscaleps rounds half to even like nearbyint
+ * (the grid's clamp to +-2^22 before rounding changes nothing here). */
+INLINE T_512 __m512 round_clamp(__m512 v, __m512 hi) {
+    __m512 r = _mm512_roundscale_ps(v, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    __m512 lo = _mm512_sub_ps(_mm512_setzero_ps(), hi);
+    __mmask16 ok = _mm512_cmp_ps_mask(r, lo, _CMP_GE_OQ); /* false for NaN */
+    r = _mm512_mask_blend_ps(ok, lo, r);
+    return _mm512_min_ps(r, hi);
+}
+
+T_512 void inf_act_static_avx512(const float *x, int K, float inv, int hi, int8_t *a, uint8_t *au) {
+    int K16 = K & ~15;
+    __m512 vi = _mm512_set1_ps(inv), vh = _mm512_set1_ps((float)hi);
+    const __m128i flip = _mm_set1_epi8((char)0x80);
+    for (int i = 0; i < K16; i += 16) {
+        __m512 q = round_clamp(_mm512_mul_ps(_mm512_loadu_ps(x + i), vi), vh);
+        __m128i b = _mm512_cvtepi32_epi8(_mm512_cvttps_epi32(q));
+        _mm_storeu_si128((__m128i *)(void *)(a + i), b);
+        if (au) _mm_storeu_si128((__m128i *)(void *)(au + i), _mm_xor_si128(b, flip)); /* + 128 */
+    }
+    if (K16 < K) inf_act_static_scalar(x + K16, K - K16, inv, hi, a + K16, au ? au + K16 : NULL);
 }
 
 T_512 void inf_act_token_avx512(const float *x, int K, int L, float *sx_out, int8_t *a, uint8_t *au) {
@@ -507,18 +587,18 @@ T_512 void inf_act_token_avx512(const float *x, int K, int L, float *sx_out, int
     }
     float sx = amax / 127.0f;
     *sx_out = sx;
-    __m512 vs = _mm512_set1_ps(sx), k254 = _mm512_set1_ps(254.0f);
+    __m512 vs = _mm512_set1_ps(cp_act_inv(sx)), k254 = _mm512_set1_ps(254.0f), h127 = _mm512_set1_ps(127.0f);
     const __m128i flip = _mm_set1_epi8((char)0x80);
     for (int i = 0; i < K; i += 16) {
-        __m512 u = _mm512_div_ps(_mm512_loadu_ps(x + i), vs);
-        __m512 q = round_clamp127(u);
+        __m512 u = _mm512_mul_ps(_mm512_loadu_ps(x + i), vs);
+        __m512 q = round_clamp(u, h127);
         __m128i b = _mm512_cvtepi32_epi8(_mm512_cvttps_epi32(q));
         _mm_storeu_si128((__m128i *)(void *)(a + i), b);
         if (au) _mm_storeu_si128((__m128i *)(void *)(au + i), _mm_xor_si128(b, flip)); /* + 128 */
         __m512 r = _mm512_sub_ps(u, q);
         for (int l = 1; l < L; l++) {
             __m512 v = _mm512_mul_ps(r, k254);
-            __m512 ql = round_clamp127(v);
+            __m512 ql = round_clamp(v, h127);
             b = _mm512_cvtepi32_epi8(_mm512_cvttps_epi32(ql));
             _mm_storeu_si128((__m128i *)(void *)(a + (size_t)l * K + i), b);
             if (au) _mm_storeu_si128((__m128i *)(void *)(au + (size_t)l * K + i), _mm_xor_si128(b, flip));
@@ -582,7 +662,7 @@ T_512 void inf_deq_q4_avx512(const inf_weight *w, float *out, int ldo, int rb0, 
     for (int rb = rb0; rb < rb1; rb++)                                                                        \
         for (int t0 = 0; t0 < T; t0 += 4) {                                                                   \
             int nt = T - t0 < 4 ? T - t0 : 4;                                                                 \
-            switch (nt * 4 + k->limbs) {                                                                      \
+            switch (nt * 4 + k->L) {                                                                      \
             case 5: fn(k, w, out, rb, t0, 1, 1); break;                                                       \
             case 6: fn(k, w, out, rb, t0, 1, 2); break;                                                       \
             case 7: fn(k, w, out, rb, t0, 1, 3); break;                                                       \
@@ -606,13 +686,13 @@ T_512 void inf_q4_avx512(const inf_kctx *k, const inf_weight *w, int T, float *o
     if (T == 1) { /* decode */
         int rb = rb0;
         for (; rb + 2 <= rb1; rb += 2) {
-            if (k->limbs == 3) q4_dec512(k, w, out, rb, 2, 3);
-            else if (k->limbs == 2) q4_dec512(k, w, out, rb, 2, 2);
+            if (k->L == 3) q4_dec512(k, w, out, rb, 2, 3);
+            else if (k->L == 2) q4_dec512(k, w, out, rb, 2, 2);
             else q4_dec512(k, w, out, rb, 2, 1);
         }
         if (rb < rb1) {
-            if (k->limbs == 3) q4_dec512(k, w, out, rb, 1, 3);
-            else if (k->limbs == 2) q4_dec512(k, w, out, rb, 1, 2);
+            if (k->L == 3) q4_dec512(k, w, out, rb, 1, 3);
+            else if (k->L == 2) q4_dec512(k, w, out, rb, 1, 2);
             else q4_dec512(k, w, out, rb, 1, 1);
         }
         return;

@@ -48,18 +48,25 @@ static const float *vec(const inf_file *f, int i) {
     return t ? (const float *)(const void *)t->data : NULL;
 }
 
+/* One product's weight, with its static activations when the file has an
+ * activation record for it (an A8 site). */
+static int weight_init(inf_weight *w, const inf_tensor *t, char *err, size_t errlen) {
+    if (inf_weight_init(w, t, err, errlen)) return -1;
+    return t->act_bits ? inf_weight_set_act(w, t->act_bits, t->act_scale, err, errlen) : 0;
+}
+
 /* A linear site's weights (dense, or its two factors) and bias. */
 static int linear_init(inf_linear *L, const inf_file *f, const pm_site *st, size_t *bytes, char *err, size_t errlen) {
     L->out = st->out, L->in = st->in, L->rank = st->rank;
     L->b = vec(f, st->b);
     if (st->rank > 0) {
         *bytes += (size_t)tensor(f, st->u)->bytes + (size_t)tensor(f, st->v)->bytes;
-        return inf_weight_init(&L->u, tensor(f, st->u), err, errlen) || inf_weight_init(&L->v, tensor(f, st->v), err, errlen)
+        return weight_init(&L->u, tensor(f, st->u), err, errlen) || weight_init(&L->v, tensor(f, st->v), err, errlen)
                    ? -1
                    : 0;
     }
     *bytes += (size_t)tensor(f, st->w)->bytes;
-    return inf_weight_init(&L->w, tensor(f, st->w), err, errlen);
+    return weight_init(&L->w, tensor(f, st->w), err, errlen);
 }
 
 static void linear_free(inf_linear *L) {

@@ -168,6 +168,53 @@ done:
     return rc;
 }
 
+/* Codes (already on the type's grid), scales and zero points [N, NG] in the
+ * row-block layout, with the row's put function; out zeroed by the caller. */
+static void pack_codes_blocks(const inf_type_traits *tr, const int8_t *q, int N, int K, int G, const float *sc,
+                              const int32_t *z, uint8_t *out, void (*put)(uint8_t *blocks, int i, int k, int q)) {
+    qgeom g = geom(tr, (size_t)N, (size_t)K, (size_t)G);
+    float *scales = (float *)(void *)(out + g.codes_bytes);
+    uint8_t *zeros = out + g.codes_bytes + g.scales_bytes;
+    size_t row_block_bytes = (size_t)(K / tr->cols_per_block) * (size_t)tr->block_bytes;
+    for (size_t rb = 0; rb < g.NB; rb++)
+        for (int i = 0; i < INF_ROWS; i++) {
+            size_t r = rb * INF_ROWS + (size_t)i;
+            bool real = r < (size_t)N;
+            for (size_t gi = 0; gi < g.NG; gi++) {
+                scales[(rb * g.NG + gi) * INF_ROWS + (size_t)i] = real ? sc[r * g.NG + gi] : 0.0f;
+                if (tr->has_zero) zeros[(rb * g.NG + gi) * INF_ROWS + (size_t)i] = real && z ? (uint8_t)z[r * g.NG + gi] : 0;
+            }
+            for (int k = 0; k < K; k++) put(out + rb * row_block_bytes, i, k, real ? q[r * K + (size_t)k] : 0);
+        }
+}
+
+static void put_q8(uint8_t *blocks, int i, int k, int q);
+static void put_q4(uint8_t *blocks, int i, int k, int nib);
+static void put_q4_sym(uint8_t *blocks, int i, int k, int q);
+
+int inf_pack_codes(int dtype, const int8_t *q, int N, int K, int G, const float *scale, const int32_t *zero,
+                   uint8_t *out, char *err, size_t errlen) {
+    const inf_type_traits *tr = inf_type(dtype);
+    if (!tr || !tr->group_multiple || G < 1 || K % G != 0 || G % tr->group_multiple != 0 || (tr->has_zero && !zero)) {
+        snprintf(err, errlen, "packing codes as %s with group %d of %d columns: expected an integer type, a group "
+                 "that is a multiple of %d dividing the width%s", inf_type_name(dtype), G, K,
+                 tr ? tr->group_multiple : 32, tr && tr->has_zero ? ", and zero points" : "");
+        return -1;
+    }
+    cp_grid gr = cp_scheme_grid((cp_qscheme)tr->scheme);
+    for (size_t i = 0; i < (size_t)N * K; i++)
+        if (q[i] < gr.lo || q[i] > gr.hi) {
+            snprintf(err, errlen, "packing codes as %s: code %d of row %zu, column %zu: expected %d..%d", tr->name,
+                     q[i], i / (size_t)K, i % (size_t)K, gr.lo, gr.hi);
+            return -1;
+        }
+    qgeom g = geom(tr, (size_t)N, (size_t)K, (size_t)G);
+    memset(out, 0, g.codes_bytes + g.scales_bytes + g.zeros_bytes);
+    pack_codes_blocks(tr, q, N, K, G, scale, zero, out,
+                      dtype == INF_Q8 ? put_q8 : tr->has_zero ? put_q4 : put_q4_sym);
+    return 0;
+}
+
 /* ---- q8 */
 
 static void put_q8(uint8_t *blocks, int i, int k, int q) {
@@ -196,7 +243,7 @@ static int prepare_q8(inf_weight *w, const inf_tensor *t, char *err, size_t errl
     qgeom g = geom_of(t);
     w->codes = t->data;
     w->scales = (const float *)(const void *)(t->data + g.codes_bytes);
-    w->corr = malloc(g.NB * g.NG * INF_ROWS * sizeof *w->corr);
+    if (!w->corr) w->corr = malloc(g.NB * g.NG * INF_ROWS * sizeof *w->corr); /* kept by inf_weight_update */
     if (!w->corr) {
         snprintf(err, errlen, "tensor '%s': out of memory", t->name);
         return -1;
@@ -254,7 +301,7 @@ static int prepare_q4(inf_weight *w, const inf_tensor *t, char *err, size_t errl
     w->codes = t->data;
     w->scales = (const float *)(const void *)(t->data + g.codes_bytes);
     size_t n = g.NB * g.NG * INF_ROWS;
-    w->corr = malloc(n * sizeof *w->corr);
+    if (!w->corr) w->corr = malloc(n * sizeof *w->corr); /* kept by inf_weight_update */
     if (!w->corr) {
         snprintf(err, errlen, "tensor '%s': out of memory", t->name);
         return -1;

@@ -105,6 +105,17 @@ struct inf_type_traits {
     inf_dkernel deq[INF_ISA_COUNT];    /* quantized: row blocks to f32 [K, ldo] for sgemm */
 };
 
+/* Lays out codes q[N, K] that are already on integer type dtype's grid
+ * (q8: -127..127; q4: -7..7; q4a: 0..15), with scales and zero points
+ * [N, K / G] (zero: q4a only, else ignored), in the type's layout into out
+ * (inf_tensor_bytes of [N, K] with group G): the bytes inf_pack_matrix_fixed
+ * makes from the floats (q - z) s with those scales. For quantization-aware
+ * training, which has the codes already. Returns 0, or -1 with err (not an
+ * integer type, a group the type cannot use, a code outside the grid, q4a
+ * without zero points). */
+int inf_pack_codes(int dtype, const int8_t *q, int N, int K, int G, const float *scale, const int32_t *zero,
+                   uint8_t *out, char *err, size_t errlen);
+
 /* The traits of storage type dt (an inf_dtype), or NULL when dt is unknown. */
 const inf_type_traits *inf_type(int dt);
 

@@ -29,6 +29,9 @@ typedef struct pm_plan_entry {
     const float *scale;  /* [rows, cols / G] fixed scales (a quantization-aware checkpoint's), or NULL: computed */
     const int32_t *zero; /* [rows, cols / G] fixed zero points, or NULL */
     const uint8_t *mask; /* [rows * cols], 1 = kept, for storage types that store only kept weights; or NULL */
+    int act_bits;        /* > 0: the product this weight computes takes static activations of act_bits bits
+                            (symmetric) with scale act_scale (an A8 site; the model file's activation record) */
+    float act_scale;
     char by[32];         /* what set the entry ("default", "--format", a policy's name), for messages */
 } pm_plan_entry;
 

@@ -27,6 +27,7 @@ typedef struct fx_spec {
     int heads[FX_MAX_LAYERS];          /* per layer; 0 = H */
     int hidden[FX_MAX_LAYERS];         /* per layer; 0 = 4 C */
     int rank[FX_MAX_LAYERS * PM_LINEARS_PER_LAYER + 1]; /* pm_arch.rank order (qkv, proj, fc, mproj per layer, then the head) */
+    int act_bits;                      /* > 0: every quantized product weight gets an activation record (version 3) */
 } fx_spec;
 
 static inline fx_spec fx_default(int dtype) {
@@ -96,6 +97,7 @@ static inline int fx_write_model(const char *path, const fx_spec *s, char *err, 
             }
             free(w);
             t[n].dtype = s->dtype, t[n].group = g, t[n].data = p, t[n].bytes = by, bufs[n] = p;
+            if (s->act_bits) t[n].act_bits = s->act_bits, t[n].act_scale = 0.02f + 0.001f * (float)n;
         } else {
             t[n].dtype = INF_F32, t[n].data = w, t[n].bytes = cnt * sizeof(float), bufs[n] = w;
         }

@@ -127,7 +127,7 @@ static void test_round_trip(void **state) {
     fixture *f = *state;
     inf_file m;
     if (inf_file_parse(&m, f->buf, f->len, "x", f->err, sizeof f->err)) fail_msg("%s", f->err);
-    assert_int_equal(m.version, INF_VERSION);
+    assert_int_equal(m.version, 2); /* no activation records: version 2, as before they existed */
     assert_int_equal(m.arch.n_layer, 1);
     assert_int_equal(m.arch.n_embd, 32);
     assert_int_equal(m.arch.head_dim, 16);
@@ -267,7 +267,7 @@ static void expect_reject(fixture *f, mutate_fn mut, bool fix_sum, const char *w
 
 MUT(m_short, *len = 60)
 MUT(m_magic, b[0] = 'X')
-MUT(m_version, put32(b + 8, 3))
+MUT(m_version, put32(b + 8, 4))
 MUT(m_flags, put32(b + 12, 1))
 MUT(m_filesize, put64(b + 16, get64(b + 16) + 64))
 MUT(m_config_size, put32(b + 24, 44))
@@ -378,7 +378,7 @@ static void test_crafted_files(void **state) {
     } cases[] = {
         {m_short, false, "file size: 60 bytes: too short"},
         {m_magic, true, "magic: not a pare model file"},
-        {m_version, true, "byte 8: version: 3: this reader supports versions 1 to 2"},
+        {m_version, true, "byte 8: version: 4: this reader supports versions 1 to 3"},
         {m_flags, true, "byte 12: flags"},
         {m_filesize, true, "byte 16: file size: header says"},
         {m_config_size, true, "byte 24: config size: 44: expected 64..24616"},
@@ -452,9 +452,10 @@ static void test_unexpected_tensor(void **state) {
         t[i].name = m.t[i].name, t[i].dtype = m.t[i].dtype, t[i].ndim = m.t[i].ndim;
         memcpy(t[i].shape, m.t[i].shape, sizeof t[i].shape);
         t[i].group = m.t[i].group, t[i].data = m.t[i].data, t[i].bytes = m.t[i].bytes;
+        t[i].act_bits = m.t[i].act_bits, t[i].act_scale = m.t[i].act_scale;
     }
     float extra[4] = {1, 2, 3, 4};
-    t[n] = (inf_tensor_in){"extra.w", INF_F32, 1, {4, 1, 1, 1}, 0, extra, 16};
+    t[n] = (inf_tensor_in){"extra.w", INF_F32, 1, {4, 1, 1, 1}, 0, extra, 16, 0, 0.0f};
     const uint8_t *tok[8];
     for (uint32_t i = 0; i < 8; i++) tok[i] = m.vocab.tok[i];
     char p2[80];
@@ -599,6 +600,141 @@ MUT(v1_hidden, put32(b + 68, 0))
 /* A version-1 file (laid out by hand in model_fixture.h) loads as the same
  * uniform architecture, and runs to the same logits bits as the version-2
  * file of the same tensors; its own fields are still checked. */
+
+/* ---- version 3: activation records (A8 sites) ---- */
+
+/* A version-3 file: fx_default(q8) with an activation record on every
+ * quantized product weight (5 of them). */
+static uint8_t *act_file(fixture *f, int dtype, size_t *len) {
+    fx_spec s = fx_default(dtype);
+    s.act_bits = 8;
+    if (fx_write_model(f->path, &s, f->err, sizeof f->err)) fail_msg("%s", f->err);
+    uint8_t *b = fx_read(f->path, len);
+    assert_non_null(b);
+    return b;
+}
+
+static size_t act_at(const uint8_t *b) { return table_at(b) + get32(b + 40); }
+/* the table index of the file's tensor `name` */
+static uint32_t index_of(const uint8_t *b, const char *name) {
+    size_t p = table_at(b);
+    uint32_t n = get32(b + 36);
+    for (uint32_t i = 0; i < n; i++) {
+        uint16_t nl = (uint16_t)(b[p] | b[p + 1] << 8);
+        if (nl == strlen(name) && !memcmp(b + p + 2, name, nl)) return i;
+        p += 42 + nl;
+    }
+    fail_msg("no entry %s", name);
+    return 0;
+}
+
+MUT(a_index_range, put32(b + act_at(b), get32(b + 36)))
+MUT(a_order, put32(b + act_at(b) + 16, get32(b + act_at(b))))
+MUT(a_bits, put32(b + act_at(b) + 4, 9))
+MUT(a_bits1, put32(b + act_at(b) + 4, 1))
+MUT(a_scale0, put32(b + act_at(b) + 8, 0))
+MUT(a_scale_nan, put32(b + act_at(b) + 8, 0x7fc00000u))
+MUT(a_scale_neg, put32(b + act_at(b) + 8, 0xbf800000u))
+MUT(a_zero, put32(b + act_at(b) + 12, 3))
+MUT(a_bias, put32(b + act_at(b), index_of(b, "h.0.attn.qkv.b")))
+MUT(a_embedding, put32(b + act_at(b), index_of(b, "wte"))) /* untied: wte is no product's weight */
+MUT(a_size_odd, put32(b + 44, get32(b + 44) - 8))
+MUT(a_size_cap, put32(b + 44, 16 * (get32(b + 36) + 1)))
+
+static void test_activation_records(void **state) {
+    fixture *f = *state;
+    size_t len;
+    uint8_t *b = act_file(f, INF_Q8, &len);
+    inf_file m;
+    if (inf_file_parse(&m, b, len, "v3", f->err, sizeof f->err)) fail_msg("%s", f->err);
+    assert_int_equal(m.version, 3);
+    assert_int_equal(get32(b + 44), 5 * INF_ACT_RECORD);
+    int with = 0;
+    for (uint32_t i = 0; i < m.n_tensors; i++)
+        if (m.t[i].act_bits) {
+            with++;
+            assert_int_equal(m.t[i].act_bits, 8);
+            assert_true(m.t[i].act_scale == 0.02f + 0.001f * (float)i);
+            assert_int_equal(m.t[i].dtype, INF_Q8);
+        }
+    assert_int_equal(with, 5);
+    inf_file_close(&m);
+    /* the runtime takes the static scales; the file runs */
+    inf_model mod;
+    if (inf_model_parse(&mod, b, len, "v3", f->err, sizeof f->err)) fail_msg("%s", f->err);
+    assert_int_equal(mod.layer[0].qkv.w.act_hi, 127);
+    assert_true(mod.head.w.act_scale > 0);
+    inf_session s;
+    assert_int_equal(inf_session_init(&s, &mod, inf_isa_best(), 3, f->err, sizeof f->err), 0);
+    int ids[3] = {1, 2, 3};
+    float lg[3 * 8];
+    assert_int_equal(inf_forward(&s, ids, 3, lg, true, f->err, sizeof f->err), 0);
+    inf_session_free(&s);
+    inf_model_close(&mod);
+    /* one crafted file per check of the records */
+    const struct {
+        mutate_fn fn;
+        const char *want;
+    } cases[] = {
+        {a_index_range, "activation tensor: record 0: tensor 17: expected a tensor index in [0, 17)"},
+        {a_order, "activation tensor: record 1: tensor"},
+        {a_bits, "activation bits: 9: expected 2..8"},
+        {a_bits1, "activation bits: 1: expected 2..8"},
+        {a_scale0, "activation scale: tensor 'h.0.attn.qkv.w': 0: expected a finite scale > 0"},
+        {a_scale_nan, "activation scale: tensor 'h.0.attn.qkv.w': nan"},
+        {a_scale_neg, "activation scale: tensor 'h.0.attn.qkv.w': -1"},
+        {a_zero, "activation zero point: tensor 'h.0.attn.qkv.w': 3: expected 0"},
+        {a_bias, "tensor 'h.0.attn.qkv.b' is not the weight of a linear product"},
+        {a_embedding, "tensor 'wte' is not the weight of a linear product"},
+        {a_size_odd, "activation records size: 72 bytes: expected a multiple of 16"},
+        {a_size_cap, "activation records size: 288 bytes"},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) expect_reject_in(f, b, len, cases[i].fn, true, cases[i].want);
+    /* every prefix and flips over the header, tables and records */
+    truncations(f, b, len);
+    byte_flips(f, b, len);
+    /* the writer refuses bad records; a record on an f32 weight is the reader's to refuse */
+    inf_file p;
+    if (inf_file_parse(&p, b, len, "v3", f->err, sizeof f->err)) fail_msg("%s", f->err);
+    inf_tensor_in t[64];
+    for (uint32_t i = 0; i < p.n_tensors; i++)
+        t[i] = (inf_tensor_in){p.t[i].name, p.t[i].dtype, p.t[i].ndim, {p.t[i].shape[0], p.t[i].shape[1], 1, 1},
+                               p.t[i].group, p.t[i].data, p.t[i].bytes, p.t[i].act_bits, p.t[i].act_scale};
+    const uint8_t *tok[8];
+    for (uint32_t i = 0; i < 8; i++) tok[i] = p.vocab.tok[i];
+    char p2[80];
+    snprintf(p2, sizeof p2, "%s.act", f->path);
+    uint32_t qi = index_of(b, "h.0.attn.qkv.w");
+    t[qi].act_bits = 12;
+    assert_int_equal(inf_file_write(p2, &p.arch, p.ln_eps, p.vocab.kind, p.vocab.n, tok, p.vocab.len, NULL, t,
+                                    p.n_tensors, f->err, sizeof f->err), -1);
+    assert_non_null(strstr(f->err, "tensor 'h.0.attn.qkv.w': activations of 12 bits"));
+    t[qi].act_bits = 8, t[qi].act_scale = INFINITY;
+    assert_int_equal(inf_file_write(p2, &p.arch, p.ln_eps, p.vocab.kind, p.vocab.n, tok, p.vocab.len, NULL, t,
+                                    p.n_tensors, f->err, sizeof f->err), -1);
+    inf_file_close(&p);
+    free(b);
+    /* an f32 product weight with a record */
+    b = act_file(f, INF_F32, &len);
+    assert_int_equal(get32(b + 8), 2); /* no quantized weight: no record, version 2 */
+    if (inf_file_parse(&p, b, len, "f32", f->err, sizeof f->err)) fail_msg("%s", f->err);
+    for (uint32_t i = 0; i < p.n_tensors; i++)
+        t[i] = (inf_tensor_in){p.t[i].name, p.t[i].dtype, p.t[i].ndim, {p.t[i].shape[0], p.t[i].shape[1], 1, 1},
+                               p.t[i].group, p.t[i].data, p.t[i].bytes, 0, 0.0f};
+    for (uint32_t i = 0; i < 8; i++) tok[i] = p.vocab.tok[i];
+    qi = index_of(b, "h.0.attn.qkv.w");
+    t[qi].act_bits = 8, t[qi].act_scale = 0.5f;
+    if (inf_file_write(p2, &p.arch, p.ln_eps, p.vocab.kind, p.vocab.n, tok, p.vocab.len, NULL, t, p.n_tensors, f->err,
+                       sizeof f->err))
+        fail_msg("%s", f->err);
+    inf_file bad;
+    assert_int_equal(inf_file_open(&bad, p2, f->err, sizeof f->err), -1);
+    assert_non_null(strstr(f->err, "tensor 'h.0.attn.qkv.w' is f32: static activations need an integer storage type"));
+    unlink(p2);
+    inf_file_close(&p);
+    free(b);
+}
+
 static void test_version1_loads(void **state) {
     fixture *f = *state;
     inf_file a, b;
@@ -664,6 +800,7 @@ int main(void) {
         cmocka_unit_test_setup_teardown(test_variants_parse_and_run, setup, teardown),
         cmocka_unit_test_setup_teardown(test_per_layer_and_factor_checks, setup, teardown),
         cmocka_unit_test_setup_teardown(test_version1_loads, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_activation_records, setup, teardown),
         cmocka_unit_test_setup_teardown(test_writer_is_atomic, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

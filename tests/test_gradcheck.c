@@ -151,6 +151,35 @@ static ag_tensor *f_chain(ag_ctx *c, ag_params *in, void *user) {
     return ag_cross_entropy(c, h, u->ids, -1);
 }
 
+/* Fake quantization where it is differentiable: every input is clipped, so
+ * out = (lo - z) s or (hi - z) s is smooth in the scale (LSQ) or the clipping
+ * level (PACT) and constant in x; there the papers' gradients are true
+ * derivatives (LSQ's with gradient scale 1). x' = 40 x with |x| >= 0.05 lies
+ * beyond every grid used here, p' = 0.05 + 0.05 p^2 is a positive scale or
+ * level. iarg: mode, per row (one scale per row of x), zero point (then the
+ * grid [0, 15], else [-7, 7]). Inside the grid the STE, LSQ and PACT
+ * gradients are not derivatives of the forward: tests/test_quant_ops.c checks
+ * them against the papers' formulas element by element. */
+static ag_tensor *f_fake_quant(ag_ctx *c, ag_params *in, void *user) {
+    const gc_case *k = ((gc_user *)user)->cs;
+    ag_tensor *x = ag_scale(c, T0(), 40.0f);
+    int rows = (int)(x->numel / (size_t)x->shape[x->ndim - 1]), n = k->iarg[1] ? rows : 1;
+    ag_tensor *p;
+    if (k->iarg[0] == AG_FQ_STE) { /* an observer's scale: a constant */
+        p = ag_new(c, 1, &n, "scale");
+        for (int i = 0; i < n; i++) p->data[i] = 0.07f + 0.01f * (float)i;
+    } else {
+        ag_tensor *c0 = ag_new(c, 1, &n, "c0");
+        for (int i = 0; i < n; i++) c0->data[i] = 0.05f;
+        p = ag_add(c, ag_scale(c, ag_mul(c, T1(), T1()), 0.05f), c0);
+    }
+    int32_t zero[16];
+    for (int i = 0; i < 16; i++) zero[i] = k->iarg[2];
+    ag_fq q = {k->iarg[2] ? 0 : -7, k->iarg[2] ? 15 : 7, k->iarg[1] ? x->shape[x->ndim - 1] : (int)x->numel,
+               k->iarg[2] ? zero : NULL, k->iarg[0], 1.0f, NULL, NULL, NULL};
+    return ag_fake_quant(c, x, p, &q);
+}
+
 #define S1(a) {1, {a}}
 #define S2(a, b) {2, {a, b}}
 #define S3(a, b, d) {3, {a, b, d}}
@@ -223,6 +252,13 @@ static const gc_case cases[] = {
     {"mean_1d", f_mean, 1, {S1(9)}, {0}, 0, 0, 0, 0, -2, 2, false},
     /* table [V, C], ln weight [C], w [C, C]; ids [2, 4] in [0, V), some ignored as targets */
     {"chain", f_chain, 3, {S2(6, 6), S1(6), S2(6, 6)}, {2, 4}, 0, 8, 6, 0, -1, 1, false},
+    /* fake quantization, clipped inputs (see f_fake_quant) */
+    {"fake_quant_ste", f_fake_quant, 1, {S2(3, 8)}, {AG_FQ_STE, 0, 0}, 0, 0, 0, 0, -1, 1, true},
+    {"fake_quant_ste_rows_asym", f_fake_quant, 1, {S2(4, 6)}, {AG_FQ_STE, 1, 3}, 0, 0, 0, 0, -1, 1, true},
+    {"fake_quant_lsq", f_fake_quant, 2, {S2(3, 8), S1(1)}, {AG_FQ_LSQ, 0, 0}, 0, 0, 0, 0, -1, 1, true},
+    {"fake_quant_lsq_rows_asym", f_fake_quant, 2, {S3(2, 2, 6), S1(4)}, {AG_FQ_LSQ, 1, 3}, 0, 0, 0, 0, -1, 1, true},
+    {"fake_quant_pact", f_fake_quant, 2, {S2(4, 5), S1(1)}, {AG_FQ_PACT, 0, 0}, 0, 0, 0, 0, -1, 1, true},
+    {"fake_quant_pact_rows", f_fake_quant, 2, {S2(3, 7), S1(3)}, {AG_FQ_PACT, 1, 0}, 0, 0, 0, 0, -1, 1, true},
 };
 
 #define N_CASES (sizeof cases / sizeof cases[0])
@@ -301,7 +337,8 @@ static void test_broken_ops_exceed_tolerance(void **state) {
 static void test_every_op_has_a_row(void **state) {
     (void)state;
     ag_gc_fn need[] = {f_matmul, f_linear, f_add, f_mul, f_scale, f_gelu, f_reshape, f_embedding,
-                       f_layernorm, f_softmax, f_cross_entropy, f_kl, f_mse, f_l1, f_sum, f_mean};
+                       f_layernorm, f_softmax, f_cross_entropy, f_kl, f_mse, f_l1, f_sum, f_mean,
+                       f_fake_quant};
     for (size_t i = 0; i < sizeof need / sizeof need[0]; i++) {
         int rows = 0;
         for (size_t k = 0; k < N_CASES; k++) rows += cases[k].f == need[i];

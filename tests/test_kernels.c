@@ -310,8 +310,7 @@ static void test_softmax_numerators(void **state) {
 }
 
 /* x ~= sx (a0 + a1/254 + a2/254^2) within sx / (2 * 254^2) (plus float
-
- * rounding of u = x / sx), and group sums are the sums of the limbs. */
+ * rounding of u = x * (1 / sx)), and group sums are the sums of the limbs. */
 static void test_activation_limbs(void **state) {
     (void)state;
     enum { K = 64, T = 3 };
@@ -325,8 +324,8 @@ static void test_activation_limbs(void **state) {
         const int8_t *a = k.a + (size_t)t * 3 * K;
         for (int i = 0; i < K; i++) {
             double rec = k.sx[t] * (a[i] + a[K + i] / 254.0 + a[2 * K + i] / (254.0 * 254.0));
-            /* plus the rounding of u = x / sx itself: half an ulp of 127 */
-            assert_true(fabs(rec - x[t * K + i]) <= k.sx[t] * (0.5 / (254.0 * 254.0) + 127.0 * 0x1p-24));
+            /* plus the roundings of u = x * (1 / sx) itself: an ulp of 127 each */
+            assert_true(fabs(rec - x[t * K + i]) <= k.sx[t] * (0.5 / (254.0 * 254.0) + 127.0 * 0x1p-22));
             for (int l = 0; l < 3; l++) assert_true(a[l * K + i] >= -127 && a[l * K + i] <= 127);
         }
         for (int l = 0; l < 3; l++)
@@ -341,7 +340,7 @@ static void test_activation_limbs(void **state) {
 }
 
 /* The AVX-512 limb splitter gives the scalar reference's bytes, on halves
- * (where round-half-away-from-zero matters), random values, NaN and zeros. */
+ * (where rounding half to even matters), random values, NaN and zeros. */
 static void test_activation_limbs_simd_equals_scalar(void **state) {
     (void)state;
     if (!inf_isa_supported(INF_ISA_AVX512)) {
@@ -380,6 +379,118 @@ static void test_activation_limbs_simd_equals_scalar(void **state) {
     }
 }
 
+
+/* Static activations (A8 sites): for every integer type, shapes, groups,
+ * token counts and activation bits, every instruction set's kernels give the
+ * scalar reference's bits, and those equal compress/grid.h's quantized
+ * product (cp_qmatmul_ref) of the grid's activation codes and the weight's
+ * codes; a product of T tokens gives each token the bits it gets alone. */
+static void test_static_activations(void **state) {
+    (void)state;
+    const int shapes[3][3] = {{37, 64, 32}, {16, 96, 0}, {50, 128, 64}}; /* N, K, group */
+    const int Ts[6] = {1, 2, 3, 5, 8, 20}, bits[3] = {8, 6, 4};
+    const int dtypes[3] = {INF_Q8, INF_Q4, INF_Q4A};
+    char err[256];
+    for (int di = 0; di < 3; di++)
+        for (int si = 0; si < 3; si++) {
+            int N = shapes[si][0], K = shapes[si][1], G = shapes[si][2] ? shapes[si][2] : K, NG = K / G;
+            cp_qscheme sch = (cp_qscheme)inf_type(dtypes[di])->scheme;
+            float *w = malloc(sizeof(float) * N * K), *sc = malloc(sizeof(float) * N * NG);
+            int8_t *q = malloc((size_t)N * K);
+            uint8_t *z8 = malloc((size_t)N * NG);
+            int32_t *z = malloc(sizeof(int32_t) * N * NG);
+            fill(w, (size_t)N * K, 40 + si, 0.1f);
+            for (int i = 0; i < N * K; i += 11) w[i] += 0.07f;
+            assert_int_equal(cp_quantize(sch, w, N, K, G, q, sc, z8, err, sizeof err), 0);
+            for (int i = 0; i < N * NG; i++) z[i] = sch == CP_INT4_ASYM ? z8[i] : 0;
+            uint32_t shape[2] = {(uint32_t)N, (uint32_t)K};
+            uint64_t bytes;
+            assert_int_equal(inf_tensor_bytes(dtypes[di], 2, shape, (uint32_t)G, &bytes, err, sizeof err), 0);
+            uint8_t *packed = malloc(bytes), *fromf = NULL;
+            assert_int_equal(inf_pack_codes(dtypes[di], q, N, K, G, sc, z, packed, err, sizeof err), 0);
+            /* the same bytes as packing the floats (q - z) s with those fixed scales (the exporter's path) */
+            float *wf = malloc(sizeof(float) * N * K);
+            for (int i = 0; i < N * K; i++) {
+                int gi = (i / K) * NG + (i % K) / G;
+                wf[i] = cp_decode(q[i], z[gi], sc[gi]);
+            }
+            uint64_t b2;
+            uint32_t g2;
+            assert_int_equal(inf_pack_matrix_fixed(dtypes[di], wf, N, K, shapes[si][2], sc,
+                                                   sch == CP_INT4_ASYM ? z : NULL, &fromf, &b2, &g2, err, sizeof err), 0);
+            assert_true(b2 == bytes);
+            assert_memory_equal(packed, fromf, bytes);
+            inf_tensor t = make_tensor(dtypes[di], N, K, (uint32_t)G, packed, bytes);
+            inf_weight wt;
+            assert_int_equal(inf_weight_init(&wt, &t, err, sizeof err), 0);
+            for (int bi = 0; bi < 3; bi++) {
+                for (int ti = 0; ti < 6; ti++) {
+                    int T = Ts[ti], hi = (1 << (bits[bi] - 1)) - 1;
+                    float *x = malloc(sizeof(float) * T * K), *ref = malloc(sizeof(float) * T * N);
+                    float *got = malloc(sizeof(float) * T * N), *one = malloc(sizeof(float) * N);
+                    fill(x, (size_t)T * K, 70 + ti, 1.0f);
+                    x[1] = 1.25f; /* exactly half-way on the grid with sa = 0.5 below */
+                    float sa = ti % 2 ? 0.5f : 2.5f / (float)hi; /* some values clip */
+                    assert_int_equal(inf_weight_set_act(&wt, bits[bi], sa, err, sizeof err), 0);
+                    int8_t *a = malloc((size_t)T * K);
+                    float *sav = malloc(sizeof(float) * T);
+                    for (int i = 0; i < T * K; i++) a[i] = cp_act_code(x[i], 1.0f / sa, hi);
+                    for (int i = 0; i < T; i++) sav[i] = sa;
+                    cp_qmatmul_ref(a, sav, T, q, sc, sch == CP_INT4_ASYM ? z : NULL, N, K, G, ref);
+                    for (int isa = 0; isa < INF_ISA_COUNT; isa++) {
+                        if (!inf_isa_supported((inf_isa)isa)) continue;
+                        inf_kctx k;
+                        inf_kctx_init(&k, (inf_isa)isa, 3); /* the float limbs do not matter here */
+                        memset(got, 0xff, sizeof(float) * T * N);
+                        assert_int_equal(inf_matmul(&k, &wt, x, T, got), 0);
+                        for (int i = 0; i < T * N; i++)
+                            if (memcmp(&got[i], &ref[i], 4))
+                                fail_msg("%s %s N=%d K=%d G=%d T=%d A%d: out[%d] = %.9g, the grid's product %.9g",
+                                         inf_isa_name((inf_isa)isa), inf_type(dtypes[di])->name, N, K, G, T, bits[bi], i,
+                                         (double)got[i], (double)ref[i]);
+                        for (int tt = 0; tt < T; tt += 3) { /* one token alone: the same bits */
+                            assert_int_equal(inf_matmul(&k, &wt, x + (size_t)tt * K, 1, one), 0);
+                            assert_memory_equal(one, ref + (size_t)tt * N, sizeof(float) * N);
+                            assert_int_equal(inf_matvec_prepare(&k, &wt, x + (size_t)tt * K), 0);
+                            inf_matvec_rows(&k, &wt, x + (size_t)tt * K, one, 0, wt.NB);
+                            assert_memory_equal(one, ref + (size_t)tt * N, sizeof(float) * N);
+                        }
+                        inf_kctx_free(&k);
+                    }
+                    free(x), free(ref), free(got), free(one), free(a), free(sav);
+                }
+            }
+            assert_int_equal(inf_weight_set_act(&wt, 0, 0.0f, err, sizeof err), 0);
+            assert_int_equal(wt.act_hi, 0);
+            assert_int_equal(inf_weight_set_act(&wt, 9, 1.0f, err, sizeof err), -1);
+            assert_int_equal(inf_weight_set_act(&wt, 8, 0.0f, err, sizeof err), -1);
+            inf_weight_free(&wt);
+            free(w), free(sc), free(q), free(z8), free(z), free(packed), free(fromf), free(wf);
+        }
+}
+
+/* The AVX-512 static quantizer gives the scalar bytes (halves, clipping, NaN). */
+static void test_static_activations_simd_equals_scalar(void **state) {
+    (void)state;
+    if (!inf_isa_supported(INF_ISA_AVX512)) {
+        print_message("no AVX-512 on this CPU: nothing to compare\n");
+        return;
+    }
+    enum { K = 100 };
+    float x[K];
+    fill(x, K, 5, 3.0f);
+    for (int i = 0; i < 10; i++) x[i] = (float)i * 0.25f - 1.25f; /* halves with inv = 2 */
+    x[11] = NAN, x[12] = INFINITY, x[13] = -INFINITY;
+    for (int hi = 1; hi <= 127; hi = hi * 2 + 1) {
+        int8_t a1[K], a2[K];
+        uint8_t u1[K], u2[K];
+        inf_act_static_scalar(x, K, 2.0f, hi, a1, u1);
+        inf_act_static_avx512(x, K, 2.0f, hi, a2, u2);
+        assert_memory_equal(a1, a2, K);
+        assert_memory_equal(u1, u2, K);
+    }
+}
+
 int main(void) {
     printf("kernels: best instruction set on this CPU: %s\n", inf_isa_name(inf_isa_best()));
     const struct CMUnitTest tests[] = {
@@ -391,6 +502,8 @@ int main(void) {
         cmocka_unit_test(test_softmax_numerators),
         cmocka_unit_test(test_activation_limbs),
         cmocka_unit_test(test_activation_limbs_simd_equals_scalar),
+        cmocka_unit_test(test_static_activations),
+        cmocka_unit_test(test_static_activations_simd_equals_scalar),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
