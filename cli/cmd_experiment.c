@@ -387,9 +387,10 @@ typedef struct table_row {
  * pruned files), with what eval and bench measured of them, into t: the
  * newest finished run of each run's name and configuration; runs that
  * differ only in seed are one row, the mean with the spread (sample standard
- * deviation) of the loss over the seeds. x faster is the decode speed
- * against the first model benchmarked (a recipe's reference, as the f32
- * export). Returns 0, or -1 when out of memory or the query fails. */
+ * deviation) of the loss over the seeds. x smaller and x faster are the
+ * bytes and the decode speed against the first model benchmarked (a
+ * recipe's reference, as the teacher's f32 export); with nothing
+ * benchmarked, x smaller is the export's own ratio to its f32 bytes. Returns 0, or -1 when out of memory or the query fails. */
 static int results_table(sqlite3 *db, const ex_recipe *r, const ex_plan *plan, ex_table *t) {
     static const char *const head[] = {"model",    "command",      "seeds",    "bytes",       "x smaller",
                                        "val_loss", "accuracy",     "decode tok/s", "x faster", "prompt tok/s"};
@@ -445,9 +446,12 @@ static int results_table(sqlite3 *db, const ex_recipe *r, const ex_plan *plan, e
             }
     }
     sqlite3_finalize(q);
-    double ref_decode = NAN;
+    double ref_decode = NAN, ref_bytes = NAN; /* the first model benchmarked: the reference of both ratios */
     for (int k = 0; k < n_rows && isnan(ref_decode); k++)
-        if (rows[k].n[COL_DECODE]) ref_decode = rows[k].sum[COL_DECODE] / rows[k].n[COL_DECODE];
+        if (rows[k].n[COL_DECODE]) {
+            ref_decode = rows[k].sum[COL_DECODE] / rows[k].n[COL_DECODE];
+            if (rows[k].n[COL_BYTES]) ref_bytes = rows[k].sum[COL_BYTES] / rows[k].n[COL_BYTES];
+        }
     int rc = 0;
     for (int k = 0; k < n_rows && rc == 0; k++) {
         const table_row *row = &rows[k];
@@ -461,7 +465,9 @@ static int results_table(sqlite3 *db, const ex_recipe *r, const ex_plan *plan, e
                 continue;
             }
             double m = row->sum[c] / row->n[c];
-            if (c == COL_RATIO) snprintf(cell[c], sizeof cell[c], "%.2f", m);
+            if (c == COL_RATIO && ref_bytes > 0 && row->n[COL_BYTES])
+                snprintf(cell[c], sizeof cell[c], "%.2f", ref_bytes / (row->sum[COL_BYTES] / row->n[COL_BYTES]));
+            else if (c == COL_RATIO) snprintf(cell[c], sizeof cell[c], "%.2f", m); /* nothing benched: vs f32 */
             else if (c == COL_ACC) snprintf(cell[c], sizeof cell[c], "%.4f", m);
             else if (c == COL_LOSS && row->n[c] > 1) {
                 double var = (row->sumsq[c] - row->n[c] * m * m) / (row->n[c] - 1);
@@ -522,7 +528,7 @@ static int swept_keys(const ex_plan *plan, char storage[][64], const char **keys
 
 int cmd_experiment(int argc, char **argv) {
     static const char *usage = "pare experiment RECIPE.ini [--key value ...]";
-    const char *out_dir, *db_path, *unused_name;
+    const char *out_dir, *db_path, *unused_name, *sets;
     int jobs, threads;
     bool dry_run, report, json;
     pare_keys keys = {.n = 0};
@@ -531,6 +537,8 @@ int cmd_experiment(int argc, char **argv) {
         PARE_OPT_INT("jobs", &jobs, "0", 0, 64, "runs side by side (0 = the recipe's jobs, else 1)"),
         PARE_OPT_FLAG("dry-run", &dry_run, "print the plan (every run, its arguments, what it reuses) and stop"),
         PARE_OPT_FLAG_ON("report", &report, "write the HTML/Markdown report at the end"),
+        PARE_OPT_STRING("set", &sets, "",
+                        "override recipe keys: \"KEY=VALUE; STAGE.KEY=VALUE\" (e.g. \"data=PATH\", \"seed=1, 2\")"),
     };
     pare_keys_add(&keys, own, (int)(sizeof own / sizeof own[0]));
     pare_keys_threads(&keys, &threads);
@@ -552,7 +560,7 @@ int cmd_experiment(int argc, char **argv) {
     avail[na] = NULL;
     char err[2048];
     ex_recipe r;
-    if (ex_recipe_load(&r, argv[pos[0]], avail, err, sizeof err) != 0) {
+    if (ex_recipe_load(&r, argv[pos[0]], avail, err, sizeof err) != 0 || ex_recipe_set(&r, sets, err, sizeof err) != 0) {
         pare_report_error("pare experiment: %s\n", err);
         ex_recipe_free(&r);
         return PARE_EXIT_USAGE;

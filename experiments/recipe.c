@@ -225,6 +225,63 @@ const char *ex_recipe_setting(const ex_recipe *r, const char *key, const char *d
     return def;
 }
 
+int ex_recipe_set(ex_recipe *r, const char *sets, char *err, size_t errlen) {
+    const char *p = sets ? sets : "";
+    while (*p) {
+        const char *end = strchr(p, ';');
+        size_t len = end ? (size_t)(end - p) : strlen(p);
+        char item[1024];
+        if (len >= sizeof item) {
+            snprintf(err, errlen, "--set: '%.40s...' is too long", p);
+            return -1;
+        }
+        memcpy(item, p, len);
+        item[len] = '\0';
+        p += len + (end ? 1 : 0);
+        char *a = item, *z = item + strlen(item);
+        while (*a == ' ') a++;
+        while (z > a && z[-1] == ' ') *--z = '\0';
+        if (!*a) continue;
+        char *eq = strchr(a, '=');
+        if (!eq || eq == a) {
+            snprintf(err, errlen, "--set: '%s': expected KEY=VALUE or STAGE.KEY=VALUE", a);
+            return -1;
+        }
+        *eq = '\0';
+        const char *value = eq + 1, *key = a, *only = NULL;
+        char *dot = strchr(a, '.');
+        if (dot) { /* STAGE.KEY when STAGE is a stage; stage names may hold dots: the longest one */
+            for (int i = 0; i < r->n_stage; i++) {
+                size_t n = strlen(r->stage[i].name);
+                if (!strncmp(a, r->stage[i].name, n) && a[n] == '.' && (!only || n > strlen(only)))
+                    only = r->stage[i].name, key = a + n + 1;
+            }
+        }
+        int hits = 0;
+        for (int i = 0; i < r->n_stage; i++) {
+            ex_stage *st = &r->stage[i];
+            if (only && strcmp(st->name, only)) continue;
+            for (int k = 0; k < st->n_kv; k++) {
+                if (strcmp(st->kv[k].key, key)) continue;
+                char *v = strdup(value);
+                if (!v) {
+                    snprintf(err, errlen, "out of memory");
+                    return -1;
+                }
+                free(st->kv[k].value);
+                st->kv[k].value = v;
+                hits++;
+            }
+        }
+        if (!hits) {
+            snprintf(err, errlen, "--set %s%s%s=%s: %s%s sets no key '%s'", only ? only : "", only ? "." : "", key,
+                     value, only ? "stage " : "the recipe ", only ? only : r->path, key);
+            return -1;
+        }
+    }
+    return 0;
+}
+
 /* ----------------------------------------------------------- planning */
 
 /* The elements of a list value "a, b, c" (trimmed), into out[max]; returns
@@ -475,7 +532,17 @@ int ex_plan_make(const ex_recipe *r, const ex_plan_opts *o, ex_plan *p, char *er
             }
             if (ok) {
                 for (;;) {
-                    if (add_run(&b, r, o, s, ref_stage, ref_run, n_refs, list_kv, own, pick, n_lists, err, errlen)) {
+                    /* a list of a key the referenced runs are labelled with pairs with them: seed = 1, 2, 3
+                     * beside teacher = teacher (itself over seed = 1, 2, 3) is three runs, not nine */
+                    bool agree = true;
+                    for (int k = 0; k < n_lists && agree; k++)
+                        for (int j = 0; j < n_refs && agree; j++) {
+                            char v[256];
+                            if (label_get(p->run[ref_run[j]].label, st->kv[list_kv[k]].key, v, sizeof v))
+                                agree = !strcmp(v, own[k][pick[k]]);
+                        }
+                    if (agree &&
+                        add_run(&b, r, o, s, ref_stage, ref_run, n_refs, list_kv, own, pick, n_lists, err, errlen)) {
                         rc = -1;
                         break;
                     }

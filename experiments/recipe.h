@@ -65,6 +65,15 @@ void ex_recipe_free(ex_recipe *r);
 /* The value of an [experiment] key, or def. */
 const char *ex_recipe_setting(const ex_recipe *r, const char *key, const char *def);
 
+/* Overrides keys the recipe sets, from the command line: sets is
+ * "KEY=VALUE; STAGE.KEY=VALUE; ..." (';' separates them; spaces around an
+ * item are trimmed). KEY=VALUE replaces the value of KEY in every stage that
+ * sets it, STAGE.KEY=VALUE in that stage only; a value may be a list where
+ * the key allows one. The recipe's lines stay, so later errors still name
+ * the line. Returns 0, or -1 with err (an item without '=', a key no stage
+ * sets: an override that would silently do nothing). */
+int ex_recipe_set(ex_recipe *r, const char *sets, char *err, size_t errlen);
+
 /* One run of the plan: a stage with one value for each of its keys. */
 typedef struct ex_run {
     int stage;

@@ -254,6 +254,53 @@ static void test_plan_errors(void **state) {
     }
 }
 
+/* A stage's own list of a key its reference is labelled with pairs with the
+ * reference's runs: the student of seed 2 learns from the teacher of seed 2,
+ * and no two runs write the same file. */
+static void test_own_list_pairs_with_the_reference(void **state) {
+    fixture *f = *state;
+    char err[512] = "";
+    assert_int_equal(plan(f,
+                          "[teacher]\ncommand = train\nseed = 1, 2, 3\n"
+                          "[student]\ncommand = train\nteacher = teacher\nseed = 1, 2, 3\nsteps = 10, 20\n",
+                          err, sizeof err),
+                     0);
+    int n = 0;
+    for (int i = 0; i < f->p.n; i++) {
+        const ex_run *run = &f->p.run[i];
+        for (int j = 0; j < i; j++) assert_string_not_equal(run->out, f->p.run[j].out);
+        if (strcmp(f->r.stage[run->stage].name, "student") != 0) continue;
+        n++;
+        assert_int_equal(run->n_deps, 1);
+        assert_string_equal(arg(run, "--seed="), arg(&f->p.run[run->deps[0]], "--seed="));
+    }
+    assert_int_equal(n, 6); /* 3 seeds x 2 step counts, not 9 x 2 */
+}
+
+/* --set overrides what the recipe sets: everywhere, or in one stage; a key no
+ * stage sets is an error, not a silent no-op. */
+static void test_set_overrides_keys(void **state) {
+    fixture *f = *state;
+    char err[512] = "";
+    assert_int_equal(load(f,
+                          "[t]\ncommand = train\ndata = builtin:copy\nsteps = 100\n"
+                          "[t.2]\ncommand = train\ndata = builtin:copy\nsteps = 5\n",
+                          err, sizeof err),
+                     0);
+    assert_int_equal(ex_recipe_set(&f->r, " data=/x/y.txt ;t.2.steps=7; ", err, sizeof err), 0);
+    assert_string_equal(f->r.stage[0].kv[0].value, "/x/y.txt");
+    assert_string_equal(f->r.stage[1].kv[0].value, "/x/y.txt");
+    assert_string_equal(f->r.stage[0].kv[1].value, "100");
+    assert_string_equal(f->r.stage[1].kv[1].value, "7");
+    assert_int_equal(f->r.stage[1].kv[1].line, 8); /* errors still name the recipe's line */
+    assert_int_equal(ex_recipe_set(&f->r, "seed=3", err, sizeof err), -1);
+    assert_non_null(strstr(err, "sets no key 'seed'"));
+    assert_int_equal(ex_recipe_set(&f->r, "t.seed=3", err, sizeof err), -1);
+    assert_non_null(strstr(err, "stage t sets no key 'seed'"));
+    assert_int_equal(ex_recipe_set(&f->r, "steps", err, sizeof err), -1);
+    assert_non_null(strstr(err, "expected KEY=VALUE"));
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(test_reads_sections_keys_and_lines, setup, teardown),
@@ -262,6 +309,8 @@ int main(void) {
         cmocka_unit_test_setup_teardown(test_references_expand_with_the_stage_they_name, setup, teardown),
         cmocka_unit_test_setup_teardown(test_two_references_pair_by_shared_keys, setup, teardown),
         cmocka_unit_test_setup_teardown(test_plan_errors, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_set_overrides_keys, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_own_list_pairs_with_the_reference, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
