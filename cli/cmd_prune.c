@@ -54,29 +54,6 @@ static size_t linear_nonzeros(const tr_gpt *m, size_t *total) {
     return nz;
 }
 
-/* The stored configuration of the source with the pruning keys replaced by
- * this command's values: `pare export` remakes the same policies from it. */
-static char *merged_conf(const char *src, const pare_opt *rows, int n) {
-    size_t need = (src ? strlen(src) : 0) + pare_opts_format(rows, n, NULL, 0) + 2;
-    char *out = malloc(need);
-    if (!out) return NULL;
-    size_t u = 0;
-    for (const char *p = src; p && *p;) {
-        const char *nl = strchr(p, '\n');
-        size_t len = nl ? (size_t)(nl - p) + 1 : strlen(p);
-        size_t klen = strcspn(p, "=\n");
-        bool ours = false;
-        for (int i = 0; i < n && !ours; i++) ours = strlen(rows[i].key) == klen && !strncmp(p, rows[i].key, klen);
-        if (!ours) {
-            memcpy(out + u, p, len);
-            u += len;
-            if (p[len - 1] != '\n') out[u++] = '\n';
-        }
-        p += len;
-    }
-    pare_opts_format(rows, n, out + u, need - u);
-    return out;
-}
 
 int cmd_prune(int argc, char **argv) {
     static const char *usage = "pare prune CHECKPOINT --out FILE [--key value ...]";
@@ -219,7 +196,7 @@ int cmd_prune(int argc, char **argv) {
     }
     size_t total1, nz1 = linear_nonzeros(&m, &total1), params1 = ag_params_numel(&m.params);
     /* the checkpoint: the pruned model as a fresh training state (step 0) */
-    newconf = merged_conf(conf, keys.row + k0, k1 - k0);
+    newconf = pare_opts_merge_conf(conf, keys.row + k0, k1 - k0);
     if (!newconf || tr_trainer_init(&t, &m, d, &tc, err, sizeof err) != 0) {
         pare_report_error("pare prune: %s\n", newconf ? err : "out of memory");
         goto done;

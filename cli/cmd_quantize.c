@@ -52,29 +52,6 @@ out:
     return rc;
 }
 
-/* The stored configuration of the source with the quantization keys
- * replaced by this command's values. */
-static char *merged_conf(const char *src, const pare_opt *rows, int n) {
-    size_t need = (src ? strlen(src) : 0) + pare_opts_format(rows, n, NULL, 0) + 2;
-    char *out = malloc(need);
-    if (!out) return NULL;
-    size_t u = 0;
-    for (const char *p = src; p && *p;) {
-        const char *nl = strchr(p, '\n');
-        size_t len = nl ? (size_t)(nl - p) + 1 : strlen(p);
-        size_t klen = strcspn(p, "=\n");
-        bool ours = false;
-        for (int i = 0; i < n && !ours; i++) ours = strlen(rows[i].key) == klen && !strncmp(p, rows[i].key, klen);
-        if (!ours) {
-            memcpy(out + u, p, len);
-            u += len;
-            if (p[len - 1] != '\n') out[u++] = '\n';
-        }
-        p += len;
-    }
-    pare_opts_format(rows, n, out + u, need - u);
-    return out;
-}
 
 int cmd_quantize(int argc, char **argv) {
     static const char *usage = "pare quantize CHECKPOINT --out FILE [--key value ...]";
@@ -173,7 +150,7 @@ int cmd_quantize(int argc, char **argv) {
     tc.batch = batch;
     tc.eval_batches = eval_batches;
     if (pare_conf_get(conf, "seed", seedbuf, sizeof seedbuf)) tc.seed = strtoull(seedbuf, NULL, 10);
-    newconf = merged_conf(conf, keys.row + k0, k1 - k0);
+    newconf = pare_opts_merge_conf(conf, keys.row + k0, k1 - k0);
     if (!newconf || tr_trainer_init(&t, &m, d, &tc, err, sizeof err) != 0) {
         pare_report_error("pare quantize: %s\n", newconf ? err : "out of memory");
         goto done;

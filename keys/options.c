@@ -260,6 +260,29 @@ size_t pare_opts_format(const pare_opt *opts, int n, char *buf, size_t len) {
     return need;
 }
 
+char *pare_opts_merge_conf(const char *src, const pare_opt *opts, int n) {
+    size_t need = (src ? strlen(src) : 0) + pare_opts_format(opts, n, NULL, 0) + 2;
+    char *out = malloc(need);
+    if (!out) return NULL;
+    size_t u = 0;
+    for (const char *p = src; p && *p;) {
+        const char *nl = strchr(p, '\n');
+        size_t len = nl ? (size_t)(nl - p) + 1 : strlen(p);
+        size_t klen = strcspn(p, "=\n");
+        bool replaced = false;
+        for (int i = 0; i < n && !replaced; i++)
+            replaced = strlen(opts[i].key) == klen && !strncmp(p, opts[i].key, klen);
+        if (!replaced) {
+            memcpy(out + u, p, len);
+            u += len;
+            if (p[len - 1] != '\n') out[u++] = '\n';
+        }
+        p += len;
+    }
+    pare_opts_format(opts, n, out + u, need - u);
+    return out;
+}
+
 static pare_check g_check; /* what pare_opts_cli does instead of letting the command run */
 
 void pare_opts_set_check(const pare_check *c) {

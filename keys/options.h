@@ -110,6 +110,14 @@ void pare_opts_help(FILE *f, const char *usage, const pare_opt *opts, int n);
  * needed (like snprintf), so a caller can size buf. */
 size_t pare_opts_format(const pare_opt *opts, int n, char *buf, size_t len);
 
+/* A stored configuration src ("key=value" lines; NULL = none) with the keys
+ * of opts[0..n) replaced by their current values (appended in table order,
+ * as pare_opts_format writes them): what a command that rewrites a
+ * checkpoint (pare quantize, pare prune) stores, so later commands remake the
+ * same policies from it. Returns a malloc'd string the caller frees, or NULL
+ * when out of memory. */
+char *pare_opts_merge_conf(const char *src, const pare_opt *opts, int n);
+
 /* Finds an option by key, or NULL. */
 pare_opt *pare_opts_find(pare_opt *opts, int n, const char *key);
 

@@ -177,6 +177,27 @@ static void test_apply_stored(void **state) {
     pare_opts_free(f->opts, 5);
 }
 
+/* A rewritten checkpoint's configuration: the stored keys a command owns are
+ * replaced by its values, every other stored line is kept as it was. */
+static void test_merge_conf(void **state) {
+    fixture *f = *state;
+    char err[256];
+    assert_int_equal(pare_opts_defaults(f->opts, 5, err, sizeof err), 0);
+    f->steps = 42;
+    char *c = pare_opts_merge_conf("n-layer=4\nsteps=7\nlr=0.5\nseed=3", f->opts, 2);
+    assert_non_null(c);
+    assert_string_equal(c, "n-layer=4\nseed=3\nsteps=42\nlr=0.001\n");
+    free(c);
+    c = pare_opts_merge_conf(NULL, f->opts, 1);
+    assert_non_null(c);
+    assert_string_equal(c, "steps=42\n");
+    free(c);
+    c = pare_opts_merge_conf("stepsx=1\n", f->opts, 1); /* a key that only starts like one is kept */
+    assert_string_equal(c, "stepsx=1\nsteps=42\n");
+    free(c);
+    pare_opts_free(f->opts, 5);
+}
+
 /* A string value with a control character is refused (a newline would
  * forge a stored key); a flag followed by a non-boolean says what it takes. */
 static void test_control_characters_and_flags(void **state) {
@@ -199,6 +220,7 @@ int main(void) {
         cmocka_unit_test_setup_teardown(test_apply_stored, setup, teardown),
         cmocka_unit_test_setup_teardown(test_control_characters_and_flags, setup, teardown),
         cmocka_unit_test(test_keys_groups),
+        cmocka_unit_test_setup_teardown(test_merge_conf, setup, teardown),
     };
     return cmocka_run_group_tests_name("options", tests, NULL, NULL);
 }
