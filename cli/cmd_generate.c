@@ -38,7 +38,7 @@ static void put_token(void *user, int id) {
 }
 
 /* Generation shared by `generate` and `sample FILE`. */
-static int run_generate(const char *cmd, const char *path, const pare_gen_opts *g, int limbs, bool json,
+static int run_generate(const char *cmd, const char *path, const tr_sample_opts *g, int limbs, bool json,
                         bool stream_out) {
     char err[1024];
     inf_model m;
@@ -58,7 +58,7 @@ static int run_generate(const char *cmd, const char *path, const pare_gen_opts *
         goto done;
     }
     ag_rng rng;
-    ag_rng_seed(&rng, (uint64_t)g->seed);
+    ag_rng_seed(&rng, g->seed);
     stream st = {&v};
     bool live = stream_out && !json;
     if (live && g->prompt[0]) fputs(g->prompt, stdout);
@@ -79,32 +79,36 @@ done:
     return status;
 }
 
-int pare_sample_model_file(const char *path, const char *prompt, int tokens, double temperature, int top_k, int seed,
-                           bool json) {
-    pare_gen_opts g = {.prompt = prompt, .tokens = tokens, .top_k = top_k, .seed = seed, .temperature = temperature};
-    return run_generate("sample", path, &g, 3, json, false);
+int pare_sample_model_file(const char *path, const tr_sample_opts *so, bool json) {
+    return run_generate("sample", path, so, 3, json, false);
 }
 
 int cmd_generate(int argc, char **argv) {
     static const char *usage = "pare generate MODEL_FILE [--key value ...]";
-    pare_gen_opts g;
-    int limbs;
+    tr_sample_opts g;
+    int limbs, threads;
     bool json;
-    pare_opt opts[] = {
-        PARE_GEN_OPTS(&g),
+    pare_keys keys = {.n = 0};
+    tr_sample_keys(&keys, &g);
+    pare_opt own[] = {
         PARE_OPT_INT("limbs", &limbs, "3", 1, 3,
                      "int8 limbs per activation for int8/int4 weights (3 = float-exact, 1 = fastest)"),
-        PARE_OPT_FLAG("json", &json, "print {\"prompt\", \"text\", \"tokens\", \"seconds\"} as one JSON object"),
     };
-    int n = (int)(sizeof opts / sizeof opts[0]), pos[1], n_pos = 0;
-    int rc = pare_opts_cli("generate", usage, opts, n, argc, argv, pos, 1, &n_pos);
+    pare_keys_add(&keys, own, 1);
+    pare_keys_threads(&keys, &threads);
+    pare_keys_json(&keys, &json, "print {\"prompt\", \"text\", \"tokens\", \"seconds\"} as one JSON object");
+    int pos[1], n_pos = 0;
+    int rc = pare_keys_cli("generate", usage, &keys, argc, argv, pos, 1, &n_pos);
     if (rc >= 0) return rc;
     if (n_pos != 1) {
         pare_report_error("pare generate: expected one model file (made by pare export)\nsee: pare generate --help\n");
+        pare_opts_free(keys.row, keys.n);
         return PARE_EXIT_USAGE;
     }
-    ag_set_threads(pare_threads(g.threads));
-    return run_generate("generate", argv[pos[0]], &g, limbs, json, true);
+    ag_set_threads(pare_threads(threads));
+    rc = run_generate("generate", argv[pos[0]], &g, limbs, json, true);
+    pare_opts_free(keys.row, keys.n);
+    return rc;
 }
 
 int pare_eval_model_file(const char *path, const char *data, int data_seed, bool data_seed_set, int batches,

@@ -43,10 +43,12 @@ int cmd_prune(int argc, char **argv);
 int cmd_quantize(int argc, char **argv);
 int cmd_sensitivity(int argc, char **argv);
 #include <stdbool.h>
+
+#include "train/sampler.h"
 /* Model files (infer/, cmd_generate.c): true when path starts with the model-file magic; and the model-file
  * branches of `pare sample` and `pare eval` (same options and output as for a checkpoint). */
 bool pare_is_model_file(const char *path);
-int pare_sample_model_file(const char *path, const char *prompt, int tokens, double temperature, int top_k, int seed, bool json);
+int pare_sample_model_file(const char *path, const tr_sample_opts *so, bool json);
 int pare_eval_model_file(const char *path, const char *data, int data_seed, bool data_seed_set, int batches, int batch, bool json,
                          const char *db, const char *name, const char *config); /* db, name, config: the run log (cli/runlog.h) */
 

@@ -9,24 +9,10 @@
 
 #include "cli/options.h"
 #include "train/data.h"
+#include "train/sampler.h"
 
-/* The values of the shared sampling options. */
-typedef struct pare_gen_opts {
-    const char *prompt;
-    int tokens, top_k, seed, threads;
-    double temperature;
-} pare_gen_opts;
-
-/* The option-table rows of pare_gen_opts g (a pointer), to place inside a
- * pare_opt array; each command keeps its own rows around them. */
-#define PARE_GEN_OPTS(g)                                                                                          \
-    PARE_OPT_STRING("prompt", &(g)->prompt, "", "text to continue (\"\" = start from a newline, or token 0)"),    \
-        PARE_OPT_INT("tokens", &(g)->tokens, "200", 0, 1000000, "tokens to generate"),                            \
-        PARE_OPT_FLOAT("temperature", &(g)->temperature, "0.8", 0, 100, "softmax temperature (0 = greedy argmax)"), \
-        PARE_OPT_INT("top-k", &(g)->top_k, "0", 0, 1 << 24, "sample only among the k most likely tokens (0 = all)"), \
-        PARE_OPT_INT("seed", &(g)->seed, "1", 0, 2147483647, "seed of the sampling generator"),                   \
-        PARE_OPT_INT("threads", &(g)->threads, "1", 0, 1024, "threads (0 = all cores)")
-
+/* The sampling options are the key vocabulary's (tr_sample_keys, train/sampler.h: prompt, tokens,
+ * temperature, top-k, sample-seed), the same rows as `pare train`'s samples. */
 /* The token buffer of one generation: ids[n_prompt + tokens] (the prompt,
  * then what is generated) and room for its text. */
 typedef struct pare_gen_text {

@@ -51,7 +51,7 @@ want=$(sed -n 's/.*"text":"\([^"]*\)".*/\1/p' "$dir/out")
 run "$PARE" generate "$dir/m.f32.pare" --tokens 40 --temperature 0 --json
 got=$(sed -n 's/.*"text":"\([^"]*\)".*/\1/p' "$dir/out")
 [[ -n $want && $got == "$want" ]] || fail "greedy text differs: sample CKPT '$want', generate FILE '$got'"
-run "$PARE" sample "$dir/m.q4.pare" --tokens 10 --seed 3 --json
+run "$PARE" sample "$dir/m.q4.pare" --tokens 10 --sample-seed 3 --json
 [[ $(json tokens) == 10 ]] || fail "sample FILE: expected 10 tokens: $(cat "$dir/out")"
 run "$PARE" generate "$dir/m.q8.pare" --tokens 10 --limbs 1 --temperature 0
 
