@@ -71,22 +71,34 @@ char *ex_plot_pareto_sql(const int64_t *ids, int n) {
     char *only = ids_clause("a.run_id", ids, n);
     if (!only) return NULL;
     /* a point's label: a recipe run's name without the experiment and the " [configuration hash]"
-     * ("quickstart/student-q8/seed=1 [..]" -> "student-q8/seed=1"), else the run's `method`, else its name */
+     * ("quickstart/student-q8/seed=1 [..]" -> "student-q8/seed=1"), else the run's `method`, else its name;
+     * the models whose labels differ only in their seed= part are one point: the mean loss over the seeds,
+     * with their lowest and highest loss as the error bar (n is how many) */
     char *sql = sqlite3_mprintf(
-        "SELECT bytes, val_loss, method, run_id, path,\n"
+        "WITH pts AS (\n"
+        "  SELECT a.bytes AS bytes,\n"
+        "         (SELECT res.value FROM artifacts e\n"
+        "            JOIN results res ON res.run_id = e.run_id AND res.name = 'val_loss'\n"
+        "           WHERE e.sha256 = a.sha256 ORDER BY e.run_id DESC LIMIT 1) AS val_loss,\n"
+        "         CASE WHEN instr(r.name, ' [') > instr(r.name, '/') AND instr(r.name, '/') > 0\n"
+        "              THEN substr(r.name, instr(r.name, '/') + 1, instr(r.name, ' [') - instr(r.name, '/') - 1)\n"
+        "              ELSE coalesce((SELECT c.value FROM config c WHERE c.run_id = a.run_id AND c.key = 'method'),\n"
+        "                            nullif(r.name, ''), r.command || ' #' || r.id) END AS method\n"
+        "  FROM artifacts a JOIN runs r ON r.id = a.run_id\n"
+        "  WHERE a.kind = 'model' AND a.sha256 IS NOT NULL AND a.bytes IS NOT NULL%s),\n"
+        "lab AS (\n"
+        "  SELECT bytes, val_loss,\n"
+        "         CASE WHEN p > 0 AND (p = 1 OR substr(method, p - 1, 1) IN ('/', ' '))\n"
+        "              THEN rtrim(substr(method, 1, p - 1) ||\n"
+        "                         CASE WHEN instr(substr(method, p), ' ') > 0\n"
+        "                              THEN substr(method, p + instr(substr(method, p), ' ')) ELSE '' END, '/ ')\n"
+        "              ELSE method END AS grp\n"
+        "  FROM (SELECT *, instr(method, 'seed=') AS p FROM pts) WHERE val_loss IS NOT NULL)\n"
+        "SELECT bytes, val_loss, method, n, lo, hi,\n"
         "       min(val_loss) OVER (ORDER BY bytes, val_loss ROWS UNBOUNDED PRECEDING) AS front\n"
-        "FROM (SELECT a.bytes AS bytes,\n"
-        "             (SELECT res.value FROM artifacts e\n"
-        "                JOIN results res ON res.run_id = e.run_id AND res.name = 'val_loss'\n"
-        "               WHERE e.sha256 = a.sha256 ORDER BY e.run_id DESC LIMIT 1) AS val_loss,\n"
-        "             CASE WHEN instr(r.name, ' [') > instr(r.name, '/') AND instr(r.name, '/') > 0\n"
-        "                  THEN substr(r.name, instr(r.name, '/') + 1, instr(r.name, ' [') - instr(r.name, '/') - 1)\n"
-        "                  ELSE coalesce((SELECT c.value FROM config c WHERE c.run_id = a.run_id AND c.key = 'method'),\n"
-        "                                nullif(r.name, ''), r.command || ' #' || r.id) END AS method,\n"
-        "             a.run_id AS run_id, a.path AS path\n"
-        "      FROM artifacts a JOIN runs r ON r.id = a.run_id\n"
-        "      WHERE a.kind = 'model' AND a.sha256 IS NOT NULL AND a.bytes IS NOT NULL%s)\n"
-        "WHERE val_loss IS NOT NULL\n"
+        "FROM (SELECT CAST(round(avg(bytes)) AS INTEGER) AS bytes, avg(val_loss) AS val_loss, grp AS method,\n"
+        "             count(*) AS n, min(val_loss) AS lo, max(val_loss) AS hi\n"
+        "      FROM lab GROUP BY grp)\n"
         "ORDER BY bytes, val_loss;\n",
         only);
     sqlite3_free(only);
@@ -444,9 +456,10 @@ int ex_plot_pareto(sqlite3 *db, const int64_t *ids, int n, ex_fig *fig, char *er
     fprintf(f, "set xlabel \"bytes on disk\"\nset ylabel \"validation loss (nats/token)\"\n"
                "set logscale x 2\nset format x \"%%.0b %%BB\"\nset key top right\nset offsets graph 0.05, graph 0.2, "
                "graph 0.05, graph 0.05\n");
-    fprintf(f, "plot \"%s.dat\" skip 1 using 1:6 with steps lc rgb \"#999999\" dt 2 title \"best so far\", \\\n"
-               "  \"%s.dat\" skip 1 using 1:2 with points pt 7 ps 1.2 lc rgb \"#1f77b4\" title \"exported model\", \\\n"
-               "  \"%s.dat\" skip 1 using 1:2:3 with labels offset char 0.8,0.6 left notitle\n",
+    fprintf(f, "plot \"%s.dat\" skip 1 using 1:7 with steps lc rgb \"#999999\" dt 2 title \"best so far\", \\\n"
+               "  \"%s.dat\" skip 1 using 1:2:5:6 with yerrorbars pt 7 ps 1.0 lc rgb \"#1f77b4\" "
+               "title \"exported model (mean; bar: lowest to highest over seeds)\", \\\n"
+               "  \"%s.dat\" skip 1 using 1:2:3 with labels offset char 0.8,0.4 left font \",8\" notitle\n",
             fp.base, fp.base, fp.base);
     if (close_gp(f, &fp, err, errlen) != 0) goto done;
     rc = run_gnuplot(&fp, err, errlen);

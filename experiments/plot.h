@@ -49,7 +49,10 @@ int ex_plot_loss(sqlite3 *db, const int64_t *ids, int n, const char *metrics, ex
  * experiment and the " [hash]", else the run's `method` config value, else
  * its name, else its command and id. The loss is the
  * val_loss result of the newest run that recorded an artifact with the same
- * SHA-256 (the export itself or an eval of the file). */
+ * SHA-256 (the export itself or an eval of the file). Models whose labels
+ * differ only in their seed= part are one point: the mean loss, a bar from
+ * the lowest to the highest, the mean bytes (the .dat's columns: bytes,
+ * val_loss, method, n, lo, hi, front). */
 int ex_plot_pareto(sqlite3 *db, const int64_t *ids, int n, ex_fig *fig, char *err, size_t errlen);
 
 /* A metric against a configuration key across the runs matching f (NULL =
