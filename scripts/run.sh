@@ -8,7 +8,7 @@ cmake -S . -B build -DCMAKE_BUILD_TYPE=Release -DBUILD_TESTING=OFF >/dev/null
 cmake --build build -j "$(nproc)"
 
 # The main job: experiments/quickstart.ini, the whole story on data pare makes
-# itself (builtin:markov): a teacher too large for the CPU's caches, a student
+# itself (builtin:markov): a teacher far larger than a core's caches, a student
 # distilled from it, the teacher fine-tuned with QAT to W8A8 and W4A8, pruned
 # gradually to 90% and structurally (half the heads and MLP neurons), every
 # model exported, scored by the inference runtime and timed, then one table
