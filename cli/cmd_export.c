@@ -5,7 +5,9 @@
  * the checkpoint's stored configuration asks for (compress/policy.h; a
  * quantization-aware or `pare quantize` checkpoint's integers, scales and
  * activation scales: no --format needed; a pruned model's masks or smaller
- * architecture), written through the storage types' rows. */
+ * architecture), written through the storage types' rows. With q8, each int8
+ * matrix is stored in the smallest of q8, q8s and q8nm (the same codes:
+ * infer/export.h's sparse rule) unless --dense. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -47,7 +49,7 @@ int cmd_export(int argc, char **argv) {
     static const char *usage = "pare export CHECKPOINT --out FILE [--key value ...]";
     const char *out, *format, *db, *run_name;
     int group;
-    bool embeddings, json;
+    bool embeddings, json, dense;
     pare_opt opts[] = {
         PARE_OPT_STRING("out", &out, "", "model file to write (required)"),
         PARE_OPT_CHOICE("format", &format, "f32", "f32|q8|q4|q4a",
@@ -57,6 +59,9 @@ int cmd_export(int argc, char **argv) {
                      "columns per quantization scale (-1 = default: per output channel for q8, 32 for q4/q4a; "
                      "0 = per output channel; else a multiple of 32 dividing the input size)"),
         PARE_OPT_FLAG("quantize-embeddings", &embeddings, "store wte and wpe in the chosen format too"),
+        PARE_OPT_FLAG("dense", &dense, "keep int8 weights dense (q8); by default each int8 matrix is stored in the "
+                      "smallest of q8, q8s (only its nonzero codes) and q8nm (2 of every 4 inputs), e.g. a pruned "
+                      "model's, computing the same results"),
         PARE_OPT_STRING("db", &db, "", "run log database (\"\" = $PARE_DB, else ./pare.db; none = do not record)"),
         PARE_OPT_STRING("name", &run_name, "", "a label for this run in the run log"),
         PARE_OPT_FLAG("json", &json, "print the result as one JSON object"),
@@ -125,7 +130,7 @@ int cmd_export(int argc, char **argv) {
         status = PARE_EXIT_USAGE;
         goto done;
     }
-    inf_export_opts o = {dtype, group, embeddings, NULL};
+    inf_export_opts o = {dtype, group, embeddings, NULL, dense};
     if (inf_plan_from_gpt(&plan, &m, err, sizeof err) != 0 || inf_plan_apply(&plan, &o, err, sizeof err) != 0 ||
         cp_set_export(&set, &m, &f, &plan, err, sizeof err) != 0) {
         pare_report_error("pare export: %s\n", err);
@@ -171,13 +176,29 @@ int cmd_export(int argc, char **argv) {
     pare_runlog_result(&rl, "f32_param_bytes", (double)f32_bytes);
     if (bytes > 0) pare_runlog_result(&rl, "compression", (double)f32_bytes / (double)bytes);
     const char *shown = quantized ? label : format;
+    int n_sparse = 0, n_nm = 0, n_int8 = 0; /* the sparse rule's choices (infer/export.h), read back from the file */
+    {
+        inf_file wf;
+        char why[512];
+        if (inf_file_open(&wf, out, why, sizeof why) == 0) {
+            for (uint32_t i = 0; i < wf.n_tensors; i++) {
+                int dt = wf.t[i].dtype;
+                n_sparse += dt == INF_Q8S || dt == INF_Q8NM;
+                n_nm += dt == INF_Q8NM;
+                n_int8 += dt == INF_Q8S || dt == INF_Q8NM || dt == INF_Q8;
+            }
+            inf_file_close(&wf);
+        }
+    }
+    pare_runlog_result(&rl, "sparse_tensors", (double)n_sparse);
     if (json) {
         printf("{\"command\":\"export\",\"checkpoint\":");
         pare_json_string(stdout, ckpt);
         printf(",\"out\":");
         pare_json_string(stdout, out);
-        printf(",\"format\":\"%s\",\"group_size\":%d,\"bytes\":%lld,\"f32_param_bytes\":%lld}\n", shown,
-               quantized ? -1 : group, bytes, f32_bytes);
+        printf(",\"format\":\"%s\",\"group_size\":%d,\"bytes\":%lld,\"f32_param_bytes\":%lld,\"sparse_tensors\":%d,"
+               "\"nm_tensors\":%d,\"int8_tensors\":%d}\n", shown, quantized ? -1 : group, bytes, f32_bytes, n_sparse,
+               n_nm, n_int8);
     } else if (quantized) {
         printf("wrote %s: %s, the quantization-aware checkpoint's own codes, scales and activation scales, %lld bytes "
                "(the parameters in f32: %lld bytes, ratio %.2f)\n", out, label, bytes, f32_bytes,
@@ -189,6 +210,9 @@ int cmd_export(int argc, char **argv) {
         printf(", %lld bytes (the parameters in f32: %lld bytes, ratio %.2f)\n", bytes, f32_bytes,
                bytes > 0 ? (double)f32_bytes / (double)bytes : 0.0);
     }
+    if (!json && n_sparse)
+        printf("  %d of %d int8 matrices stored sparse (%d q8s: only their nonzero codes; %d q8nm: 2 of every 4; the "
+               "same results); --dense keeps them q8\n", n_sparse, n_int8, n_sparse - n_nm, n_nm);
     status = PARE_EXIT_OK;
 done:
     pare_runlog_end(&rl, status == PARE_EXIT_OK ? EX_FINISHED : EX_FAILED);

@@ -210,7 +210,7 @@ static void model_only(void) {
             tr_generate(c, &m, ids, 1, 2, 0.0, 0, -1, &rng, out, err, sizeof err);
         }
     }
-    inf_export_opts eo = {0, 0, false, NULL};
+    inf_export_opts eo = {0, 0, false, NULL, false};
     if (inf_plan_from_gpt(&plan, &m, err, sizeof err) == 0 && inf_plan_apply(&plan, &eo, err, sizeof err) == 0)
         cp_set_export(&s.set, &m, &f, &plan, err, sizeof err);
 out:

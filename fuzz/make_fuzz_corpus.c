@@ -67,6 +67,16 @@ int main(int argc, char **argv) {
             }
             n++;
         }
+    for (int v = 0; v < 3; v++) { /* sparse storage: mostly zero codes, per group and per channel */
+        fx_spec s = fx_default(INF_Q8S);
+        s.zero_frac = v == 2 ? 0.99f : 0.9f, s.group = v == 1 ? 0 : 32, s.seed = (uint64_t)(200 + v);
+        snprintf(path, sizeof path, "%s/seed_sparse_q8s_%d.pare", argv[1], v);
+        if (fx_write_model(path, &s, err, sizeof err)) {
+            fprintf(stderr, "make_fuzz_corpus: %s\n", err);
+            return 1;
+        }
+        n++;
+    }
     printf("make_fuzz_corpus: wrote %d files to %s\n", n, argv[1]);
     return 0;
 }

@@ -49,6 +49,7 @@ int inf_plan_apply(pm_plan *p, const inf_export_opts *o, char *err, size_t errle
         e->group = o->group;
         snprintf(e->by, sizeof e->by, "--format");
     }
+    p->q8_dense = o->dense;
     return 0;
 }
 
@@ -121,6 +122,29 @@ static int pack_entry(const pm_plan *p, int i, inf_tensor_in *t, uint8_t **buf, 
     t->group = G;
     t->data = *buf;
     t->bytes = bytes;
+    /* the sparse rule (export.h): the smallest of q8, q8s and q8nm, all from the same codes and scales */
+    if (dt == INF_Q8 && !e->act_bits && !p->q8_dense) {
+        const int cand[2] = {INF_Q8S, INF_Q8NM};
+        int best = INF_Q8;
+        uint64_t best_bytes = bytes;
+        for (int c = 0; c < 2; c++) {
+            uint64_t b;
+            if (inf_type(cand[c])->from_q8(*buf, N, K, (int)G, NULL, &b) == 0 && b < best_bytes) best = cand[c], best_bytes = b;
+        }
+        if (best != INF_Q8) {
+            uint8_t *sp;
+            uint64_t b;
+            if (inf_pack_from_q8(best, *buf, N, K, (int)G, &sp, &b, why, sizeof why) != 0) {
+                snprintf(err, errlen, "tensor '%s' [%d, %d] as %s: %s", x->name, N, K, inf_type_name(best), why);
+                return -1;
+            }
+            free(*buf);
+            *buf = sp;
+            t->dtype = best;
+            t->data = sp;
+            t->bytes = b;
+        }
+    }
     return 0;
 }
 

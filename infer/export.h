@@ -19,6 +19,16 @@
  * A policy's export hook (a quantization-aware or pruned run) edits the plan
  * between the second and third step. inf_export_gpt does all three.
  *
+ * Sparse rule: every weight packed as q8 (by --format q8 or a policy)
+ * without static activations is written in the smallest of q8, q8s (only
+ * its nonzero codes) and q8nm (2 codes of every 4 inputs, when no 4
+ * consecutive inputs of a row hold more than 2 nonzero codes), by bytes,
+ * q8 on a tie (docs/format.md). The codes and scales are the same, so the
+ * file computes the same bits. A pruned model's masked weights are 0 codes,
+ * so its pruned matrices come out sparse; a dense model's stay q8 (q8s
+ * needs more than about half of the codes 0). pm_plan.q8_dense (pare
+ * export --dense) keeps every one q8.
+ *
  * Width rule: a quantized storage type needs every matrix's input width
  * (its last dimension) to be a multiple of 32 and of the group size; an
  * entry that breaks it is an error naming the tensor, its shape and the
@@ -40,6 +50,7 @@ typedef struct inf_export_opts {
     int group;                /* G; 0 = per output channel (G = K) */
     bool quantize_embeddings; /* wte and wpe in dtype too */
     const char *meta;         /* metadata text stored in the file ("key=value" lines), or NULL */
+    bool dense;               /* int8 weights always dense q8 (pm_plan.q8_dense; else the sparse rule below) */
 } inf_export_opts;
 
 /* True when table tensor i of t is stored in o->dtype under the command's

@@ -524,9 +524,20 @@ int inf_file_parse(inf_file *f, const uint8_t *buf, size_t len, const char *name
                     "tensor '%s': %s", t->name, why);
             goto fail;
         }
-        if (t->bytes != want) {
+        uint64_t want_max = want;
+        if (inf_type(t->dtype)->sparse &&
+            inf_tensor_bytes_max(t->dtype, t->ndim, t->shape, t->group, &want_max, why, sizeof why)) {
+            fail_at(c, at - 16, "shape", "tensor '%s': %s", t->name, why);
+            goto fail;
+        }
+        if (want_max == want && t->bytes != want) {
             fail_at(c, bytes_at, "byte count", "tensor '%s': %llu: its type and shape need %llu", t->name,
                     (unsigned long long)t->bytes, (unsigned long long)want);
+            goto fail;
+        }
+        if (t->bytes < want || t->bytes > want_max) { /* a sparse type: its counts give the exact size */
+            fail_at(c, bytes_at, "byte count", "tensor '%s': %llu: its type and shape need %llu to %llu", t->name,
+                    (unsigned long long)t->bytes, (unsigned long long)want, (unsigned long long)want_max);
             goto fail;
         }
         uint64_t end;
@@ -832,9 +843,19 @@ int inf_file_write(const char *path, const pm_arch *a, float ln_eps, uint32_t vo
             snprintf(err, errlen, "%s: tensor '%s': %s", path, t[i].name, why);
             goto done;
         }
-        if (want != t[i].bytes) {
-            snprintf(err, errlen, "%s: tensor '%s': %llu bytes given, its type and shape need %llu", path,
-                     t[i].name, (unsigned long long)t[i].bytes, (unsigned long long)want);
+        uint64_t want_max = want;
+        if (inf_tensor_bytes_max(t[i].dtype, t[i].ndim, t[i].shape, t[i].group, &want_max, why, sizeof why)) {
+            snprintf(err, errlen, "%s: tensor '%s': %s", path, t[i].name, why);
+            goto done;
+        }
+        if (t[i].bytes < want || t[i].bytes > want_max) {
+            if (want == want_max)
+                snprintf(err, errlen, "%s: tensor '%s': %llu bytes given, its type and shape need %llu", path,
+                         t[i].name, (unsigned long long)t[i].bytes, (unsigned long long)want);
+            else
+                snprintf(err, errlen, "%s: tensor '%s': %llu bytes given, its type and shape need %llu to %llu",
+                         path, t[i].name, (unsigned long long)t[i].bytes, (unsigned long long)want,
+                         (unsigned long long)want_max);
             goto done;
         }
         table_bytes += 42 + nl;

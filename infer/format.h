@@ -32,6 +32,10 @@
  *   scales  f32 [NB][K / G][16]      (NB = ceil(N / 16), G = group size)
  *   zeros   u8  [NB][K / G][16]      (q4a only)
  *
+ * q8s (only the nonzero codes, in quads of 4 entries per row, its size
+ * given by its counts) and q8nm (2 codes of every 4 inputs with 2-bit
+ * positions) store q8's codes and scales sparse: docs/format.md.
+ *
  * The reader (inf_file_parse) trusts nothing: see its contract.
  */
 #ifndef PARE_INF_FORMAT_H
@@ -76,6 +80,8 @@ typedef enum inf_dtype {
     INF_Q8 = 1,  /* int8 symmetric, per-group scales (G = K: per output channel) */
     INF_Q4 = 2,  /* int4 symmetric [-7, 7] stored as q + 8, two per byte, per-group scales */
     INF_Q4A = 3, /* int4 asymmetric [0, 15] with a zero point per group */
+    INF_Q8S = 4, /* q8's codes and scales, only the nonzero codes stored (unstructured sparse) */
+    INF_Q8NM = 5, /* q8's codes and scales, 2 of every 4 along the input kept with their positions (2:4) */
     INF_DTYPE_COUNT
 } inf_dtype;
 
@@ -96,6 +102,14 @@ int inf_dtype_from_name(const char *s);
  * dividing K, a size that overflows 64 bits). */
 int inf_tensor_bytes(int dt, int ndim, const uint32_t *shape, uint32_t group, uint64_t *bytes, char *err,
                      size_t errlen);
+
+/* Sparse types (q8s) have a size that depends on their contents: for them
+ * inf_tensor_bytes gives the smallest size (no stored value) and this the
+ * largest (*max) the reader accepts; the type's content check then checks
+ * the exact size against the tensor's own counts. For dense types both are
+ * the one size. Returns 0, or -1 with err as inf_tensor_bytes. */
+int inf_tensor_bytes_max(int dt, int ndim, const uint32_t *shape, uint32_t group, uint64_t *max, char *err,
+                         size_t errlen);
 
 /* ---- the parsed file ------------------------------------------------------ */
 

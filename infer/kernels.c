@@ -166,6 +166,7 @@ void inf_kctx_free(inf_kctx *k) {
     free(k->au);
     free(k->sx);
     free(k->asum);
+    free(k->apk);
     free(k->wbuf);
     memset(k, 0, sizeof *k);
 }
@@ -202,6 +203,17 @@ void inf_group_sums_scalar(const int8_t *a, int K, int G, int32_t *out) {
     }
 }
 
+/* The limbs of each column of a[L, K] packed into one word (kernels.h:
+ * inf_kctx.apk), the operand the q8s kernels gather. */
+static void pack_limbs(const int8_t *a, int L, int K, uint32_t *out) {
+    for (int i = 0; i < K; i++) {
+        uint32_t v = (uint16_t)(int16_t)a[i];
+        if (L > 1) v |= (uint32_t)(uint8_t)a[K + i] << 16;
+        if (L > 2) v |= (uint32_t)(uint8_t)a[2 * K + i] << 24;
+        out[i] = v;
+    }
+}
+
 /* inf_quantize_act, making only what the kernels of one storage type read
  * (its row's act flags: the +128 limbs for int8's VNNI operand, the group
  * sums for int4's zero points). A weight with a static activation scale (an
@@ -211,12 +223,13 @@ void inf_group_sums_scalar(const int8_t *a, int K, int G, int32_t *out) {
 static int quantize_act(inf_kctx *k, const inf_weight *w, const float *x, int T, int K, int G, unsigned need) {
     bool stat = w && w->act_hi > 0;
     int L = stat ? 1 : k->limbs, NG = K / G;
-    bool need_u = need & INF_ACT_U8, need_sum = need & INF_ACT_SUMS;
+    bool need_u = need & INF_ACT_U8, need_sum = need & INF_ACT_SUMS, need_pack = need & INF_ACT_PACK;
     size_t na = (size_t)T * L * K, ns = (size_t)T * L * NG;
     size_t ca = k->cap_a, cs = k->cap_s;
     if (grow((void **)&k->a, &ca, na, 1) || grow((void **)&k->au, &k->cap_a, na, 1) ||
         grow((void **)&k->sx, &k->cap_t, (size_t)T, sizeof(float)) ||
-        grow((void **)&k->asum, &cs, ns, sizeof(int32_t)))
+        grow((void **)&k->asum, &cs, ns, sizeof(int32_t)) ||
+        (need_pack && grow((void **)&k->apk, &k->cap_p, (size_t)T * K, sizeof(uint32_t))))
         return -1;
     k->cap_s = cs;
     k->L = L;
@@ -241,6 +254,7 @@ static int quantize_act(inf_kctx *k, const inf_weight *w, const float *x, int T,
 #endif
                 inf_act_token_scalar(x + (size_t)t * K, K, L, &k->sx[t], a0);
         }
+        if (need_pack) pack_limbs(a0, L, K, k->apk + (size_t)t * K);
         for (int l = 0; l < L; l++) {
             const int8_t *al = a0 + (size_t)l * K;
             uint8_t *ul = k->au + ((size_t)t * L + l) * K;
@@ -260,17 +274,18 @@ static int quantize_act(inf_kctx *k, const inf_weight *w, const float *x, int T,
 }
 
 int inf_quantize_act(inf_kctx *k, const float *x, int T, int K, int G) {
-    return quantize_act(k, NULL, x, T, K, G, INF_ACT_LIMBS | INF_ACT_U8 | INF_ACT_SUMS);
+    return quantize_act(k, NULL, x, T, K, G, INF_ACT_LIMBS | INF_ACT_U8 | INF_ACT_SUMS | INF_ACT_PACK);
 }
 
 int inf_quantize_act_static(inf_kctx *k, const inf_weight *w, const float *x, int T) {
-    return quantize_act(k, w, x, T, w->K, w->G, INF_ACT_LIMBS | INF_ACT_U8 | INF_ACT_SUMS);
+    return quantize_act(k, w, x, T, w->K, w->G, INF_ACT_LIMBS | INF_ACT_U8 | INF_ACT_SUMS | INF_ACT_PACK);
 }
 
 int inf_kctx_reserve(inf_kctx *k, int T, int K) {
     size_t na = (size_t)T * k->limbs * K, ca = k->cap_a, cs = k->cap_s;
     if (grow((void **)&k->a, &ca, na, 1) || grow((void **)&k->au, &k->cap_a, na, 1) ||
-        grow((void **)&k->sx, &k->cap_t, (size_t)T, sizeof(float)) || grow((void **)&k->asum, &cs, na, sizeof(int32_t)))
+        grow((void **)&k->sx, &k->cap_t, (size_t)T, sizeof(float)) || grow((void **)&k->asum, &cs, na, sizeof(int32_t)) ||
+        grow((void **)&k->apk, &k->cap_p, (size_t)T * K, sizeof(uint32_t)))
         return -1;
     k->cap_s = cs;
     return 0;
@@ -328,6 +343,7 @@ int inf_weight_update(inf_weight *w, const inf_tensor *t, char *err, size_t errl
 void inf_weight_free(inf_weight *w) {
     if (!w) return;
     free(w->corr);
+    free(w->soff);
     memset(w, 0, sizeof *w);
 }
 
@@ -343,7 +359,7 @@ int inf_weight_set_act(inf_weight *w, int bits, float sa, char *err, size_t errl
     }
     if (!inf_type(w->dtype) || !inf_type(w->dtype)->act) {
         snprintf(err, errlen, "static %d-bit activations on a %s weight: expected an integer storage type (q8, q4, "
-                 "q4a)", bits, inf_type_name(w->dtype));
+                 "q4a, q8s)", bits, inf_type_name(w->dtype));
         return -1;
     }
     w->act_hi = (1 << (bits - 1)) - 1;
@@ -429,6 +445,103 @@ void inf_q4_scalar(const inf_kctx *k, const inf_weight *w, int T, float *out, in
     }
 }
 
+/* q8s: each (row block, group)'s chunks, the exact integer sums per limb
+ * over each row's entries, then q8's epilogue: the bits of q8 for the same
+ * codes and scales. */
+void inf_q8s_scalar(const inf_kctx *k, const inf_weight *w, int T, float *out, int rb0, int rb1) {
+    int K = w->K, G = w->G, NG = w->NG, NC = w->NC, L = k->L;
+    const inf_blk_q8s *qd = (const inf_blk_q8s *)(const void *)w->slots;
+    for (int rb = rb0; rb < rb1; rb++)
+        for (int t = 0; t < T; t++) {
+            float y[3][INF_ROWS] = {{0}};
+            for (int g = 0; g < NG; g++) {
+                int32_t I[3][INF_ROWS] = {{0}};
+                for (int c = 0; c < NC; c++) {
+                    size_t u = ((size_t)rb * NG + g) * NC + c;
+                    for (int l = 0; l < L; l++) {
+                        const int8_t *a = inf_limb(k, K, t, l) + (size_t)g * G + (size_t)c * INF_Q8S_CHUNK;
+                        for (uint64_t j = w->soff[u]; j < w->soff[u + 1]; j++)
+                            for (int i = 0; i < INF_ROWS; i++)
+                                for (int e = 0; e < 4; e++) I[l][i] += qd[j].q[i][e] * a[qd[j].idx[i][e]];
+                    }
+                }
+                const float *s = w->scales + ((size_t)rb * NG + g) * INF_ROWS;
+                for (int l = 0; l < L; l++)
+                    for (int i = 0; i < INF_ROWS; i++) y[l][i] = fmaf(s[i], (float)I[l][i], y[l][i]);
+            }
+            for (int i = 0; i < INF_ROWS; i++) {
+                int r = rb * INF_ROWS + i;
+                if (r < w->N) out[(size_t)t * w->N + r] = inf_finish(L, y[0][i], y[1][i], y[2][i]) * k->sx[t];
+            }
+        }
+}
+
+/* q8nm: entry e of block row i at column 8 kb + 4 (e / 2) + its position. */
+void inf_q8nm_scalar(const inf_kctx *k, const inf_weight *w, int T, float *out, int rb0, int rb1) {
+    int K = w->K, G = w->G, NG = w->NG, L = k->L;
+    for (int rb = rb0; rb < rb1; rb++) {
+        const inf_blk_q8nm *blk = (const inf_blk_q8nm *)(const void *)w->codes + (size_t)rb * (K / 8);
+        for (int t = 0; t < T; t++) {
+            float y[3][INF_ROWS] = {{0}};
+            for (int g = 0; g < NG; g++) {
+                int32_t I[3][INF_ROWS] = {{0}};
+                for (int l = 0; l < L; l++) {
+                    const int8_t *a = inf_limb(k, K, t, l);
+                    for (int kb = g * G / 8; kb < (g + 1) * G / 8; kb++)
+                        for (int i = 0; i < INF_ROWS; i++)
+                            for (int e = 0; e < 4; e++) {
+                                int col = 8 * kb + 4 * (e / 2) + ((blk[kb].pos[i] >> (2 * e)) & 3);
+                                I[l][i] += blk[kb].q[i][e] * a[col];
+                            }
+                }
+                const float *s = w->scales + ((size_t)rb * NG + g) * INF_ROWS;
+                for (int l = 0; l < L; l++)
+                    for (int i = 0; i < INF_ROWS; i++) y[l][i] = fmaf(s[i], (float)I[l][i], y[l][i]);
+            }
+            for (int i = 0; i < INF_ROWS; i++) {
+                int r = rb * INF_ROWS + i;
+                if (r < w->N) out[(size_t)t * w->N + r] = inf_finish(L, y[0][i], y[1][i], y[2][i]) * k->sx[t];
+            }
+        }
+    }
+}
+
+void inf_deq_q8nm_scalar(const inf_weight *w, float *out, int ldo, int rb0, int rb1) {
+    int K = w->K, G = w->G, NG = w->NG;
+    for (int rb = rb0; rb < rb1; rb++) {
+        const inf_blk_q8nm *blk = (const inf_blk_q8nm *)(const void *)w->codes + (size_t)rb * (K / 8);
+        for (int k = 0; k < K; k++)
+            for (int i = 0; i < INF_ROWS; i++) out[(size_t)k * ldo + rb * INF_ROWS + i] = 0.0f;
+        for (int kb = 0; kb < K / 8; kb++)
+            for (int i = 0; i < INF_ROWS; i++)
+                for (int e = 0; e < 4; e++) {
+                    int col = 8 * kb + 4 * (e / 2) + ((blk[kb].pos[i] >> (2 * e)) & 3);
+                    const float *s = w->scales + ((size_t)rb * NG + col / G) * INF_ROWS;
+                    if (blk[kb].q[i][e]) out[(size_t)col * ldo + rb * INF_ROWS + i] = s[i] * (float)blk[kb].q[i][e];
+                }
+    }
+}
+
+void inf_deq_q8s_scalar(const inf_weight *w, float *out, int ldo, int rb0, int rb1) {
+    int K = w->K, G = w->G, NG = w->NG, NC = w->NC;
+    const inf_blk_q8s *qd = (const inf_blk_q8s *)(const void *)w->slots;
+    for (int rb = rb0; rb < rb1; rb++) {
+        for (int k = 0; k < K; k++)
+            for (int i = 0; i < INF_ROWS; i++) out[(size_t)k * ldo + rb * INF_ROWS + i] = 0.0f;
+        for (int g = 0; g < NG; g++) {
+            const float *s = w->scales + ((size_t)rb * NG + g) * INF_ROWS;
+            for (int c = 0; c < NC; c++) {
+                size_t u = ((size_t)rb * NG + g) * NC + c, c0 = (size_t)g * G + (size_t)c * INF_Q8S_CHUNK;
+                for (uint64_t j = w->soff[u]; j < w->soff[u + 1]; j++)
+                    for (int i = 0; i < INF_ROWS; i++)
+                        for (int e = 0; e < 4; e++)
+                            if (qd[j].q[i][e])
+                                out[(c0 + qd[j].idx[i][e]) * ldo + rb * INF_ROWS + i] = s[i] * (float)qd[j].q[i][e];
+            }
+        }
+    }
+}
+
 void inf_deq_q8_scalar(const inf_weight *w, float *out, int ldo, int rb0, int rb1) {
     int K = w->K, G = w->G, NG = w->NG;
     for (int rb = rb0; rb < rb1; rb++) {
@@ -490,6 +603,7 @@ void inf_qacc_rows(float *y, const float *I, const float *s, int R, int N, bool 
  * partial sum of a group below 2^24): int8 codes with groups of at most 1040
  * inputs, int4 codes (|q - z| <= 15) always. */
 static bool exact_in_float(const inf_weight *w) {
+    if (inf_type(w->dtype)->from_q8) return false; /* no dense codes to convert: the integer kernel */
     double qmax = w->dtype == INF_Q8 ? 127.0 : 15.0;
     return w->act_hi > 0 && qmax * w->act_hi * w->G < 16777216.0;
 }

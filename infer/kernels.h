@@ -11,7 +11,8 @@
  * and the K mod 16 tail is added last in column order; the scalar reference,
  * AVX2 and AVX-512 versions all do exactly this, so they give the same bits.
  *
- * Quantized weights (q8, q4, q4a) with float activations. Each activation row
+ * Quantized weights (q8, q4, q4a; q8s and q8nm, q8's codes stored sparse:
+ * the same integers, so the same bits as q8) with float activations. Each activation row
  * x[K] is split into L int8 "limbs" (L = 1, 2 or 3; default 3) on the grid of
  * compress/grid.h:
  *   sx = max|x| / 127,  u = x * (1 / sx),
@@ -82,7 +83,11 @@ typedef struct inf_weight {
     const float *f32;        /* [N, K] (f32) */
     const uint8_t *codes;    /* block structs (quantized) */
     const float *scales;     /* [NB, NG, 16] */
-    int32_t *corr;           /* [NB, NG, 16]: q8: 128 * sum of the group's codes; q4/q4a: zero point */
+    int32_t *corr;           /* [NB, NG, 16]: q8, q8s: 128 * sum of the group's codes; q4/q4a: zero point */
+    int NC;                  /* q8s: chunks per group (ceil(G / INF_Q8S_CHUNK)) */
+    const uint8_t *slots;    /* q8s: the quads (inf_blk_q8s) */
+    const uint32_t *counts;  /* q8s: [NB, NG, NC] quads of each (row block, group, chunk) */
+    uint64_t *soff;          /* q8s: [NB * NG * NC + 1] (owned): the first quad of each (row block, group, chunk) */
     /* static activations (an A8 site): codes on [-act_hi, act_hi] with scale act_scale; act_hi = 0: float
      * activations (limbs). Set with inf_weight_set_act. */
     int act_hi;
@@ -118,6 +123,9 @@ typedef struct inf_kctx {
     uint8_t *au;             /* [T, L, K] limbs + 128 (VNNI int8) */
     float *sx;               /* [T] */
     int32_t *asum;           /* [T, L, NG] group sums of the limbs */
+    uint32_t *apk;           /* [T, K] the limbs of each column packed (q8s): bits 0-15 a0 (int16), 16-23 a1,
+                              * 24-31 a2 (int8; 0 for limbs beyond L) */
+    size_t cap_p;
     float *wbuf;             /* [K, NB*16] dequantized weight for the GEMM path */
     size_t cap_a, cap_t, cap_s, cap_w;
 } inf_kctx;

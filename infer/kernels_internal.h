@@ -49,6 +49,16 @@ void inf_act_static_avx512(const float *x, int K, float inv, int hi, int8_t *a, 
 void inf_group_sums_scalar(const int8_t *a, int K, int G, int32_t *out);
 void inf_group_sums_avx512(const int8_t *a, int K, int G, int32_t *out);
 
+void inf_q8s_scalar(const inf_kctx *k, const inf_weight *w, int T, float *out, int rb0, int rb1);
+void inf_q8s_avx2(const inf_kctx *k, const inf_weight *w, int T, float *out, int rb0, int rb1);
+void inf_q8s_avx512(const inf_kctx *k, const inf_weight *w, int T, float *out, int rb0, int rb1);
+void inf_q8nm_scalar(const inf_kctx *k, const inf_weight *w, int T, float *out, int rb0, int rb1);
+void inf_q8nm_avx2(const inf_kctx *k, const inf_weight *w, int T, float *out, int rb0, int rb1);
+void inf_q8nm_avx512(const inf_kctx *k, const inf_weight *w, int T, float *out, int rb0, int rb1);
+/* inf_q8nm_avx512 without VBMI (what it runs on a CPU without it; for the tests) */
+void inf_q8nm_avx512_shifts(const inf_kctx *k, const inf_weight *w, int T, float *out, int rb0, int rb1);
+void inf_deq_q8nm_scalar(const inf_weight *w, float *out, int ldo, int rb0, int rb1);
+void inf_deq_q8s_scalar(const inf_weight *w, float *out, int ldo, int rb0, int rb1);
 void inf_q8_scalar(const inf_kctx *k, const inf_weight *w, int T, float *out, int rb0, int rb1);
 void inf_q4_scalar(const inf_kctx *k, const inf_weight *w, int T, float *out, int rb0, int rb1);
 void inf_f32_scalar(const float *w, const float *x, int K, float *out, int r0, int r1);

@@ -149,6 +149,141 @@ T_AVX2 void inf_q8_avx2(const inf_kctx *k, const inf_weight *w, int T, float *ou
     }
 }
 
+/* q8s: 8 rows per gather. Entry e of each row of a quad is byte e of the
+ * row's 32-bit word of idx and q; its column's packed limbs (inf_kctx.apk:
+ * a0 in bits 0-15, a1 and a2 in the top two bytes) are gathered, and
+ * vpmaddwd with the code in the low half of a lane and 0 in the high half
+ * multiplies exactly the lane's low 16 bits: a0 directly, a1 and a2 after a
+ * shift. The integer sums are the scalar reference's, the epilogue q8's. */
+INLINE T_AVX2 void q8s_quads(const inf_blk_q8s *qd, uint64_t n, const uint32_t *ap, int L, __m256i *lo, __m256i *hi) {
+    const __m256i m8 = _mm256_set1_epi32(0xFF), m16 = _mm256_set1_epi32(0xFFFF);
+    for (uint64_t j = 0; j < n; j++) {
+        __m256i i0 = _mm256_loadu_si256((const __m256i *)(const void *)qd[j].idx[0]);
+        __m256i i1 = _mm256_loadu_si256((const __m256i *)(const void *)qd[j].idx[8]);
+        __m256i v0 = _mm256_loadu_si256((const __m256i *)(const void *)qd[j].q[0]);
+        __m256i v1 = _mm256_loadu_si256((const __m256i *)(const void *)qd[j].q[8]);
+#pragma GCC unroll 4
+        for (int e = 0; e < 4; e++) {
+            __m256i c0 = _mm256_and_si256(_mm256_srli_epi32(i0, 8 * e), m8);
+            __m256i c1 = _mm256_and_si256(_mm256_srli_epi32(i1, 8 * e), m8);
+            __m256i q0 = _mm256_and_si256(_mm256_srai_epi32(_mm256_slli_epi32(v0, 24 - 8 * e), 24), m16);
+            __m256i q1 = _mm256_and_si256(_mm256_srai_epi32(_mm256_slli_epi32(v1, 24 - 8 * e), 24), m16);
+            __m256i x0 = _mm256_i32gather_epi32((const int *)(const void *)ap, c0, 4);
+            __m256i x1 = _mm256_i32gather_epi32((const int *)(const void *)ap, c1, 4);
+            lo[0] = _mm256_add_epi32(lo[0], _mm256_madd_epi16(x0, q0));
+            hi[0] = _mm256_add_epi32(hi[0], _mm256_madd_epi16(x1, q1));
+            if (L > 1) {
+                lo[1] = _mm256_add_epi32(lo[1], _mm256_madd_epi16(_mm256_srai_epi32(_mm256_slli_epi32(x0, 8), 24), q0));
+                hi[1] = _mm256_add_epi32(hi[1], _mm256_madd_epi16(_mm256_srai_epi32(_mm256_slli_epi32(x1, 8), 24), q1));
+            }
+            if (L > 2) {
+                lo[2] = _mm256_add_epi32(lo[2], _mm256_madd_epi16(_mm256_srai_epi32(x0, 24), q0));
+                hi[2] = _mm256_add_epi32(hi[2], _mm256_madd_epi16(_mm256_srai_epi32(x1, 24), q1));
+            }
+        }
+    }
+}
+
+INLINE T_AVX2 void q8s_rows(const inf_kctx *k, const inf_weight *w, int T, float *out, int rb0, int rb1, int L) {
+    int K = w->K, G = w->G, NG = w->NG, NC = w->NC, N = w->N;
+    const inf_blk_q8s *qd = (const inf_blk_q8s *)(const void *)w->slots;
+    for (int rb = rb0; rb < rb1; rb++)
+        for (int t = 0; t < T; t++) {
+            const uint32_t *ap = k->apk + (size_t)t * K;
+            __m256 ylo[3], yhi[3];
+            for (int l = 0; l < 3; l++) ylo[l] = yhi[l] = _mm256_setzero_ps();
+            for (int g = 0; g < NG; g++) {
+                __m256i lo[3] = {_mm256_setzero_si256(), _mm256_setzero_si256(), _mm256_setzero_si256()};
+                __m256i hi[3] = {lo[0], lo[0], lo[0]};
+                for (int c = 0; c < NC; c++) {
+                    size_t u = ((size_t)rb * NG + g) * NC + c;
+                    q8s_quads(qd + w->soff[u], w->soff[u + 1] - w->soff[u],
+                              ap + (size_t)g * G + (size_t)c * INF_Q8S_CHUNK, L, lo, hi);
+                }
+                const float *s = w->scales + ((size_t)rb * NG + g) * INF_ROWS;
+                __m256 sl8 = _mm256_loadu_ps(s), sh8 = _mm256_loadu_ps(s + 8);
+                for (int l = 0; l < L; l++) {
+                    ylo[l] = _mm256_fmadd_ps(sl8, _mm256_cvtepi32_ps(lo[l]), ylo[l]);
+                    yhi[l] = _mm256_fmadd_ps(sh8, _mm256_cvtepi32_ps(hi[l]), yhi[l]);
+                }
+            }
+            __m256 sx = _mm256_set1_ps(k->sx[t]);
+            store_rows8(out + (size_t)t * N, rb * INF_ROWS, N, _mm256_mul_ps(finish8(L, ylo), sx));
+            store_rows8(out + (size_t)t * N, rb * INF_ROWS + 8, N, _mm256_mul_ps(finish8(L, yhi), sx));
+        }
+}
+
+T_AVX2 void inf_q8s_avx2(const inf_kctx *k, const inf_weight *w, int T, float *out, int rb0, int rb1) {
+    switch (k->L) { /* one copy per limb count: no test in the quad loop */
+    case 1: q8s_rows(k, w, T, out, rb0, rb1, 1); break;
+    case 2: q8s_rows(k, w, T, out, rb0, rb1, 2); break;
+    default: q8s_rows(k, w, T, out, rb0, rb1, 3); break;
+    }
+}
+
+/* q8nm: per 8 rows, the 4 entries' columns (0..7 within the block) from
+ * the positions bytes, the activations of the block's 8 columns broadcast
+ * and picked with vpshufb, then q8's sign trick (|q| x sign(a, q)) and
+ * vpmaddwd: each row's 4 products summed exactly into its lane. */
+INLINE T_AVX2 __m256i nm_idx8(const uint8_t *pos) {
+    __m256i p = _mm256_cvtepu8_epi32(_mm_loadl_epi64((const __m128i *)(const void *)pos));
+    __m256i t = _mm256_or_si256(_mm256_or_si256(p, _mm256_slli_epi32(p, 6)),
+                                _mm256_or_si256(_mm256_slli_epi32(p, 12), _mm256_slli_epi32(p, 18)));
+    return _mm256_or_si256(_mm256_and_si256(t, _mm256_set1_epi32(0x03030303)), _mm256_set1_epi32(0x04040000));
+}
+
+INLINE T_AVX2 void q8nm_rows(const inf_kctx *k, const inf_weight *w, int T, float *out, int rb0, int rb1, int L) {
+    int K = w->K, G = w->G, NG = w->NG, N = w->N;
+    const __m256i ones = _mm256_set1_epi16(1);
+    for (int rb = rb0; rb < rb1; rb++) {
+        const inf_blk_q8nm *blk = (const inf_blk_q8nm *)(const void *)w->codes + (size_t)rb * (K / 8);
+        for (int t = 0; t < T; t++) {
+            const int8_t *a[3] = {inf_limb(k, K, t, 0), L > 1 ? inf_limb(k, K, t, 1) : NULL,
+                                  L > 2 ? inf_limb(k, K, t, 2) : NULL};
+            __m256 ylo[3], yhi[3];
+            for (int l = 0; l < 3; l++) ylo[l] = yhi[l] = _mm256_setzero_ps();
+            for (int g = 0; g < NG; g++) {
+                __m256i lo[3] = {_mm256_setzero_si256(), _mm256_setzero_si256(), _mm256_setzero_si256()};
+                __m256i hi[3] = {lo[0], lo[0], lo[0]};
+                for (int kb = g * G / 8; kb < (g + 1) * G / 8; kb++) {
+                    __m256i w0 = _mm256_loadu_si256((const __m256i *)(const void *)blk[kb].q[0]);
+                    __m256i w1 = _mm256_loadu_si256((const __m256i *)(const void *)blk[kb].q[8]);
+                    __m256i x0 = nm_idx8(blk[kb].pos), x1 = nm_idx8(blk[kb].pos + 8);
+                    __m256i aw0 = _mm256_abs_epi8(w0), aw1 = _mm256_abs_epi8(w1);
+#pragma GCC unroll 3
+                    for (int l = 0; l < L; l++) {
+                        long long v;
+                        memcpy(&v, a[l] + 8 * kb, 8);
+                        __m256i av = _mm256_set1_epi64x(v);
+                        __m256i s0 = _mm256_shuffle_epi8(av, x0), s1 = _mm256_shuffle_epi8(av, x1);
+                        __m256i p0 = _mm256_maddubs_epi16(aw0, _mm256_sign_epi8(s0, w0));
+                        __m256i p1 = _mm256_maddubs_epi16(aw1, _mm256_sign_epi8(s1, w1));
+                        lo[l] = _mm256_add_epi32(lo[l], _mm256_madd_epi16(p0, ones));
+                        hi[l] = _mm256_add_epi32(hi[l], _mm256_madd_epi16(p1, ones));
+                    }
+                }
+                const float *s = w->scales + ((size_t)rb * NG + g) * INF_ROWS;
+                __m256 sl = _mm256_loadu_ps(s), sh = _mm256_loadu_ps(s + 8);
+                for (int l = 0; l < L; l++) {
+                    ylo[l] = _mm256_fmadd_ps(sl, _mm256_cvtepi32_ps(lo[l]), ylo[l]);
+                    yhi[l] = _mm256_fmadd_ps(sh, _mm256_cvtepi32_ps(hi[l]), yhi[l]);
+                }
+            }
+            __m256 sx = _mm256_set1_ps(k->sx[t]);
+            store_rows8(out + (size_t)t * N, rb * INF_ROWS, N, _mm256_mul_ps(finish8(L, ylo), sx));
+            store_rows8(out + (size_t)t * N, rb * INF_ROWS + 8, N, _mm256_mul_ps(finish8(L, yhi), sx));
+        }
+    }
+}
+
+T_AVX2 void inf_q8nm_avx2(const inf_kctx *k, const inf_weight *w, int T, float *out, int rb0, int rb1) {
+    switch (k->L) {
+    case 1: q8nm_rows(k, w, T, out, rb0, rb1, 1); break;
+    case 2: q8nm_rows(k, w, T, out, rb0, rb1, 2); break;
+    default: q8nm_rows(k, w, T, out, rb0, rb1, 3); break;
+    }
+}
+
 T_AVX2 void inf_q4_avx2(const inf_kctx *k, const inf_weight *w, int T, float *out, int rb0, int rb1) {
     int K = w->K, G = w->G, NG = w->NG, L = k->L, N = w->N;
     const __m256i ones = _mm256_set1_epi16(1), m4 = _mm256_set1_epi8(0x0F);
@@ -677,6 +812,175 @@ T_512 void inf_deq_q4_avx512(const inf_weight *w, float *out, int ldo, int rb0, 
             default: fn(k, w, out, rb, t0, 4, 3); break;                                                      \
             }                                                                                                 \
         }
+
+/* q8s with AVX-512 VBMI: a chunk's (up to 256) columns of a limb's +128
+ * form sit in four registers, and one quad's 64 column bytes (16 rows x 4
+ * entries, row i's entries in lane i) select their activations with two
+ * vpermi2b (columns 0-127 and 128-255) and a blend on bit 7; vpdpbusd then
+ * adds each row's four products q x (a + 128) into its lane; the +128 is
+ * taken off with corr (128 x the group's code sum) as q8's kernel does. The
+ * integers are the scalar reference's, the epilogue q8's. */
+#define T_VBMI __attribute__((target("avx512f,avx512bw,avx512vl,avx512vnni,avx512vbmi,avx2,fma")))
+
+INLINE T_VBMI void q8s_vbmi_rows(const inf_kctx *k, const inf_weight *w, float *out, int rb, int t, const int L) {
+    int K = w->K, G = w->G, NG = w->NG, NC = w->NC, N = w->N;
+    const inf_blk_q8s *qd = (const inf_blk_q8s *)(const void *)w->slots;
+    const uint8_t *au[3];
+    for (int l = 0; l < L; l++) au[l] = inf_limb_u(k, K, t, l);
+    __m512 y[3];
+    for (int l = 0; l < 3; l++) y[l] = _mm512_setzero_ps();
+    for (int g = 0; g < NG; g++) {
+        __m512i acc[3];
+#pragma GCC unroll 3
+        for (int l = 0; l < L; l++) acc[l] = _mm512_setzero_si512();
+        for (int c = 0; c < NC; c++) {
+            size_t u = ((size_t)rb * NG + g) * NC + c, c0 = (size_t)g * G + (size_t)c * INF_Q8S_CHUNK;
+            size_t width = (size_t)G - (size_t)c * INF_Q8S_CHUNK;
+            width = width < INF_Q8S_CHUNK ? width : INF_Q8S_CHUNK;
+            __m512i tb[3][4];
+#pragma GCC unroll 3
+            for (int l = 0; l < L; l++)
+#pragma GCC unroll 4
+                for (int p = 0; p < 4; p++) { /* only the chunk's own bytes are read */
+                    size_t have = width > (size_t)p * 64 ? width - (size_t)p * 64 : 0;
+                    __mmask64 m = have >= 64 ? ~(__mmask64)0 : (((__mmask64)1 << have) - 1);
+                    tb[l][p] = _mm512_maskz_loadu_epi8(m, au[l] + c0 + (size_t)p * 64);
+                }
+            uint64_t j0 = w->soff[u], j1 = w->soff[u + 1];
+            if (width <= 128) {
+                for (uint64_t j = j0; j < j1; j++) {
+                    __m512i idx = _mm512_loadu_si512((const void *)qd[j].idx);
+                    __m512i q = _mm512_loadu_si512((const void *)qd[j].q);
+#pragma GCC unroll 3
+                    for (int l = 0; l < L; l++)
+                        acc[l] = _mm512_dpbusd_epi32(acc[l], _mm512_permutex2var_epi8(tb[l][0], idx, tb[l][1]), q);
+                }
+            } else {
+                for (uint64_t j = j0; j < j1; j++) {
+                    __m512i idx = _mm512_loadu_si512((const void *)qd[j].idx);
+                    __m512i q = _mm512_loadu_si512((const void *)qd[j].q);
+                    __mmask64 upper = _mm512_movepi8_mask(idx);
+#pragma GCC unroll 3
+                    for (int l = 0; l < L; l++) {
+                        __m512i lo = _mm512_permutex2var_epi8(tb[l][0], idx, tb[l][1]);
+                        __m512i hi = _mm512_permutex2var_epi8(tb[l][2], idx, tb[l][3]);
+                        acc[l] = _mm512_dpbusd_epi32(acc[l], _mm512_mask_blend_epi8(upper, lo, hi), q);
+                    }
+                }
+            }
+        }
+        __m512i corr = _mm512_loadu_si512((const void *)(w->corr + ((size_t)rb * NG + g) * INF_ROWS));
+        __m512 s = _mm512_loadu_ps(w->scales + ((size_t)rb * NG + g) * INF_ROWS);
+#pragma GCC unroll 3
+        for (int l = 0; l < L; l++) y[l] = _mm512_fmadd_ps(s, _mm512_cvtepi32_ps(_mm512_sub_epi32(acc[l], corr)), y[l]);
+    }
+    store_rows16(out + (size_t)t * N, rb * INF_ROWS, N, _mm512_mul_ps(finish16(L, y), _mm512_set1_ps(k->sx[t])));
+}
+
+T_VBMI static void q8s_vbmi(const inf_kctx *k, const inf_weight *w, int T, float *out, int rb0, int rb1) {
+    for (int rb = rb0; rb < rb1; rb++)
+        for (int t = 0; t < T; t++) {
+            if (k->L == 1) q8s_vbmi_rows(k, w, out, rb, t, 1);
+            else if (k->L == 2) q8s_vbmi_rows(k, w, out, rb, t, 2);
+            else q8s_vbmi_rows(k, w, out, rb, t, 3);
+        }
+}
+
+/* Without VBMI (AVX-512 VNNI CPUs before Ice Lake) the AVX2 kernel. */
+T_512 void inf_q8s_avx512(const inf_kctx *k, const inf_weight *w, int T, float *out, int rb0, int rb1) {
+    static int vbmi = -1;
+    if (vbmi < 0) vbmi = __builtin_cpu_supports("avx512vbmi") ? 1 : 0;
+    if (vbmi) q8s_vbmi(k, w, T, out, rb0, rb1);
+    else inf_q8s_avx2(k, w, T, out, rb0, rb1);
+}
+
+/* q8nm with AVX-512 VNNI: all 16 rows of a block at once: the columns from
+ * the positions (shifts and vpternlogd), the +128 activations of the
+ * block's 8 columns broadcast and picked with vpshufb, vpdpbusd adding
+ * each row's 4 products; corr (128 x the codes' sum) as q8's. Two
+ * accumulators per limb over alternate blocks hide vpdpbusd's latency
+ * (integers: the split changes nothing). */
+/* The positions byte of each row to the low 2 bits of its 4 entries' bytes
+ * (byte e of row i's lane: pos[i] >> 2e): with shifts, or with VBMI's
+ * vpmultishiftqb (qword m holds rows 2m, 2m + 1; byte 4r + e takes the 8
+ * bits from bit 8r + 2e). */
+INLINE T_512 __m512i nm_bits_512(const uint8_t *pos) {
+    __m512i p = _mm512_cvtepu8_epi32(_mm_loadu_si128((const __m128i *)(const void *)pos));
+    __m512i tt = _mm512_ternarylogic_epi32(p, _mm512_slli_epi32(p, 6), _mm512_slli_epi32(p, 12), 0xFE);
+    return _mm512_or_si512(tt, _mm512_slli_epi32(p, 18));
+}
+INLINE T_VBMI __m512i nm_bits_vbmi(const uint8_t *pos) {
+    __m512i p = _mm512_cvtepu16_epi64(_mm_loadu_si128((const __m128i *)(const void *)pos));
+    return _mm512_multishift_epi64_epi8(_mm512_set1_epi64(0x0E0C0A0806040200ll), p);
+}
+
+#define Q8NM_ROWS512(NAME, ATTR, IDX) \
+INLINE ATTR void NAME(const inf_kctx *k, const inf_weight *w, float *out, int rb, int t, const int L) { \
+    int K = w->K, G = w->G, NG = w->NG, N = w->N; \
+    const inf_blk_q8nm *blk = (const inf_blk_q8nm *)(const void *)w->codes + (size_t)rb * (K / 8); \
+    const uint8_t *au[3]; \
+    for (int l = 0; l < L; l++) au[l] = inf_limb_u(k, K, t, l); \
+    const __m512i m3 = _mm512_set1_epi32(0x03030303), hi4 = _mm512_set1_epi32(0x04040000); \
+    __m512 y[3]; \
+    for (int l = 0; l < 3; l++) y[l] = _mm512_setzero_ps(); \
+    for (int g = 0; g < NG; g++) { \
+        __m512i acc[3][2]; \
+_Pragma("GCC unroll 3") \
+        for (int l = 0; l < L; l++) acc[l][0] = acc[l][1] = _mm512_setzero_si512(); \
+        for (int kb = g * G / 8; kb < (g + 1) * G / 8; kb += 2) { /* G is a multiple of 32: an even count */ \
+_Pragma("GCC unroll 2") \
+            for (int h = 0; h < 2; h++) { \
+                const inf_blk_q8nm *b = &blk[kb + h]; \
+                __m512i q = _mm512_loadu_si512((const void *)b->q); \
+                __m512i tt = IDX(b->pos); \
+                __m512i idx = _mm512_ternarylogic_epi32(tt, m3, hi4, 0xEA); /* (tt & m3) | hi4 */ \
+_Pragma("GCC unroll 3") \
+                for (int l = 0; l < L; l++) { \
+                    long long v; \
+                    memcpy(&v, au[l] + 8 * (kb + h), 8); \
+                    __m512i sel = _mm512_shuffle_epi8(_mm512_set1_epi64(v), idx); \
+                    acc[l][h] = _mm512_dpbusd_epi32(acc[l][h], sel, q); \
+                } \
+            } \
+        } \
+        __m512i corr = _mm512_loadu_si512((const void *)(w->corr + ((size_t)rb * NG + g) * INF_ROWS)); \
+        __m512 s = _mm512_loadu_ps(w->scales + ((size_t)rb * NG + g) * INF_ROWS); \
+_Pragma("GCC unroll 3") \
+        for (int l = 0; l < L; l++) { \
+            __m512i I = _mm512_sub_epi32(_mm512_add_epi32(acc[l][0], acc[l][1]), corr); \
+            y[l] = _mm512_fmadd_ps(s, _mm512_cvtepi32_ps(I), y[l]); \
+        } \
+    } \
+    store_rows16(out + (size_t)t * N, rb * INF_ROWS, N, _mm512_mul_ps(finish16(L, y), _mm512_set1_ps(k->sx[t]))); \
+}
+Q8NM_ROWS512(q8nm_rows512, T_512, nm_bits_512)
+Q8NM_ROWS512(q8nm_rows_vbmi, T_VBMI, nm_bits_vbmi)
+
+T_VBMI static void q8nm_vbmi(const inf_kctx *k, const inf_weight *w, int T, float *out, int rb0, int rb1) {
+    for (int rb = rb0; rb < rb1; rb++)
+        for (int t = 0; t < T; t++) {
+            if (k->L == 1) q8nm_rows_vbmi(k, w, out, rb, t, 1);
+            else if (k->L == 2) q8nm_rows_vbmi(k, w, out, rb, t, 2);
+            else q8nm_rows_vbmi(k, w, out, rb, t, 3);
+        }
+}
+
+/* The positions' columns with vpmultishiftqb where the CPU has VBMI, else with shifts. */
+T_512 void inf_q8nm_avx512(const inf_kctx *k, const inf_weight *w, int T, float *out, int rb0, int rb1) {
+    static int vbmi = -1;
+    if (vbmi < 0) vbmi = __builtin_cpu_supports("avx512vbmi") ? 1 : 0;
+    if (vbmi) q8nm_vbmi(k, w, T, out, rb0, rb1);
+    else inf_q8nm_avx512_shifts(k, w, T, out, rb0, rb1);
+}
+
+T_512 void inf_q8nm_avx512_shifts(const inf_kctx *k, const inf_weight *w, int T, float *out, int rb0, int rb1) {
+    for (int rb = rb0; rb < rb1; rb++)
+        for (int t = 0; t < T; t++) {
+            if (k->L == 1) q8nm_rows512(k, w, out, rb, t, 1);
+            else if (k->L == 2) q8nm_rows512(k, w, out, rb, t, 2);
+            else q8nm_rows512(k, w, out, rb, t, 3);
+        }
+}
 
 T_512 void inf_q8_avx512(const inf_kctx *k, const inf_weight *w, int T, float *out, int rb0, int rb1) {
     TILE_SWITCH(q8_tile512)

@@ -32,4 +32,11 @@ int inf_pack_matrix_fixed(int dtype, const float *w, int N, int K, int group, co
 int inf_pack_matrix(int dtype, const float *w, int N, int K, int group, uint8_t **out, uint64_t *bytes,
                     uint32_t *group_out, char *err, size_t errlen);
 
+/* A sparse storage type's layout (q8s) of the dense q8 layout q8 of [N, K]
+ * with group G (inf_pack_matrix's bytes): the same codes and scales, so the
+ * product is the same bits. *out is allocated (the caller frees it), *bytes
+ * its size. Returns 0, or -1 with err (not a sparse type, out of memory). */
+int inf_pack_from_q8(int dtype, const uint8_t *q8, int N, int K, int G, uint8_t **out, uint64_t *bytes, char *err,
+                     size_t errlen);
+
 #endif

@@ -195,7 +195,7 @@ static void put_q4_sym(uint8_t *blocks, int i, int k, int q);
 int inf_pack_codes(int dtype, const int8_t *q, int N, int K, int G, const float *scale, const int32_t *zero,
                    uint8_t *out, char *err, size_t errlen) {
     const inf_type_traits *tr = inf_type(dtype);
-    if (!tr || !tr->group_multiple || G < 1 || K % G != 0 || G % tr->group_multiple != 0 || (tr->has_zero && !zero)) {
+    if (!tr || tr->from_q8 || !tr->group_multiple || G < 1 || K % G != 0 || G % tr->group_multiple != 0 || (tr->has_zero && !zero)) {
         snprintf(err, errlen, "packing codes as %s with group %d of %d columns: expected an integer type, a group "
                  "that is a multiple of %d dividing the width%s", inf_type_name(dtype), G, K,
                  tr ? tr->group_multiple : 32, tr && tr->has_zero ? ", and zero points" : "");
@@ -311,6 +311,332 @@ static int prepare_q4(inf_weight *w, const inf_tensor *t, char *err, size_t errl
     return 0;
 }
 
+/* ---- q8s: q8's codes and scales, only the nonzero codes (docs/format.md)
+ *
+ *   counts u32 [NB][NG][NC]   quads of each (row block, group, chunk)
+ *   scales f32 [NB][NG][16]   as q8
+ *   quads  inf_blk_q8s        counts[0][0][0] quads of (0, 0, 0), then (0, 0, 1), ...
+ *
+ * NC = ceil(G / INF_Q8S_CHUNK) chunks per group; chunk c of group g covers
+ * columns g G + c CHUNK .. min(g G + (c + 1) CHUNK, (g + 1) G) - 1. */
+
+#define Q8S_QUAD ((uint64_t)sizeof(inf_blk_q8s))
+#define Q8S_MAX_QUADS ((uint64_t)INF_Q8S_CHUNK / 4) /* a chunk's row has at most CHUNK nonzero codes */
+
+static uint64_t q8s_chunks(uint64_t G) { return (G + INF_Q8S_CHUNK - 1) / INF_Q8S_CHUNK; }
+
+/* Counts and scales: 4 bytes per (row block, group, chunk), 64 per (row block, group). */
+static uint64_t q8s_fixed(uint64_t NB, uint64_t NG, uint64_t NC) { return NB * NG * (4 * NC + 4 * INF_ROWS); }
+
+typedef struct {
+    size_t NB, NG, NC, G, K, N;
+    const uint32_t *counts;
+    const uint8_t *scales, *quads;
+} q8s_view;
+
+static q8s_view q8s_of(const inf_tensor *t) {
+    q8s_view v;
+    v.N = t->shape[0], v.K = t->shape[1], v.G = t->group;
+    v.NB = (v.N + INF_ROWS - 1) / INF_ROWS, v.NG = v.K / v.G, v.NC = q8s_chunks(v.G);
+    v.counts = (const uint32_t *)(const void *)t->data;
+    v.scales = t->data + 4 * v.NB * v.NG * v.NC;
+    v.quads = t->data + q8s_fixed(v.NB, v.NG, v.NC);
+    return v;
+}
+
+static uint32_t rdu32(const uint8_t *p) {
+    uint32_t v;
+    memcpy(&v, p, 4);
+    return v;
+}
+
+/* Width of chunk c of a group of G columns. */
+static size_t q8s_width(size_t G, size_t c) {
+    size_t w = G - c * INF_Q8S_CHUNK;
+    return w < INF_Q8S_CHUNK ? w : INF_Q8S_CHUNK;
+}
+
+/* Counts within bounds and adding up to the tensor's size, scales as q8's,
+ * and in every row of every chunk its columns inside the chunk, the nonzero
+ * codes at strictly increasing columns, padding rows (past N) all zero. */
+static int check_q8s(const inf_tensor *t, uint64_t *at, const char **field, char *what, size_t n) {
+    q8s_view v = q8s_of(t);
+    uint64_t nchunk = (uint64_t)v.NB * v.NG * v.NC, fixed = q8s_fixed(v.NB, v.NG, v.NC), quads = 0;
+    if (t->bytes < fixed) {
+        *at = 0, *field = "byte count";
+        snprintf(what, n, "tensor '%s': %llu bytes: q8s needs at least %llu", t->name, (unsigned long long)t->bytes,
+                 (unsigned long long)fixed);
+        return -1;
+    }
+    for (uint64_t j = 0; j < nchunk; j++) {
+        uint32_t c = rdu32(t->data + 4 * j);
+        if (c > Q8S_MAX_QUADS) {
+            *at = 4 * j, *field = "quad count";
+            snprintf(what, n, "tensor '%s' quad count %llu is %u: expected at most %llu (a chunk of %d columns)",
+                     t->name, (unsigned long long)j, c, (unsigned long long)Q8S_MAX_QUADS, INF_Q8S_CHUNK);
+            return -1;
+        }
+        quads += c;
+    }
+    if (fixed + quads * Q8S_QUAD != t->bytes) {
+        *at = 0, *field = "quad count";
+        snprintf(what, n, "tensor '%s': its counts add up to %llu quads, %llu bytes with the scales: the tensor has "
+                 "%llu", t->name, (unsigned long long)quads, (unsigned long long)(fixed + quads * Q8S_QUAD),
+                 (unsigned long long)t->bytes);
+        return -1;
+    }
+    double lim = 1e38 / (16129.0 * (double)v.K);
+    uint64_t sc_at = 4 * nchunk;
+    for (uint64_t j = 0; j < (uint64_t)v.NB * v.NG * INF_ROWS; j++) {
+        float sc = rdf(v.scales + 4 * j);
+        if (!isfinite(sc) || sc < 0.0f || (double)sc > lim) {
+            *at = sc_at + 4 * j, *field = "scale";
+            snprintf(what, n, "tensor '%s' scale %llu is %g: expected finite, >= 0 and at most %.3g (larger overflows "
+                     "the integer kernels)", t->name, (unsigned long long)j, (double)sc, lim);
+            return -1;
+        }
+    }
+    uint64_t off = 0; /* quads before the current chunk */
+    for (size_t rb = 0; rb < v.NB; rb++)
+        for (size_t g = 0; g < v.NG; g++)
+            for (size_t c = 0; c < v.NC; c++) {
+                uint32_t cnt = v.counts[(rb * v.NG + g) * v.NC + c];
+                size_t width = q8s_width(v.G, c);
+                const inf_blk_q8s *qd = (const inf_blk_q8s *)(const void *)(v.quads + off * Q8S_QUAD);
+                for (int i = 0; i < INF_ROWS; i++) {
+                    int last = -1;
+                    bool pad = rb * INF_ROWS + (size_t)i >= v.N;
+                    for (uint32_t j = 0; j < cnt; j++)
+                        for (int e = 0; e < 4; e++) {
+                            uint64_t where = fixed + (off + j) * Q8S_QUAD + (uint64_t)(4 * i + e);
+                            int col = qd[j].idx[i][e], q = qd[j].q[i][e];
+                            if ((size_t)col >= width) {
+                                *at = where, *field = "column";
+                                snprintf(what, n, "tensor '%s' row block %zu group %zu chunk %zu row %d quad %u: "
+                                         "column %d: expected below the chunk's width %zu", t->name, rb, g, c, i, j,
+                                         col, width);
+                                return -1;
+                            }
+                            if (!q) continue;
+                            if (pad) {
+                                *at = where + 64, *field = "code";
+                                snprintf(what, n, "tensor '%s' row block %zu row %d is past the %zu rows: expected "
+                                         "code 0, found %d", t->name, rb, i, v.N, q);
+                                return -1;
+                            }
+                            if (col <= last) {
+                                *at = where, *field = "column";
+                                snprintf(what, n, "tensor '%s' row block %zu group %zu chunk %zu row %d quad %u: "
+                                         "code at column %d after one at %d: expected strictly increasing columns",
+                                         t->name, rb, g, c, i, j, col, last);
+                                return -1;
+                            }
+                            last = col;
+                        }
+                }
+                off += cnt;
+            }
+    return 0;
+}
+
+static int from_q8_q8s(const uint8_t *q8, int N, int K, int G, uint8_t *out, uint64_t *bytes) {
+    size_t NB = ((size_t)N + INF_ROWS - 1) / INF_ROWS, NG = (size_t)(K / G), NC = q8s_chunks((uint64_t)G);
+    uint64_t fixed = q8s_fixed(NB, NG, NC), quads = 0;
+    const inf_blk_q8 *all = (const inf_blk_q8 *)(const void *)q8;
+    const uint8_t *scales = q8 + NB * (size_t)(K / 4) * sizeof(inf_blk_q8);
+    if (out) memcpy(out + 4 * NB * NG * NC, scales, NB * NG * INF_ROWS * sizeof(float));
+    uint32_t *counts = out ? (uint32_t *)(void *)out : NULL;
+    for (size_t rb = 0; rb < NB; rb++) {
+        const inf_blk_q8 *blk = all + rb * (size_t)(K / 4);
+        for (size_t g = 0; g < NG; g++)
+            for (size_t c = 0; c < NC; c++) {
+                size_t c0 = g * (size_t)G + c * INF_Q8S_CHUNK, width = q8s_width((size_t)G, c);
+                uint32_t most = 0;
+                for (int i = 0; i < INF_ROWS; i++) {
+                    uint32_t nz = 0;
+                    for (size_t k = c0; k < c0 + width; k++) nz += blk[k / 4].q[i][k % 4] != 0;
+                    most = nz > most ? nz : most;
+                }
+                uint32_t cnt = (most + 3) / 4;
+                if (out) {
+                    counts[(rb * NG + g) * NC + c] = cnt;
+                    inf_blk_q8s *qd = (inf_blk_q8s *)(void *)(out + fixed + quads * Q8S_QUAD);
+                    memset(qd, 0, cnt * Q8S_QUAD);
+                    for (int i = 0; i < INF_ROWS; i++) {
+                        uint32_t e = 0;
+                        for (size_t k = c0; k < c0 + width; k++) {
+                            int q = blk[k / 4].q[i][k % 4];
+                            if (!q) continue;
+                            qd[e / 4].idx[i][e % 4] = (uint8_t)(k - c0), qd[e / 4].q[i][e % 4] = (int8_t)q, e++;
+                        }
+                    }
+                }
+                quads += cnt;
+            }
+    }
+    *bytes = fixed + quads * Q8S_QUAD;
+    return 0;
+}
+
+static void row_q8s(const inf_tensor *t, size_t row, float *out) {
+    q8s_view v = q8s_of(t);
+    size_t rb = row / INF_ROWS, i = row % INF_ROWS;
+    memset(out, 0, v.K * sizeof *out); /* a zero code is +0, as q8's 0 * s (s >= 0) */
+    uint64_t off = 0;
+    for (size_t j = 0; j < rb * v.NG * v.NC; j++) off += v.counts[j];
+    for (size_t g = 0; g < v.NG; g++) {
+        float s = rdf(v.scales + ((rb * v.NG + g) * INF_ROWS + i) * 4);
+        for (size_t c = 0; c < v.NC; c++) {
+            uint32_t cnt = v.counts[(rb * v.NG + g) * v.NC + c];
+            const inf_blk_q8s *qd = (const inf_blk_q8s *)(const void *)(v.quads + off * Q8S_QUAD);
+            for (uint32_t j = 0; j < cnt; j++)
+                for (int e = 0; e < 4; e++)
+                    if (qd[j].q[i][e])
+                        out[g * v.G + c * INF_Q8S_CHUNK + qd[j].idx[i][e]] =
+                            cp_dequantize_value(CP_INT8_SYM, qd[j].q[i][e], s, 0);
+            off += cnt;
+        }
+    }
+}
+
+/* Quad offsets, and corr = 128 * the sum of each (row, group)'s codes (the
+ * +128 activations' correction, as q8's). */
+static int prepare_q8s(inf_weight *w, const inf_tensor *t, char *err, size_t errlen) {
+    q8s_view v = q8s_of(t);
+    w->NC = (int)v.NC;
+    w->counts = v.counts;
+    w->scales = (const float *)(const void *)v.scales;
+    w->slots = v.quads;
+    size_t nchunk = v.NB * v.NG * v.NC;
+    if (!w->soff) w->soff = malloc((nchunk + 1) * sizeof *w->soff); /* kept by inf_weight_update */
+    if (!w->corr) w->corr = malloc(v.NB * v.NG * INF_ROWS * sizeof *w->corr);
+    if (!w->soff || !w->corr) {
+        snprintf(err, errlen, "tensor '%s': out of memory", t->name);
+        return -1;
+    }
+    w->soff[0] = 0;
+    for (size_t j = 0; j < nchunk; j++) w->soff[j + 1] = w->soff[j] + v.counts[j];
+    const inf_blk_q8s *qd = (const inf_blk_q8s *)(const void *)v.quads;
+    for (size_t rb = 0; rb < v.NB; rb++)
+        for (size_t g = 0; g < v.NG; g++)
+            for (int i = 0; i < INF_ROWS; i++) {
+                int32_t sum = 0;
+                for (uint64_t j = w->soff[(rb * v.NG + g) * v.NC]; j < w->soff[(rb * v.NG + g + 1) * v.NC]; j++)
+                    for (int e = 0; e < 4; e++) sum += qd[j].q[i][e];
+                w->corr[(rb * v.NG + g) * INF_ROWS + (size_t)i] = 128 * sum;
+            }
+    return 0;
+}
+
+/* ---- q8nm: 2:4 (docs/format.md): blocks [NB][K / 8] of inf_blk_q8nm, then
+ * scales f32 [NB][NG][16] as q8 */
+
+static int check_q8nm(const inf_tensor *t, uint64_t *at, const char **field, char *what, size_t n) {
+    if (check_quant(t, at, field, what, n)) return -1;
+    qgeom g = geom_of(t);
+    const inf_blk_q8nm *b = (const inf_blk_q8nm *)(const void *)t->data;
+    size_t KB = g.K / 8;
+    for (size_t rb = 0; rb < g.NB; rb++)
+        for (size_t kb = 0; kb < KB; kb++) {
+            const inf_blk_q8nm *x = &b[rb * KB + kb];
+            uint64_t base = (rb * KB + kb) * sizeof *x;
+            for (int i = 0; i < INF_ROWS; i++) {
+                int p = x->pos[i];
+                if ((p & 3) >= ((p >> 2) & 3) || ((p >> 4) & 3) >= (p >> 6)) {
+                    *at = base + 64 + (uint64_t)i, *field = "positions";
+                    snprintf(what, n, "tensor '%s' row block %zu columns %zu..%zu row %d: positions byte 0x%02x: "
+                             "expected two increasing positions per 4 columns", t->name, rb, 8 * kb, 8 * kb + 7, i, p);
+                    return -1;
+                }
+                if (rb * INF_ROWS + (size_t)i >= g.N)
+                    for (int e = 0; e < 4; e++)
+                        if (x->q[i][e]) {
+                            *at = base + 4 * (uint64_t)i + (uint64_t)e, *field = "code";
+                            snprintf(what, n, "tensor '%s' row block %zu row %d is past the %zu rows: expected code 0, "
+                                     "found %d", t->name, rb, i, g.N, x->q[i][e]);
+                            return -1;
+                        }
+            }
+        }
+    return 0;
+}
+
+static int from_q8_q8nm(const uint8_t *q8, int N, int K, int G, uint8_t *out, uint64_t *bytes) {
+    const inf_type_traits *tr = inf_type(INF_Q8NM);
+    qgeom g = geom(tr, (size_t)N, (size_t)K, (size_t)G);
+    const inf_blk_q8 *src = (const inf_blk_q8 *)(const void *)q8;
+    size_t KB = (size_t)K / 8, K4 = (size_t)K / 4;
+    for (size_t rb = 0; rb < g.NB; rb++)
+        for (size_t kb = 0; kb < KB; kb++)
+            for (int i = 0; i < INF_ROWS; i++) {
+                int posb = 0;
+                int8_t qs[4];
+                for (int h = 0; h < 2; h++) {
+                    const int8_t *c = src[rb * K4 + 2 * kb + (size_t)h].q[i]; /* columns 8 kb + 4 h .. + 3 */
+                    int sel[2], ns = 0;
+                    for (int j = 0; j < 4; j++)
+                        if (c[j]) {
+                            if (ns == 2) return -1;
+                            sel[ns++] = j;
+                        }
+                    for (int j = 0; j < 4 && ns < 2; j++) /* fill up with the first unused positions, in order */
+                        if (!(ns == 1 && sel[0] == j)) {
+                            sel[ns++] = j;
+                            if (ns == 2 && sel[0] > sel[1]) sel[0] ^= sel[1], sel[1] ^= sel[0], sel[0] ^= sel[1];
+                        }
+                    posb |= sel[0] << (4 * h) | sel[1] << (4 * h + 2);
+                    qs[2 * h] = c[sel[0]], qs[2 * h + 1] = c[sel[1]];
+                }
+                if (out) {
+                    inf_blk_q8nm *d = (inf_blk_q8nm *)(void *)out + rb * KB + kb;
+                    memcpy(d->q[i], qs, 4);
+                    d->pos[i] = (uint8_t)posb;
+                }
+            }
+    size_t q8_codes = g.NB * K4 * sizeof(inf_blk_q8);
+    if (out) memcpy(out + g.codes_bytes, q8 + q8_codes, g.scales_bytes);
+    *bytes = g.codes_bytes + g.scales_bytes;
+    return 0;
+}
+
+/* The column (0..7) of entry e of a block row with positions byte p. */
+static inline int nm_col(int p, int e) { return 4 * (e / 2) + ((p >> (2 * e)) & 3); }
+
+static void row_q8nm(const inf_tensor *t, size_t row, float *out) {
+    qgeom g = geom_of(t);
+    size_t rb = row / INF_ROWS, i = row % INF_ROWS, KB = g.K / 8;
+    const inf_blk_q8nm *b = (const inf_blk_q8nm *)(const void *)t->data + rb * KB;
+    const uint8_t *sc = t->data + g.codes_bytes;
+    memset(out, 0, g.K * sizeof *out); /* a zero code is +0, as q8's 0 * s (s >= 0) */
+    for (size_t kb = 0; kb < KB; kb++)
+        for (int e = 0; e < 4; e++) {
+            size_t k = 8 * kb + (size_t)nm_col(b[kb].pos[i], e);
+            if (b[kb].q[i][e])
+                out[k] = cp_dequantize_value(CP_INT8_SYM, b[kb].q[i][e], rdf(sc + ((rb * g.NG + k / g.G) * INF_ROWS + i) * 4), 0);
+        }
+}
+
+static int prepare_q8nm(inf_weight *w, const inf_tensor *t, char *err, size_t errlen) {
+    qgeom g = geom_of(t);
+    w->codes = t->data;
+    w->scales = (const float *)(const void *)(t->data + g.codes_bytes);
+    if (!w->corr) w->corr = malloc(g.NB * g.NG * INF_ROWS * sizeof *w->corr); /* kept by inf_weight_update */
+    if (!w->corr) {
+        snprintf(err, errlen, "tensor '%s': out of memory", t->name);
+        return -1;
+    }
+    const inf_blk_q8nm *b = (const inf_blk_q8nm *)(const void *)w->codes;
+    for (int rb = 0; rb < w->NB; rb++)
+        for (int gi = 0; gi < w->NG; gi++)
+            for (int i = 0; i < INF_ROWS; i++) {
+                int32_t s = 0;
+                for (int kb = gi * w->G / 8; kb < (gi + 1) * w->G / 8; kb++)
+                    for (int e = 0; e < 4; e++) s += b[(size_t)rb * (w->K / 8) + kb].q[i][e];
+                w->corr[((size_t)rb * w->NG + gi) * INF_ROWS + i] = 128 * s;
+            }
+    return 0;
+}
+
 /* ------------------------------------------------------------------ the table */
 
 /* Work (multiply-adds) below which a float product runs on one thread:
@@ -382,6 +708,31 @@ static const inf_type_traits traits[INF_DTYPE_COUNT] = {
                  [INF_ISA_AVX512] = X86(inf_q4_avx512)},
         .deq = {[INF_ISA_SCALAR] = inf_deq_q4_scalar, [INF_ISA_AVX512] = X86(inf_deq_q4_avx512)},
     },
+    [INF_Q8S] = {
+        .name = "q8s", .scheme = CP_INT8_SYM,
+        .cols_per_block = 1, .block_bytes = (int)sizeof(inf_blk_q8s), .group_multiple = 32, .matrix_only = true,
+        .has_zero = false, .sparse = true, .from_q8 = from_q8_q8s,
+        .check = check_q8s, .pack = NULL, .row = row_q8s,
+        .act = INF_ACT_LIMBS | INF_ACT_U8 | INF_ACT_PACK, .prepare = prepare_q8s,
+        /* the integer kernel at every token count, as q8: the same bits as the dense q8 file */
+        .gemm_min_t = INT_MAX, .mm_blocks = 2, .par_min_decode = INF_QPAR_MIN, .par_min_batch = INF_QPAR_BATCH_MIN,
+        .decode_blocks = 2,
+        .tile = {[INF_ISA_SCALAR] = inf_q8s_scalar, [INF_ISA_AVX2] = X86(inf_q8s_avx2),
+                 [INF_ISA_AVX512] = X86(inf_q8s_avx512)},
+        .deq = {[INF_ISA_SCALAR] = inf_deq_q8s_scalar},
+    },
+    [INF_Q8NM] = {
+        .name = "q8nm", .scheme = CP_INT8_SYM,
+        .cols_per_block = 8, .block_bytes = (int)sizeof(inf_blk_q8nm), .group_multiple = 32, .matrix_only = true,
+        .has_zero = false, .from_q8 = from_q8_q8nm,
+        .check = check_q8nm, .pack = NULL, .row = row_q8nm,
+        .act = INF_ACT_LIMBS | INF_ACT_U8, .prepare = prepare_q8nm,
+        .gemm_min_t = INT_MAX, .mm_blocks = 2, .par_min_decode = INF_QPAR_MIN, .par_min_batch = INF_QPAR_BATCH_MIN,
+        .decode_blocks = 2,
+        .tile = {[INF_ISA_SCALAR] = inf_q8nm_scalar, [INF_ISA_AVX2] = X86(inf_q8nm_avx2),
+                 [INF_ISA_AVX512] = X86(inf_q8nm_avx512)},
+        .deq = {[INF_ISA_SCALAR] = inf_deq_q8nm_scalar},
+    },
 };
 
 const inf_type_traits *inf_type(int dt) {
@@ -444,6 +795,10 @@ int inf_tensor_bytes(int dt, int ndim, const uint32_t *shape, uint32_t group, ui
         return -1;
     }
     uint64_t NB = (N + INF_ROWS - 1) / INF_ROWS, NG = K / group, codes, groups, scales, zeros, n;
+    if (tr->sparse) { /* the counts and scales; the slots follow (inf_tensor_bytes_max) */
+        *bytes = q8s_fixed(NB, NG, q8s_chunks(group)); /* at most 2^20 x 2^24 x 68: no overflow */
+        return 0;
+    }
     bool ok = mul_u64(NB, K / (uint64_t)tr->cols_per_block, &codes) &&
               mul_u64(codes, (uint64_t)tr->block_bytes, &codes) && mul_u64(NB, NG, &groups) &&
               mul_u64(groups, INF_ROWS, &groups) && mul_u64(groups, sizeof(float), &scales);
@@ -453,5 +808,18 @@ int inf_tensor_bytes(int dt, int ndim, const uint32_t *shape, uint32_t group, ui
         return -1;
     }
     *bytes = n;
+    return 0;
+}
+
+int inf_tensor_bytes_max(int dt, int ndim, const uint32_t *shape, uint32_t group, uint64_t *max, char *err,
+                         size_t errlen) {
+    if (inf_tensor_bytes(dt, ndim, shape, group, max, err, errlen)) return -1;
+    if (!inf_type(dt)->sparse) return 0;
+    uint64_t NB = ((uint64_t)shape[0] + INF_ROWS - 1) / INF_ROWS, NG = shape[1] / group, slots, extra;
+    if (!mul_u64(NB * NG * q8s_chunks(group), Q8S_MAX_QUADS, &slots) || !mul_u64(slots, Q8S_QUAD, &extra) ||
+        !add_u64(*max, extra, max)) {
+        snprintf(err, errlen, "size overflows 64 bits");
+        return -1;
+    }
     return 0;
 }

@@ -50,12 +50,36 @@ typedef struct inf_blk_q4 {
 } inf_blk_q4;
 _Static_assert(sizeof(inf_blk_q4) == 64, "inf_blk_q4 is 64 bytes");
 
+/* q8s (unstructured sparse int8): a group's columns are taken in chunks of
+ * INF_Q8S_CHUNK (the last one of a group may be narrower); a (row block,
+ * group, chunk) holds quads, each four entries per row: entry s of row i is
+ * the code q[i][s] at column chunk start + idx[i][s] (q = 0: padding, adds
+ * nothing). A row's nonzero codes come in increasing column order, quad
+ * after quad. docs/format.md. */
+#define INF_Q8S_CHUNK 256
+typedef struct inf_blk_q8s {
+    uint8_t idx[INF_ROWS][4];
+    int8_t q[INF_ROWS][4];
+} inf_blk_q8s;
+_Static_assert(sizeof(inf_blk_q8s) == 128, "inf_blk_q8s is 128 bytes");
+
+/* q8nm (2:4 sparse int8): 16 rows x 8 consecutive columns, two codes kept
+ * of each 4 columns: entry e (0..3) of row i is the code q[i][e] at column
+ * 4 (e / 2) + ((pos[i] >> 2e) & 3) of the block; the two positions of a
+ * half are strictly increasing. */
+typedef struct inf_blk_q8nm {
+    int8_t q[INF_ROWS][4];
+    uint8_t pos[INF_ROWS];
+} inf_blk_q8nm;
+_Static_assert(sizeof(inf_blk_q8nm) == 80, "inf_blk_q8nm is 80 bytes");
+
 /* What a type's kernels read of the activations (inf_type_traits.act). */
 enum {
     INF_ACT_FLOAT = 0, /* the float rows themselves */
     INF_ACT_LIMBS = 1, /* the int8 limbs of compress/grid.h and the rows' scales */
     INF_ACT_U8 = 2,    /* the limbs + 128 (the unsigned operand of VNNI's vpdpbusd) */
     INF_ACT_SUMS = 4,  /* the limbs' group sums (zero-point terms) */
+    INF_ACT_PACK = 8,  /* the limbs of each column packed in one int32 (the gather operand of q8s) */
 };
 
 struct inf_type_traits {
@@ -72,6 +96,14 @@ struct inf_type_traits {
     int group_multiple; /* G must be a positive multiple of this dividing K (0: no groups) */
     bool matrix_only;   /* only 2-D tensors */
     bool has_zero;      /* stores zero points */
+    /* sparse (q8s): the size depends on the contents (inf_tensor_bytes gives
+     * the smallest, inf_tensor_bytes_max the largest, check the exact one) */
+    bool sparse;
+    /* q8s, q8nm: the layout is made from the dense q8 layout of the same
+     * codes and scales (pack is NULL): the bytes of q8 layout q8 ([N, K],
+     * group G) in this layout; out NULL: only the size. Returns 0, or -1
+     * when these codes do not fit it (q8nm: more than 2 of 4 nonzero). */
+    int (*from_q8)(const uint8_t *q8, int N, int K, int G, uint8_t *out, uint64_t *bytes);
 
     /* Contents of a tensor whose size is already checked: returns 0, or -1
      * with *at = the offending byte's offset inside the tensor's data,

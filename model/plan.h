@@ -39,6 +39,7 @@ typedef struct pm_plan {
     pm_arch arch;          /* the file's architecture (owned): the model's, or a smaller one */
     pm_table table;        /* its sites and tensors (owned) */
     pm_plan_entry *entry;  /* [table.n_tensor]: entry i describes table tensor i */
+    bool q8_dense;         /* int8 entries stay dense q8 (else each is written as q8 or q8s, the smaller) */
     void **owned;          /* buffers the plan frees */
     int n_owned, cap_owned;
 } pm_plan;

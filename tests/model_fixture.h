@@ -28,6 +28,8 @@ typedef struct fx_spec {
     int hidden[FX_MAX_LAYERS];         /* per layer; 0 = 4 C */
     int rank[FX_MAX_LAYERS * PM_LINEARS_PER_LAYER + 1]; /* pm_arch.rank order (qkv, proj, fc, mproj per layer, then the head) */
     int act_bits;                      /* > 0: every quantized product weight gets an activation record (version 3) */
+    float zero_frac;                   /* > 0: about this fraction of the quantized matrices' values is 0 (sparse) */
+    int nm24;                          /* 1: the quantized matrices are 2:4 (always so for q8nm) */
 } fx_spec;
 
 static inline fx_spec fx_default(int dtype) {
@@ -87,6 +89,12 @@ static inline int fx_write_model(const char *path, const fx_spec *s, char *err, 
         t[n].shape[2] = t[n].shape[3] = 1;
         int G = s->group ? s->group : cols;
         bool quant = s->dtype != INF_F32 && st->linear && cols && cols % 32 == 0 && G % 32 == 0 && cols % G == 0;
+        if (quant && s->zero_frac > 0.0f)
+            for (size_t i = 0; i < cnt; i++)
+                if (ag_rng_uniform(&r) < s->zero_frac) w[i] = 0.0f;
+        if (quant && (s->dtype == INF_Q8NM || s->nm24)) /* 2:4: the first two of every 4 inputs kept */
+            for (size_t i = 0; i < cnt; i++)
+                if (i % 4 >= 2) w[i] = 0.0f;
         if (quant) {
             uint8_t *p;
             uint64_t by;

@@ -332,7 +332,7 @@ static void test_model_file_teacher(void **state) {
     tr_gpt t;
     tr_vocab v;
     assert_int_equal(tr_model_load(teacher_path, &t, 0, &v, NULL, err, sizeof err), 0);
-    inf_export_opts o32 = {INF_F32, 0, false, NULL}, o8 = {INF_Q8, 0, false, NULL};
+    inf_export_opts o32 = {INF_F32, 0, false, NULL, false}, o8 = {INF_Q8, 0, false, NULL, false};
     if (inf_export_gpt(&t, &v, &o32, f32, err, sizeof err) || inf_export_gpt(&t, &v, &o8, q8, err, sizeof err))
         fail_msg("%s", err);
     tr_gpt_free(&t);

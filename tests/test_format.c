@@ -441,6 +441,108 @@ static void test_crafted_files(void **state) {
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) expect_reject(f, cases[i].fn, cases[i].fix, cases[i].want);
 }
 
+/* ---- a sparse tensor (q8s): its counts, columns and size checked ---- */
+
+static size_t sp_data, sp_entry; /* lm_head.w [8, 32] of the q8s file: its data and its table entry */
+static uint32_t sp_count;        /* its one (row block, group, chunk)'s quad count */
+#define SP_QUAD(j) (sp_data + 4 + 64 + 128 * (size_t)(j)) /* quad j: idx[16][4], then q[16][4] */
+MUT(s_count_cap, put32(b + sp_data, 65))        /* a chunk of 32 columns: at most 64 quads */
+MUT(s_count_sum, put32(b + sp_data, sp_count - 1)) /* the counts no longer add up to the size */
+MUT(s_bytes_min, put64(b + sp_entry + E_BYTES(9), 67))
+MUT(s_bytes_max, put64(b + sp_entry + E_BYTES(9), 68 + 64 * 128 + 128))
+MUT(s_column, b[SP_QUAD(0)] = 40)               /* past the chunk's 32 columns */
+MUT(s_order, {
+    b[SP_QUAD(0)] = 5, b[SP_QUAD(0) + 64] = 3, b[SP_QUAD(0) + 1] = 5, b[SP_QUAD(0) + 65] = 4; /* two codes at one column */
+})
+MUT(s_padding_row, b[SP_QUAD(0) + 64 + 4 * 8] = 1) /* row 8 of 8 rows */
+MUT(s_scale, put32(b + sp_data + 4, 0x7FC00000u)) /* a NaN scale */
+MUT(s_truncated, *len = sp_data + 40)
+/* q8nm: lm_head.w's first block (16 rows x 8 columns): codes q[16][4], then positions pos[16] */
+MUT(n_positions, b[sp_data + 64] = 0x05)        /* row 0: positions 1 and 1 */
+MUT(n_padding_row, b[sp_data + 4 * 8] = 2)      /* row 8 of 8 rows */
+
+static void test_sparse_tensor_checks(void **state) {
+    fixture *f = *state;
+    fx_spec s = fx_default(INF_Q8S);
+    if (fx_write_model(f->path, &s, f->err, sizeof f->err)) fail_msg("%s", f->err);
+    size_t len = 0;
+    uint8_t *b = fx_read(f->path, &len);
+    assert_non_null(b);
+    inf_file m;
+    if (inf_file_parse(&m, b, len, "q8s", f->err, sizeof f->err)) fail_msg("%s", f->err);
+    const inf_tensor *t = inf_file_find(&m, "lm_head.w");
+    assert_non_null(t);
+    assert_int_equal(t->dtype, INF_Q8S);
+    assert_int_equal(t->shape[0], 8), assert_int_equal(t->shape[1], 32), assert_int_equal(t->group, 32);
+    sp_data = (size_t)t->offset, sp_entry = entry_of(b, "lm_head.w");
+    sp_count = get32(b + sp_data);
+    assert_true(sp_count >= 2 && t->bytes == 68 + 128 * (uint64_t)sp_count); /* one row block, group, chunk */
+    inf_file_close(&m);
+    const struct {
+        mutate_fn fn;
+        const char *want;
+    } cases[] = {
+        {s_count_cap, "quad count: tensor 'lm_head.w' quad count 0 is 65: expected at most 64"},
+        {s_count_sum, "quad count: tensor 'lm_head.w': its counts add up to"},
+        {s_bytes_min, "byte count: tensor 'lm_head.w': 67: its type and shape need 68 to 8260"},
+        {s_bytes_max, "byte count: tensor 'lm_head.w': 8388: its type and shape need 68 to 8260"},
+        {s_column, "column: tensor 'lm_head.w' row block 0 group 0 chunk 0 row 0 quad 0: column 40"},
+        {s_order, "expected strictly increasing columns"},
+        {s_padding_row, "row block 0 row 8 is past the 8 rows: expected code 0"},
+        {s_scale, "scale: tensor 'lm_head.w' scale 0 is nan"},
+        {s_truncated, "truncated"},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) expect_reject_in(f, b, len, cases[i].fn, true, cases[i].want);
+    /* every truncation is refused without reading past it */
+    for (size_t n = 0; n < len; n += n < 4096 ? 1 : 61) {
+        uint8_t *c = malloc(n ? n : 1);
+        memcpy(c, b, n);
+        assert_int_equal(inf_file_parse(&m, c, n, "cut", f->err, sizeof f->err), -1);
+        free(c);
+    }
+    free(b);
+    /* q8nm: positions and padding rows */
+    fx_spec nm = fx_default(INF_Q8NM);
+    if (fx_write_model(f->path, &nm, f->err, sizeof f->err)) fail_msg("%s", f->err);
+    b = fx_read(f->path, &len);
+    assert_non_null(b);
+    if (inf_file_parse(&m, b, len, "q8nm", f->err, sizeof f->err)) fail_msg("%s", f->err);
+    t = inf_file_find(&m, "lm_head.w");
+    assert_int_equal(t->dtype, INF_Q8NM);
+    assert_true(t->bytes == 4 * 80 + 64); /* 4 blocks of 8 columns, 16 scales */
+    sp_data = (size_t)t->offset;
+    inf_file_close(&m);
+    expect_reject_in(f, b, len, n_positions, true,
+                     "positions: tensor 'lm_head.w' row block 0 columns 0..7 row 0: positions byte 0x05");
+    expect_reject_in(f, b, len, n_padding_row, true, "code: tensor 'lm_head.w' row block 0 row 8 is past the 8 rows");
+    free(b);
+    /* a mostly zero model and a 2:4 one: the q8s and q8nm files are smaller and their logits are the q8
+     * file's bits */
+    for (int kind = 0; kind < 2; kind++) {
+        float lg[2][4 * 8];
+        size_t bytes[2];
+        for (int i = 0; i < 2; i++) {
+            fx_spec z = fx_default(i ? (kind ? INF_Q8NM : INF_Q8S) : INF_Q8);
+            if (kind) z.nm24 = 1;
+            else z.zero_frac = 0.9f;
+            z.hidden[0] = 320, z.group = 0;
+            if (fx_write_model(f->path, &z, f->err, sizeof f->err)) fail_msg("%s", f->err);
+            uint8_t *fb = fx_read(f->path, &bytes[i]);
+            free(fb);
+            inf_model mo;
+            if (inf_model_open(&mo, f->path, f->err, sizeof f->err)) fail_msg("%s", f->err);
+            inf_session ses;
+            assert_int_equal(inf_session_init(&ses, &mo, inf_isa_best(), 3, f->err, sizeof f->err), 0);
+            int ids[4] = {1, 2, 3, 0};
+            assert_int_equal(inf_forward(&ses, ids, 4, lg[i], true, f->err, sizeof f->err), 0);
+            inf_session_free(&ses);
+            inf_model_close(&mo);
+        }
+        assert_memory_equal(lg[0], lg[1], sizeof lg[0]);
+        assert_true(bytes[1] < bytes[0]);
+    }
+}
+
 /* A tensor the config does not imply is refused by name. */
 static void test_unexpected_tensor(void **state) {
     fixture *f = *state;
@@ -802,6 +904,7 @@ int main(void) {
         cmocka_unit_test_setup_teardown(test_version1_loads, setup, teardown),
         cmocka_unit_test_setup_teardown(test_activation_records, setup, teardown),
         cmocka_unit_test_setup_teardown(test_writer_is_atomic, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_sparse_tensor_checks, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

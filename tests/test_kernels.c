@@ -37,6 +37,19 @@ static inf_tensor make_tensor(int dtype, int N, int K, uint32_t G, const uint8_t
     return t;
 }
 
+/* Keeps the 2 largest |w| of every 4 consecutive inputs (2:4), zeroing the rest. */
+static void keep_2_of_4(float *w, size_t n) {
+    for (size_t i = 0; i + 4 <= n; i += 4)
+        for (int drop = 0; drop < 2; drop++) {
+            int m = -1;
+            for (int j = 0; j < 4; j++)
+                if (w[i + j] != 0.0f && (m < 0 || fabsf(w[i + j]) < fabsf(w[i + m]))) m = j;
+            int nz = 0;
+            for (int j = 0; j < 4; j++) nz += w[i + j] != 0.0f;
+            if (m >= 0 && nz > 2) w[i + m] = 0.0f;
+        }
+}
+
 static void fill(float *x, size_t n, uint64_t seed, float scale) {
     ag_rng r;
     ag_rng_seed(&r, seed);
@@ -63,6 +76,7 @@ static void test_quantized_simd_equals_scalar_and_dequantized(void **state) {
             float *w = malloc(sizeof(float) * N * K), *deq = malloc(sizeof(float) * N * K);
             fill(w, (size_t)N * K, 100 + si, 0.1f);
             for (int i = 0; i < N * K; i += 13) w[i] += 0.05f; /* asymmetric groups */
+            if (dtypes[di] == INF_Q8NM) keep_2_of_4(w, (size_t)N * K);
             uint8_t *packed;
             uint64_t bytes;
             uint32_t G;
@@ -158,11 +172,14 @@ static void test_traits_rows(void **state) {
         bool quant = tr->act != INF_ACT_FLOAT;
         assert_true(quant ? tr->tile[0] && tr->deq[0] && tr->scheme >= 0 && tr->group_multiple > 0
                           : tr->matvec[0] != NULL);
-        assert_true(tr->pack && tr->row && tr->prepare && tr->mm_blocks >= 1 && tr->decode_blocks >= 1);
+        assert_true((tr->from_q8 ? !tr->pack : tr->pack != NULL) && (!tr->sparse || tr->from_q8) && tr->row && tr->prepare &&
+                    tr->mm_blocks >= 1 && tr->decode_blocks >= 1);
         assert_true(tr->gemm_min_t >= 2);
         uint8_t *packed;
         uint64_t bytes;
         uint32_t G;
+        fill(w, N * K, 77, 0.2f);
+        if (dt == INF_Q8NM) keep_2_of_4(w, N * K);
         assert_int_equal(inf_pack_matrix(dt, w, N, K, 32, &packed, &bytes, &G, err, sizeof err), 0);
         inf_tensor t = make_tensor(dt, N, K, G, packed, bytes);
         if (quant) assert_int_equal(cp_fake_quant((cp_qscheme)tr->scheme, w, N, K, 32, fq, err, sizeof err), 0);
@@ -469,6 +486,128 @@ static void test_static_activations(void **state) {
         }
 }
 
+/* A sparse type computes exactly what q8 computes from the same weights:
+ * for sparsities from none to all but a few codes (rows with gaps longer
+ * than one column step, empty rows, a last row block with padding rows),
+ * per-channel and per-group scales, token and limb counts, float and static
+ * activations, every instruction set: the same rows, the same dequantized
+ * GEMM operand, the same product bits; and the sparse file is smaller where
+ * most codes are 0. */
+static void test_sparse_equals_q8(void **state) {
+    (void)state;
+    const int shapes[3][3] = {{37, 64, 32}, {20, 640, 0}, {50, 128, 64}}; /* N, K, group */
+    const double keep[4] = {1.0, 0.5, 0.1, 0.01};
+    const int Ts[4] = {1, 3, 8, 20};
+    char err[256];
+    int sparse_types = 0;
+    for (int dt = 0; dt < INF_DTYPE_COUNT; dt++) {
+        const inf_type_traits *tr = inf_type(dt);
+        if (!tr->from_q8) continue;
+        sparse_types++;
+        for (int si = 0; si < 3; si++)
+            for (int ki = 0; ki < 4; ki++) {
+                int N = shapes[si][0], K = shapes[si][1], group = shapes[si][2];
+                float *w = malloc(sizeof(float) * N * K);
+                fill(w, (size_t)N * K, 300 + si * 4 + ki, 0.1f);
+                ag_rng r;
+                ag_rng_seed(&r, 900 + (uint64_t)ki);
+                for (int i = 0; i < N * K; i++)
+                    if (ag_rng_uniform(&r) >= keep[ki]) w[i] = 0.0f;
+                for (int kk = 0; kk < K; kk++) w[2 * K + kk] = 0.0f;              /* an empty row */
+                for (int kk = 1; kk < K - 1; kk++) w[3 * K + kk] = 0.0f;          /* first and last column only */
+                w[3 * K] = 0.3f, w[3 * K + K - 1] = -0.3f;
+                if (dt == INF_Q8NM) keep_2_of_4(w, (size_t)N * K);
+                uint8_t *p8, *ps;
+                uint64_t b8, bs;
+                uint32_t G8, Gs;
+                assert_int_equal(inf_pack_matrix(INF_Q8, w, N, K, group, &p8, &b8, &G8, err, sizeof err), 0);
+                assert_int_equal(inf_pack_matrix(dt, w, N, K, group, &ps, &bs, &Gs, err, sizeof err), 0);
+                assert_int_equal(G8, Gs);
+                if (keep[ki] <= 0.1 && tr->sparse) assert_true(keep[ki] < 0.1 ? bs * 2 < b8 : bs < b8);
+                if (!tr->sparse) assert_true(bs * 10 < b8 * 7); /* q8nm: 80 bytes per 128 codes */
+                uint8_t *pf;
+                uint64_t bf;
+                assert_int_equal(inf_pack_from_q8(dt, p8, N, K, (int)G8, &pf, &bf, err, sizeof err), 0);
+                assert_true(bf == bs);
+                assert_memory_equal(pf, ps, bs);
+                free(pf);
+                inf_tensor t8 = make_tensor(INF_Q8, N, K, G8, p8, b8), ts = make_tensor(dt, N, K, Gs, ps, bs);
+                uint64_t at;
+                const char *field;
+                char what[256];
+                if (tr->check(&ts, &at, &field, what, sizeof what)) fail_msg("%s", what);
+                float *r8 = malloc(sizeof(float) * K), *rs = malloc(sizeof(float) * K);
+                for (int row = 0; row < N; row++) {
+                    inf_type(INF_Q8)->row(&t8, (size_t)row, r8);
+                    tr->row(&ts, (size_t)row, rs);
+                    assert_memory_equal(r8, rs, sizeof(float) * K);
+                }
+                free(r8), free(rs);
+                inf_weight w8, ws;
+                assert_int_equal(inf_weight_init(&w8, &t8, err, sizeof err), 0);
+                assert_int_equal(inf_weight_init(&ws, &ts, err, sizeof err), 0);
+                int ldo = w8.NB * INF_ROWS;
+                float *d8 = malloc(sizeof(float) * K * ldo), *ds = malloc(sizeof(float) * K * ldo);
+                inf_dkernel_for(INF_ISA_SCALAR, INF_Q8)(&w8, d8, ldo, 0, w8.NB);
+                for (int isa = 0; isa < INF_ISA_COUNT; isa++) {
+                    if (!inf_isa_supported((inf_isa)isa)) continue;
+                    inf_dkernel_for((inf_isa)isa, dt)(&ws, ds, ldo, 0, ws.NB);
+                    assert_memory_equal(d8, ds, sizeof(float) * K * ldo);
+                }
+                free(d8), free(ds);
+                for (int ti = 0; ti < 4; ti++)
+                    for (int L = 0; L <= 3; L++) { /* L = 0: static 8-bit activations */
+                        int T = Ts[ti];
+                        float *x = malloc(sizeof(float) * T * K), *o8 = malloc(sizeof(float) * T * N);
+                        float *os = malloc(sizeof(float) * T * N);
+                        fill(x, (size_t)T * K, 500 + ti, 1.0f);
+                        x[1] = 5.0f;
+                        assert_int_equal(inf_weight_set_act(&w8, L ? 0 : 8, 0.03f, err, sizeof err), 0);
+                        assert_int_equal(inf_weight_set_act(&ws, L ? 0 : 8, 0.03f, err, sizeof err), 0);
+                        for (int isa = 0; isa < INF_ISA_COUNT; isa++) {
+                            if (!inf_isa_supported((inf_isa)isa)) continue;
+                            inf_kctx k;
+                            inf_kctx_init(&k, (inf_isa)isa, L ? L : 3);
+                            assert_int_equal(inf_matmul(&k, &w8, x, T, o8), 0);
+                            memset(os, 0xff, sizeof(float) * T * N);
+                            assert_int_equal(inf_matmul(&k, &ws, x, T, os), 0);
+                            for (int i = 0; i < T * N; i++)
+                                if (memcmp(&o8[i], &os[i], 4))
+                                    fail_msg("%s %s N=%d K=%d keep=%g T=%d L=%d: out[%d] = %.9g, q8 %.9g",
+                                             inf_isa_name((inf_isa)isa), tr->name, N, K, keep[ki], T, L, i,
+                                             (double)os[i], (double)o8[i]);
+                            if (isa == INF_ISA_AVX512 && dt == INF_Q8NM) { /* the kernel of CPUs without VBMI */
+                                memset(os, 0xff, sizeof(float) * T * N);
+                                inf_q8nm_avx512_shifts(&k, &ws, T, os, 0, ws.NB);
+                                assert_memory_equal(os, o8, sizeof(float) * T * N);
+                            }
+                            /* the decode pieces, split at every row block */
+                            assert_int_equal(inf_matvec_prepare(&k, &ws, x), 0);
+                            for (int b = 0; b < ws.NB; b++) inf_matvec_rows(&k, &ws, x, os, b, b + 1);
+                            assert_int_equal(inf_matmul(&k, &w8, x, 1, o8), 0);
+                            assert_memory_equal(os, o8, sizeof(float) * N);
+                            inf_kctx_free(&k);
+                        }
+                        free(x), free(o8), free(os);
+                    }
+                inf_weight_free(&w8), inf_weight_free(&ws);
+                free(p8), free(ps), free(w);
+            }
+    }
+    assert_true(sparse_types >= 2);
+    /* a q8 layout with 3 nonzero codes of 4 does not fit q8nm */
+    float w3[16 * 32];
+    fill(w3, 16 * 32, 5, 1.0f);
+    uint8_t *p8, *pn;
+    uint64_t b8, bn;
+    uint32_t G8;
+    assert_int_equal(inf_pack_matrix(INF_Q8, w3, 16, 32, 0, &p8, &b8, &G8, err, sizeof err), 0);
+    assert_int_equal(inf_pack_from_q8(INF_Q8NM, p8, 16, 32, 32, &pn, &bn, err, sizeof err), -1);
+    assert_non_null(strstr(err, "more than 2 nonzero codes"));
+    assert_null(pn);
+    free(p8);
+}
+
 /* The AVX-512 static quantizer gives the scalar bytes (halves, clipping, NaN). */
 static void test_static_activations_simd_equals_scalar(void **state) {
     (void)state;
@@ -504,6 +643,7 @@ int main(void) {
         cmocka_unit_test(test_activation_limbs_simd_equals_scalar),
         cmocka_unit_test(test_static_activations),
         cmocka_unit_test(test_static_activations_simd_equals_scalar),
+        cmocka_unit_test(test_sparse_equals_q8),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -98,7 +98,7 @@ static double row_rel_err(const float *a, const float *b, int T, int V) {
  * their fake-quantized values). */
 static void check_parity_of(fixture *f, tr_gpt *model, int dtype, int group, tr_gpt *ref_model) {
     char err[512];
-    inf_export_opts o = {dtype, group, false, NULL};
+    inf_export_opts o = {dtype, group, false, NULL, false};
     if (inf_export_gpt(model, &f->v, &o, f->path, err, sizeof err)) fail_msg("%s", err);
     ag_ctx_reset(f->c);
     ag_tensor *ref = tr_gpt_forward(f->c, ref_model, f->ids, 1, CTX, NULL); /* [1, T, V] */
@@ -152,7 +152,7 @@ static void fake_quant_model(const tr_gpt *src, const inf_export_opts *o, tr_gpt
 }
 
 static void check_quantized(fixture *f, int dtype, int group) {
-    inf_export_opts o = {dtype, group, false, NULL};
+    inf_export_opts o = {dtype, group, false, NULL, false};
     tr_gpt q;
     fake_quant_model(&f->m, &o, &q);
     check_parity(f, dtype, group, &q);
@@ -171,7 +171,7 @@ static void test_q4a_parity(void **state) { check_quantized(*state, INF_Q4A, 64)
 static void check_decode_bits(fixture *f, tr_gpt *model, int dtype, int group) {
     char err[512];
     int V = 65;
-    inf_export_opts o = {dtype, group, false, NULL};
+    inf_export_opts o = {dtype, group, false, NULL, false};
     if (inf_export_gpt(model, &f->v, &o, f->path, err, sizeof err)) fail_msg("%s", err);
     inf_model m;
     if (inf_model_open(&m, f->path, err, sizeof err)) fail_msg("%s", err);
@@ -259,7 +259,7 @@ static void test_pruned_factorized_parity(void **state) {
     check_parity_of(f, &p, INF_F32, 0, &p);
     const int dtypes[3] = {INF_Q8, INF_Q4, INF_Q4A};
     for (int di = 0; di < 3; di++) {
-        inf_export_opts o = {dtypes[di], 32, false, NULL};
+        inf_export_opts o = {dtypes[di], 32, false, NULL, false};
         fake_quant_model(&p, &o, &q);
         check_parity_of(f, &p, dtypes[di], 32, &q);
         tr_gpt_free(&q);
@@ -290,7 +290,7 @@ static void test_width_rule(void **state) {
     tr_gpt p;
     pruned_model(&p, true);
     char err[512];
-    inf_export_opts o = {INF_Q8, 0, false, NULL};
+    inf_export_opts o = {INF_Q8, 0, false, NULL, false};
     unlink(f->path);
     assert_int_equal(inf_export_gpt(&p, &f->v, &o, f->path, err, sizeof err), -1);
     if (!strstr(err, "tensor 'h.0.attn.qkv.w' [144, 48] as q8 (set by --format): its input width 48 is not a multiple "
@@ -362,7 +362,7 @@ static void test_plan_smaller_arch(void **state) {
 static void test_plan_fixed_scales(void **state) {
     fixture *f = *state;
     char err[512];
-    inf_export_opts o = {INF_Q8, 32, false, NULL};
+    inf_export_opts o = {INF_Q8, 32, false, NULL, false};
     pm_plan p;
     assert_int_equal(inf_plan_from_gpt(&p, &f->m, err, sizeof err), 0);
     assert_int_equal(inf_plan_apply(&p, &o, err, sizeof err), 0);
@@ -414,7 +414,7 @@ static void test_plan_fixed_scales(void **state) {
 static void test_greedy_256_tokens_identical(void **state) {
     fixture *f = *state;
     char err[512];
-    inf_export_opts o = {INF_F32, 0, false, "data=x\n"};
+    inf_export_opts o = {INF_F32, 0, false, "data=x\n", false};
     if (inf_export_gpt(&f->m, &f->v, &o, f->path, err, sizeof err)) fail_msg("%s", err);
     int want[4 + 256], got[4 + 256];
     ag_rng r1, r2;
@@ -459,7 +459,7 @@ static void test_pick_rules(void **state) {
 static void test_bad_input(void **state) {
     fixture *f = *state;
     char err[512];
-    inf_export_opts o = {INF_Q4, 48, false, NULL}; /* 48 is not a multiple of 32 */
+    inf_export_opts o = {INF_Q4, 48, false, NULL, false}; /* 48 is not a multiple of 32 */
     assert_int_equal(inf_export_gpt(&f->m, &f->v, &o, f->path, err, sizeof err), -1);
     assert_non_null(strstr(err, "group size 48"));
     o.group = 0;

@@ -119,4 +119,39 @@ if command -v gnuplot >/dev/null; then [[ -s "$dir/sens.png" ]] || fail "no figu
 "$PARE" train "${T[@]}" --steps 10 --init "$dir/dense.ckpt" --prune magnitude --sparsity-plan "@$dir/plan.txt" \
   --out "" >/dev/null 2>&1 || fail "train with the sensitivity plan"
 
+# sparse storage: a 90%-pruned model's q8 file stores its pruned matrices as q8s, at least 2.5x smaller than the
+# dense q8 file (--dense) of the same checkpoint (embeddings int8 in both, no biases: the parts no type shrinks
+# would dominate so small a model); both files compute the same loss, and the checkpoint's within
+# the int8 grid's error
+W=(--data builtin:markov --n-layer 4 --n-head 2 --n-embd 192 --ctx 32 --bias false --batch 8 --threads 2 --sample-tokens 0)
+"$PARE" train "${W[@]}" --steps 5 --eval-every 0 --out "$dir/w.ckpt" >/dev/null 2>&1 || fail "training the wide model"
+"$PARE" prune "$dir/w.ckpt" --out "$dir/w90.ckpt" --prune magnitude --sparsity 0.9 --eval-batches 2 >/dev/null 2>&1 \
+  || fail "prune magnitude 0.9"
+out=$("$PARE" export "$dir/w90.ckpt" --out "$dir/w90.pare" --format q8 --quantize-embeddings --json 2>&1) \
+  || fail "export q8: $out"
+[[ $(json_num sparse_tensors "$out") -gt 0 ]] || fail "90% pruned q8 export stores nothing sparse: $out"
+out=$("$PARE" export "$dir/w90.ckpt" --out "$dir/w90d.pare" --format q8 --quantize-embeddings --dense \
+  --json 2>&1) || fail "export --dense: $out"
+[[ $(json_num sparse_tensors "$out") == 0 ]] || fail "--dense stores sparse tensors: $out"
+s=$(stat -c %s "$dir/w90.pare") d=$(stat -c %s "$dir/w90d.pare")
+awk -v s="$s" -v d="$d" 'BEGIN { exit !(d >= 2.5 * s) }' || fail "90% pruned: q8 file $s bytes, dense q8 $d: expected >= 2.5x smaller"
+a=$(json_num val_loss "$("$PARE" eval "$dir/w90.pare" --eval-batches 4 --json 2>&1)")
+b=$(json_num val_loss "$("$PARE" eval "$dir/w90d.pare" --eval-batches 4 --json 2>&1)")
+c=$(json_num val_loss "$("$PARE" eval "$dir/w90.ckpt" --eval-batches 4 --json 2>&1)")
+[[ -n $a && $a == "$b" ]] || fail "sparse file loss $a, dense q8 file $b: expected the same"
+awk -v a="$a" -v c="$c" 'BEGIN { d = a - c; exit !(c > 0 && d < 0.01 * c && d > -0.01 * c) }' \
+  || fail "sparse file loss $a, checkpoint $c"
+# a 2:4 model's matrices come out q8nm: at most 0.65x the dense q8 file, the same loss
+"$PARE" prune "$dir/w.ckpt" --out "$dir/nm.ckpt" --prune nm --eval-batches 2 >/dev/null 2>&1 || fail "prune nm"
+out=$("$PARE" export "$dir/nm.ckpt" --out "$dir/nm.pare" --format q8 --quantize-embeddings --json 2>&1) || fail "export nm: $out"
+[[ $(json_num nm_tensors "$out") -gt 0 ]] || fail "2:4 q8 export stores nothing as q8nm: $out"
+"$PARE" export "$dir/nm.ckpt" --out "$dir/nmd.pare" --format q8 --quantize-embeddings --dense >/dev/null 2>&1 || fail "export nm --dense"
+s=$(stat -c %s "$dir/nm.pare") d=$(stat -c %s "$dir/nmd.pare")
+awk -v s="$s" -v d="$d" 'BEGIN { exit !(s <= 0.65 * d) }' || fail "2:4: q8 file $s bytes, dense q8 $d: expected <= 0.65x"
+a=$(json_num val_loss "$("$PARE" eval "$dir/nm.pare" --eval-batches 4 --json 2>&1)")
+b=$(json_num val_loss "$("$PARE" eval "$dir/nmd.pare" --eval-batches 4 --json 2>&1)")
+c=$(json_num val_loss "$("$PARE" eval "$dir/nm.ckpt" --eval-batches 4 --json 2>&1)")
+[[ -n $a && $a == "$b" ]] || fail "2:4 file loss $a, dense q8 file $b: expected the same"
+awk -v a="$a" -v c="$c" 'BEGIN { d = a - c; exit !(c > 0 && d < 0.01 * c && d > -0.01 * c) }' || fail "2:4 file loss $a, checkpoint $c"
+
 [[ $fails == 0 ]] && echo "PASS" || { echo "$fails failure(s)"; exit 1; }
