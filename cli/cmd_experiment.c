@@ -396,21 +396,26 @@ static int results_table(sqlite3 *db, const ex_recipe *r, const ex_plan *plan, e
                                        "val_loss", "accuracy",     "decode tok/s", "x faster", "prompt tok/s"};
     if (ex_table_init(t, (int)(sizeof head / sizeof head[0]), head) != 0) return -1;
     if (!db) return 0;
-    const char *sql =
-        "SELECT u.command,"
-        " (SELECT value FROM results WHERE run_id = u.id AND name = 'bytes'),"
-        " (SELECT value FROM results WHERE run_id = u.id AND name = 'compression'),"
-        " coalesce((SELECT r.value FROM runs e JOIN results r ON r.run_id = e.id"
-        "           WHERE e.parent_id = u.id AND e.command = 'eval' AND r.name = 'val_loss' ORDER BY e.id DESC LIMIT 1),"
-        "          (SELECT value FROM results WHERE run_id = u.id AND name = 'val_loss')),"
-        " coalesce((SELECT r.value FROM runs e JOIN results r ON r.run_id = e.id"
-        "           WHERE e.parent_id = u.id AND e.command = 'eval' AND r.name = 'accuracy' ORDER BY e.id DESC LIMIT 1),"
-        "          (SELECT value FROM results WHERE run_id = u.id AND name = 'accuracy')),"
-        " (SELECT r.value FROM runs e JOIN results r ON r.run_id = e.id"
-        "  WHERE e.parent_id = u.id AND e.command = 'bench' AND r.name = 'decode_tokens_per_s' ORDER BY e.id DESC LIMIT 1),"
-        " (SELECT r.value FROM runs e JOIN results r ON r.run_id = e.id"
-        "  WHERE e.parent_id = u.id AND e.command = 'bench' AND r.name = 'prompt_tokens_per_s' ORDER BY e.id DESC LIMIT 1)"
-        " FROM runs u WHERE u.name = ?1 AND u.status = 'finished' ORDER BY u.id DESC LIMIT 1";
+    /* a run that read this model's bytes: its parent is this run or any run that recorded the same file
+     * (a remade output with the same SHA-256 keeps the evaluation and benchmark made of it before) */
+#define READER_OF_U                                                                                        \
+    "(e.parent_id = u.id OR e.parent_id IN (SELECT b.run_id FROM artifacts a JOIN artifacts b"             \
+    " ON b.sha256 = a.sha256 WHERE a.run_id = u.id AND a.sha256 IS NOT NULL))"
+#define NEWEST(cmd, name)                                                                                  \
+    "(SELECT r.value FROM runs e JOIN results r ON r.run_id = e.id WHERE " READER_OF_U                     \
+    " AND e.command = '" cmd "' AND r.name = '" name "' ORDER BY e.id DESC LIMIT 1)"
+    const char *sql = "SELECT u.command,"
+                      " (SELECT value FROM results WHERE run_id = u.id AND name = 'bytes'),"
+                      " (SELECT value FROM results WHERE run_id = u.id AND name = 'compression'),"
+                      " coalesce(" NEWEST("eval", "val_loss") ","
+                      "          (SELECT value FROM results WHERE run_id = u.id AND name = 'val_loss')),"
+                      " coalesce(" NEWEST("eval", "accuracy") ","
+                      "          (SELECT value FROM results WHERE run_id = u.id AND name = 'accuracy')),"
+                      " " NEWEST("bench", "decode_tokens_per_s") ","
+                      " " NEWEST("bench", "prompt_tokens_per_s")
+                      " FROM runs u WHERE u.name = ?1 AND u.status = 'finished' ORDER BY u.id DESC LIMIT 1";
+#undef NEWEST
+#undef READER_OF_U
     sqlite3_stmt *q = NULL;
     table_row *rows = calloc((size_t)plan->n + 1, sizeof *rows);
     if (!rows || sqlite3_prepare_v2(db, sql, -1, &q, NULL) != SQLITE_OK) {

@@ -128,6 +128,8 @@ rm out/model/seed-1_format-f32.pare
 grep -q '10 runs: 10 done (9 reused' run4.txt || fail "deleted output: expected 9 reused: $(tail -3 run4.txt)"
 grep -q 't/model/seed=1 format=f32: started' run4.txt || fail "deleted output: not remade: $(cat run4.txt)"
 [[ -f out/model/seed-1_format-f32.pare ]] || fail "the deleted model file was not remade"
+# the remade file has the bytes it had: its evaluations (reused) still fill its row, for both seeds
+grep -q '^model/format=f32 .* +- ' run4.txt || fail "remade file: its row lost a seed's loss: $(grep '^model/format=f32' run4.txt)"
 
 # --- an interrupted training run resumes and ends where an uninterrupted one does
 cat > long.ini <<'EOF'
