@@ -400,7 +400,8 @@ static int results_table(sqlite3 *db, const ex_recipe *r, const ex_plan *plan, e
      * (a remade output with the same SHA-256 keeps the evaluation and benchmark made of it before) */
 #define READER_OF_U                                                                                        \
     "(e.parent_id = u.id OR e.parent_id IN (SELECT b.run_id FROM artifacts a JOIN artifacts b"             \
-    " ON b.sha256 = a.sha256 WHERE a.run_id = u.id AND a.sha256 IS NOT NULL))"
+    " ON b.sha256 = a.sha256 AND b.kind = a.kind WHERE a.run_id = u.id AND a.kind <> 'input'"             \
+    " AND a.sha256 IS NOT NULL))"
 #define NEWEST(cmd, name)                                                                                  \
     "(SELECT r.value FROM runs e JOIN results r ON r.run_id = e.id WHERE " READER_OF_U                     \
     " AND e.command = '" cmd "' AND r.name = '" name "' ORDER BY e.id DESC LIMIT 1)"

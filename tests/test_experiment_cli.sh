@@ -98,6 +98,13 @@ f32=$(awk '$1 == "model/format=f32" {print $4}' run1.txt)
 q8=$(awk '$1 == "model/format=q8" {print $4}' run1.txt)
 [[ -n $f32 && -n $q8 ]] && ((q8 < f32)) || fail "table: expected model/format=q8 smaller than f32: $(tail -9 run1.txt)"
 grep -qE '^model/format=q8 +export +2 ' run1.txt || fail "table: no row for model/format=q8 over 2 seeds"
+# each file's row has the loss of its own evaluations (not of another file made from the same checkpoint)
+for fmt in f32 q8; do
+  want=$(q "SELECT printf('%.4f', avg(x.value)) FROM runs e JOIN results x ON x.run_id = e.id AND x.name = 'val_loss'
+            JOIN runs p ON p.id = e.parent_id WHERE e.command = 'eval' AND p.name LIKE 't/model/%format=$fmt%'")
+  got=$(awk -v m="model/format=$fmt" '$1 == m {print $6}' run1.txt)
+  [[ -n $want && $got == "$want" ]] || fail "table: model/format=$fmt loss $got, its evaluations' mean $want"
+done
 
 # --- again: everything reused, nothing recorded
 n_before=$(q "SELECT count(*) FROM runs")
