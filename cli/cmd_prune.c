@@ -82,19 +82,7 @@ int cmd_prune(int argc, char **argv) {
     }
     const char *path = argv[pos[0]];
     char err[1024];
-    if (!out[0]) {
-        pare_report_error("pare prune: --out: expected the path of the checkpoint to write\n");
-        return PARE_EXIT_USAGE;
-    }
-    if (pare_same_file(out, path)) {
-        pare_report_error("pare prune: --out %s is the same file as the checkpoint %s: refusing to overwrite an input\n",
-                          out, path);
-        return PARE_EXIT_USAGE;
-    }
-    if (pare_check_out(out, err, sizeof err) != 0) {
-        pare_report_error("pare prune: %s\n", err);
-        return PARE_EXIT_USAGE;
-    }
+    if ((rc = pare_check_rewrite("prune", path, out)) != 0) return rc;
     bool want_prune = sc.prune != CP_PRUNE_NONE, want_rank = lc.rank > 0 || lc.energy > 0;
     if (!want_prune && !want_rank) {
         pare_report_error("pare prune: nothing to do: give --prune magnitude|heads|neurons|nm|set|rigl, or --rank / "

@@ -81,19 +81,7 @@ int cmd_quantize(int argc, char **argv) {
     }
     const char *path = argv[pos[0]];
     char err[1024];
-    if (!out[0]) {
-        pare_report_error("pare quantize: --out: expected the path of the checkpoint to write\n");
-        return PARE_EXIT_USAGE;
-    }
-    if (pare_same_file(out, path)) {
-        pare_report_error("pare quantize: --out %s is the same file as the checkpoint %s: refusing to overwrite an "
-                          "input\n", out, path);
-        return PARE_EXIT_USAGE;
-    }
-    if (pare_check_out(out, err, sizeof err) != 0) {
-        pare_report_error("pare quantize: %s\n", err);
-        return PARE_EXIT_USAGE;
-    }
+    if ((rc = pare_check_rewrite("quantize", path, out)) != 0) return rc;
     if (!cp_quant_kind.wanted(&qc)) {
         pare_report_error("pare quantize: nothing to do: give --w-bits (and --a-bits), or --quant-override\n");
         return PARE_EXIT_USAGE;

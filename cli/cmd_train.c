@@ -64,6 +64,24 @@ const char *pare_conf_get(const char *conf, const char *key, char *buf, size_t n
     return NULL;
 }
 
+int pare_check_rewrite(const char *cmd, const char *in, const char *out) {
+    char err[1024];
+    if (!out[0]) {
+        pare_report_error("pare %s: --out: expected the path of the checkpoint to write\n", cmd);
+        return PARE_EXIT_USAGE;
+    }
+    if (pare_same_file(out, in)) {
+        pare_report_error("pare %s: --out %s is the same file as the checkpoint %s: refusing to overwrite an input\n",
+                          cmd, out, in);
+        return PARE_EXIT_USAGE;
+    }
+    if (pare_check_out(out, err, sizeof err) != 0) {
+        pare_report_error("pare %s: %s\n", cmd, err);
+        return PARE_EXIT_USAGE;
+    }
+    return 0;
+}
+
 bool pare_same_file(const char *a, const char *b) {
     struct stat sa, sb;
     if (!a || !b || !a[0] || !b[0] || stat(a, &sa) != 0 || stat(b, &sb) != 0) return false;

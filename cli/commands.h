@@ -74,6 +74,12 @@ bool pare_same_file(const char *a, const char *b);
  * naming the path and what is wrong. */
 int pare_check_out(const char *path, char *err, size_t errlen);
 
+/* The arguments of a command that reads checkpoint `in` and writes checkpoint
+ * `out` (pare quantize, pare prune): out given, not the same file as in, and
+ * writable (pare_check_out). Returns 0, or reports "pare CMD: ..." and
+ * returns PARE_EXIT_USAGE. */
+int pare_check_rewrite(const char *cmd, const char *in, const char *out);
+
 /* Takes the advisory lock on output path (a POSIX record lock on "<path>.lock"), so two
  * live processes never write the same output; then removes the temporary
  * files a killed writer left. Returns the lock's descriptor (>= 0; release

@@ -84,6 +84,15 @@ run "$PARE" quantize "$dir/f.ckpt" --out "$dir/w3.ckpt" --w-bits 3 --granularity
 run "$PARE" export "$dir/w3.ckpt" --out "$dir/w3.pare"
 
 # --- errors, each naming its key
+# pare quantize and pare prune never overwrite their input, and need an --out they can write
+cp "$dir/f.ckpt" "$dir/keep.ckpt"
+for c in "quantize --w-bits 8" "prune --prune magnitude"; do
+  set -- $c
+  expect 2 "is the same file as the checkpoint" "$PARE" "$@" "$dir/keep.ckpt" --out "$dir/./keep.ckpt"
+  expect 2 "--out: expected the path of the checkpoint to write" "$PARE" "$@" "$dir/keep.ckpt"
+  expect 2 "does not exist: expected an existing directory" "$PARE" "$@" "$dir/keep.ckpt" --out "$dir/no/x.ckpt"
+done
+cmp -s "$dir/f.ckpt" "$dir/keep.ckpt" || fail "quantize / prune changed their input"
 e=(train "${model[@]}" --steps 1 --out "$dir/e.ckpt")
 expect 2 "w-bits 9: expected 2 to 8" "$PARE" "${e[@]}" --w-bits 9
 expect 2 "--w-bits" "$PARE" "${e[@]}" --w-bits 40
