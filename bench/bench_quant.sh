@@ -60,22 +60,7 @@ for model in ${MODELS:-small baseline}; do
         pre=$(grep -o '"prompt_tokens_per_s":[0-9.e+]*' <<<"$out" | cut -d: -f2)
         echo "$r $f $dec $pre"
       done
-    done | /usr/bin/python3 -c '
-import collections, statistics, sys
-rows = [line.split() for line in sys.stdin]
-files = list(dict.fromkeys(r[1] for r in rows))
-by = collections.defaultdict(dict)
-for r, f, d, p in rows:
-    by[r][f] = (float(d), float(p))
-print("%-9s %12s %8s %16s %12s %8s %16s" % ("file", "decode tok/s", "x f32", "(min, max)", "prompt tok/s", "x f32", "(min, max)"))
-for f in files:
-    out = []
-    for k in (0, 1):
-        v = [by[r][f][k] for r in by]
-        rat = [by[r][f][k] / by[r][files[0]][k] for r in by]
-        out += [statistics.median(v), statistics.median(rat), "(%.2f, %.2f)" % (min(rat), max(rat))]
-    print("%-9s %12.1f %8.2f %16s %12.1f %8.2f %16s" % tuple([f] + out))
-'
+    done | /usr/bin/python3 "$here/rounds_table.py" f32
   done
 done
 
