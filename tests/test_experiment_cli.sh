@@ -19,12 +19,13 @@ src=$(cd "$(dirname "$0")/.." && pwd)
 
 # --- the recipes pare ships stay valid against every command's keys (the README's main job, the study)
 # (the study's data need not be there: a dry run reads no data)
-for recipe in "quickstart" "shakespeare --set data=$dir/absent.txt"; do
+for recipe in "quickstart" "shakespeare --set data=$dir/absent.txt" "distill --set data=$dir/absent.txt"; do
   set -- $recipe
   "$PARE" experiment "$src/experiments/$1.ini" --out "$dir/$1" "${@:2}" --dry-run > "$1.txt" 2>&1 ||
     fail "experiments/$1.ini: $(head -3 "$1.txt")"
 done
 grep -q '^experiment quickstart: 29 runs' quickstart.txt || fail "quickstart plan: $(head -1 quickstart.txt)"
+grep -q '^experiment distill: 22 runs' distill.txt || fail "distill plan: $(head -1 distill.txt)"
 grep -q 'student-kd/seed=3$' shakespeare.txt || fail "the study's students pair with the teachers' seeds"
 [[ $(grep -c '^ *[0-9]*  shakespeare/student-kd/' shakespeare.txt) == 3 ]] || fail "the study: expected 3 distilled students"
 "$PARE" experiment "$src/experiments/quickstart.ini" --out "$dir/x" --set "stepz=1" --dry-run > set.txt 2>&1
