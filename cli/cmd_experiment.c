@@ -35,6 +35,7 @@
 
 #include <sqlite3.h>
 
+#include "dist/dist.h"
 #include "autograd/hash.h"
 #include "autograd/parallel.h"
 #include "cli/commands.h"
@@ -534,6 +535,12 @@ static int swept_keys(const ex_plan *plan, char storage[][64], const char **keys
 
 int cmd_experiment(int argc, char **argv) {
     static const char *usage = "pare experiment RECIPE.ini [--key value ...]";
+    if (pd_size() > 1) { /* every rank would run every run and write the one database */
+        pare_report_error("pare experiment: started on %d ranks: spreading a recipe's runs over MPI ranks is not "
+                          "implemented yet; run it as one process (its --jobs runs side by side), or give each "
+                          "rank its own recipe\n", pd_size());
+        return PARE_EXIT_USAGE;
+    }
     const char *out_dir, *db_path, *unused_name, *sets;
     int jobs, threads;
     bool dry_run, report, json;

@@ -22,6 +22,7 @@
 #include "compress/lowrank.h"
 #include "compress/policy.h"
 #include "cli/runlog.h"
+#include "dist/dist.h"
 
 /* ------------------------------------------------------------ shared helpers */
 
@@ -195,6 +196,23 @@ static void make_keys(train_opts *o, pare_keys *k) {
     pare_keys_json(k, &o->json, "print the result as one JSON object on stdout (progress goes to stderr)");
 }
 
+/* Test and debug aid: with PARE_DIST_STATE=DIR every rank writes its whole
+ * training state (parameters, moments, masks, the policies' state such as
+ * quantization observers) to DIR/rank-R.ckpt after training, so a test can
+ * compare the ranks' files byte for byte. Returns 0 (also when unset), or -1
+ * with the save's error in err. */
+static int dump_state(tr_trainer *t, char *err, size_t errlen) {
+    const char *dir = getenv("PARE_DIST_STATE");
+    if (!dir || !dir[0]) return 0;
+    char path[4096];
+    snprintf(path, sizeof path, "%s/rank-%d.ckpt", dir, pd_rank());
+    if (tr_trainer_save(t, path) != 0) {
+        snprintf(err, errlen, "PARE_DIST_STATE: %s", t->err);
+        return -1;
+    }
+    return 0;
+}
+
 /* ------------------------------------------------------- progress printer */
 
 typedef struct printer {
@@ -350,6 +368,7 @@ int cmd_train(int argc, char **argv) {
     tr_gpt ck_model = {0};
     pm_arch ck_arch = {0}; /* the checkpoint's model (--resume, --init) */
     int lock_fd = -1;       /* the advisory lock on --out */
+    FILE *null_out = pd_rank() != 0 ? fopen("/dev/null", "w") : NULL; /* the progress of ranks other than 0 */
 
     if (o.resume[0] && o.init[0]) {
         pare_report_error("pare train: --init and --resume exclude each other (init starts a new run from weights, "
@@ -407,10 +426,17 @@ int cmd_train(int argc, char **argv) {
     }
 
     ag_set_threads(pare_threads(o.threads));
-    FILE *out = o.json ? stderr : stdout;
+    /* data parallelism (dist/dist.h): rank 0 alone prints, writes the checkpoint and the run log; the others
+     * train the same steps silently (they print only errors) */
+    bool lead = pd_rank() == 0;
+    FILE *out = !lead ? null_out : o.json ? stderr : stdout;
+    if (!out) {
+        pare_report_error("pare train: rank %d: cannot open /dev/null: %s\n", pd_rank(), strerror(errno));
+        goto done;
+    }
 
     /* the output: writable before the first step, and never one of the inputs */
-    if (o.out[0]) {
+    if (o.out[0] && lead) {
         if (pare_check_out(o.out, err, sizeof err) != 0) {
             pare_report_error("pare train: %s\n", err);
             status = PARE_EXIT_USAGE;
@@ -473,7 +499,7 @@ int cmd_train(int argc, char **argv) {
     }
 
     /* trainer */
-    o.train.out = o.out;
+    o.train.out = lead ? o.out : "";
     if (tr_trainer_init(&t, &m, d, &o.train, err, sizeof err) != 0) {
         pare_report_error("pare train: %s\n", err);
         status = PARE_EXIT_USAGE;
@@ -489,7 +515,7 @@ int cmd_train(int argc, char **argv) {
     tr_policy print_policy = {.name = "progress", .user = &pr, .on_progress = print_progress,
                               .on_warning = print_warning};
     tr_trainer_add_policy(&t, &print_policy);
-    pare_runlog_begin(&rl, o.db, "train", o.run_name, conf, o.train.seed, o.resume[0] ? o.resume : o.init, d);
+    pare_runlog_begin(&rl, lead ? o.db : "none", "train", o.run_name, conf, o.train.seed, o.resume[0] ? o.resume : o.init, d);
     /* if --out cannot be written at the end, the state goes next to the run database, else to the temp dir */
     static char db_dir[4096];
     snprintf(db_dir, sizeof db_dir, "%s", ex_db_path(o.db));
@@ -497,7 +523,7 @@ int cmd_train(int argc, char **argv) {
     if (dslash) *dslash = '\0';
     else snprintf(db_dir, sizeof db_dir, ".");
     const char *tmpdir = getenv("TMPDIR");
-    t.fallback_dir[0] = strcmp(o.db, "none") ? db_dir : NULL;
+    t.fallback_dir[0] = lead && strcmp(o.db, "none") ? db_dir : NULL;
     t.fallback_dir[t.fallback_dir[0] ? 1 : 0] = tmpdir && tmpdir[0] ? tmpdir : "/tmp";
     tr_policy log_policy = pare_runlog_policy(&rl);
     tr_trainer_add_policy(&t, &log_policy);
@@ -528,6 +554,9 @@ int cmd_train(int argc, char **argv) {
     fprintf(out, "train: %d steps from step %ld, batch %d, lr %g -> %g, warmup %d, threads %d%s%s\n", o.train.steps,
             t.step, o.train.batch, o.train.lr, o.train.min_lr, o.train.warmup, ag_get_threads(),
             o.out[0] ? ", checkpoint " : "", o.out);
+    if (pd_size() > 1)
+        fprintf(out, "ranks: %d (data-parallel: %d rows of the global batch each, gradients summed in rank order)\n",
+                pd_size(), o.train.batch / pd_size());
     fflush(out);
 
     g_stop = 0;
@@ -543,6 +572,10 @@ int cmd_train(int argc, char **argv) {
     pare_runlog_end(&rl, st == TR_SAVED_ELSEWHERE ? (t.interrupted ? EX_INTERRUPTED : EX_FINISHED) : pare_runlog_status(st));
     double seconds = ag_now() - t0;
     catch_stop_signals(false);
+    if (dump_state(&t, err, sizeof err) != 0) {
+        pare_report_error("pare train: %s\n", err);
+        goto done;
+    }
     if (st == TR_DIVERGED) {
         pare_report_error("pare train: %s\n", t.err);
         if (o.out[0] && access(o.out, F_OK) == 0)
@@ -586,7 +619,7 @@ int cmd_train(int argc, char **argv) {
         else
             fprintf(out, "sample: %s|%s\n", prompt, text);
     }
-    if (o.json) {
+    if (o.json && lead) {
         printf("{\"command\":\"train\",\"data\":");
         pare_json_string(stdout, o.data);
         printf(",\"steps\":%ld,\"params\":%zu,\"train_loss\":", t.step, ag_params_numel(&m.params));
@@ -603,7 +636,9 @@ int cmd_train(int argc, char **argv) {
         pare_json_number(stdout, seconds);
         printf(",\"train_seconds\":");
         pare_json_number(stdout, t.train_seconds);
-        printf(",\"threads\":%d,\"checkpoint\":", ag_get_threads());
+        printf(",\"comm_seconds\":");
+        pare_json_number(stdout, pd_comm_seconds());
+        printf(",\"ranks\":%d,\"threads\":%d,\"checkpoint\":", pd_size(), ag_get_threads());
         pare_json_string(stdout, o.out);
         if (sampled) {
             printf(",\"sample_prompt\":");
@@ -625,6 +660,7 @@ done:
     free(ck_conf);
     cp_set_free(&o.policies); /* after the trainer that points to them */
     if (lock_fd >= 0) pare_unlock_out(o.out, lock_fd);
+    if (null_out) fclose(null_out);
     pare_opts_free(keys.row, keys.n);
     return status;
 }

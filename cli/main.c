@@ -5,6 +5,7 @@
 
 #include "autograd/parallel.h"
 #include "commands.h"
+#include "dist/dist.h"
 #include "keys/options.h"
 
 static const pare_cmd commands[] = {
@@ -40,11 +41,31 @@ static void usage(FILE *f) {
 int cmd_version(int argc, char **argv) {
     (void)argc;
     (void)argv;
-    printf("pare %s\nBLAS: %s\n", PARE_VERSION, ag_blas_info());
+    printf("pare %s\nBLAS: %s\nMPI: %s\n", PARE_VERSION, ag_blas_info(),
+           pd_built_with_mpi() ? "yes (mpirun -np N pare train ...: docs/scaling.md)" : "no (one process)");
     return PARE_EXIT_OK;
 }
 
+/* Under mpirun or srun: a command that failed on any rank ends the whole job
+ * (the other ranks would wait for it in the next exchange), naming the rank;
+ * a success finalizes MPI. */
+static int finish(const char *cmd, int rc) {
+    if (rc != PARE_EXIT_OK && pd_size() > 1) {
+        char msg[1200];
+        snprintf(msg, sizeof msg, "pare %s failed (exit %d): %s; ending the job (the last checkpoint rank 0 wrote "
+                 "stays loadable)", cmd, rc, pare_last_error()[0] ? pare_last_error() : "see above");
+        pd_abort(rc, msg);
+    }
+    pd_finalize();
+    return rc;
+}
+
 int main(int argc, char **argv) {
+    char derr[256];
+    if (pd_init(&argc, &argv, derr, sizeof derr) != 0) {
+        fprintf(stderr, "pare: %s\n", derr);
+        return PARE_EXIT_ERROR;
+    }
     if (argc < 2 || strcmp(argv[1], "--help") == 0 || strcmp(argv[1], "-h") == 0 ||
         strcmp(argv[1], "help") == 0) {
         usage(argc < 2 ? stderr : stdout);
@@ -65,7 +86,7 @@ int main(int argc, char **argv) {
                 pare_json_string(stdout, pare_last_error()[0] ? pare_last_error() : "failed");
                 printf("}\n");
             }
-            return rc;
+            return finish(commands[i].name, rc);
         }
     fprintf(stderr, "pare: unknown command '%s'\n", argv[1]);
     usage(stderr);

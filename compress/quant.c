@@ -14,6 +14,7 @@
  * policy's hooks; the checkpoint section QUNT; export; use outside training.
  */
 #include "quant.h"
+#include "dist/dist.h"
 
 #include <math.h>
 #include <stdio.h>
@@ -389,6 +390,11 @@ void cp_obs_update(cp_obs *o, const cp_grid *g, const float *x, size_t n, double
     float mn, mx;
     float *work = v == scratch ? scratch + OBS_SAMPLE : scratch; /* percentile sorts a copy */
     cp_observe_range(o->kind, g, v, m, pct, work, &mn, &mx);
+    /* data parallelism: each rank sees its own shard; the batch's range is the widest of the ranks' (exact), so
+     * the observer's state stays the same bits on every rank. A failed exchange keeps this rank's range; the
+     * ranks' next gradient exchange fails too and ends the run. */
+    char derr[128];
+    (void)pd_min_max(&mn, &mx, derr, sizeof derr);
     if (!o->seen) {
         o->mn = mn, o->mx = mx, o->seen = true;
     } else if (o->kind == CP_OBS_MINMAX) {

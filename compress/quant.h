@@ -126,7 +126,9 @@ typedef struct cp_obs {
  * other kind sets the range from its first batch and then moves it by
  * momentum toward each batch's range (m += c (batch - m)). Large batches
  * are sampled (at most 65536 evenly strided values) for percentile, mse and
- * least-squares. scratch: 65536 floats. */
+ * least-squares. scratch: 65536 floats. Under data parallelism (dist/dist.h) the
+ * batch range is the widest over the ranks (a collective: every rank calls it
+ * in the same order), so the state is the same on every rank. */
 void cp_obs_update(cp_obs *o, const cp_grid *g, const float *x, size_t n, double momentum, double pct,
                    float *scratch);
 

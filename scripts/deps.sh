@@ -6,7 +6,8 @@ set -euo pipefail
 pkgs=(build-essential cmake pkg-config git
       libopenblas-openmp-dev liblapacke-dev libsqlite3-dev sqlite3 libmd-dev libinih-dev gnuplot-nox)
 if [[ "${1:-}" == "--test" ]]; then
-  pkgs+=(libcmocka-dev python3 python3-torch python3-numpy chromium)
+  pkgs+=(libcmocka-dev python3 python3-torch python3-numpy chromium
+         libopenmpi-dev openmpi-bin)  # the data-parallel tests under mpirun (tests/test_mpi.sh)
 fi
 
 missing=()

@@ -11,6 +11,7 @@
 #include <unistd.h>
 
 #include "autograd/parallel.h"
+#include "dist/dist.h"
 #include "keys.h"
 #include "sampler.h"
 
@@ -99,6 +100,11 @@ int tr_trainer_init(tr_trainer *t, tr_gpt *m, const tr_dataset *d, const tr_trai
     }
     if (d->ctx > m->arch.ctx) {
         snprintf(err, errlen, "the data was opened for ctx %d, the model's ctx is %d", d->ctx, m->arch.ctx);
+        return -1;
+    }
+    if (cfg->batch < pd_size()) {
+        snprintf(err, errlen, "batch = %d over %d ranks: expected a global batch of at least one row per rank",
+                 cfg->batch, pd_size());
         return -1;
     }
     t->cfg = *cfg;
@@ -332,6 +338,52 @@ static int teacher_forward(tr_trainer *t, const tr_batch *b) {
     return t->teacher_logits ? 0 : -1;
 }
 
+/* Data parallelism (dist/dist.h): every rank draws the same global batch from
+ * the same stream and trains on its own rows of it, [r B / N, (r+1) B / N).
+ * Its loss is the mean over its shard's scored tokens, so the gradient of the
+ * global mean is sum_r (n_r / n) g_r, n_r its scored tokens; every rank knows
+ * every n_r from the global batch. Returns rank r's weight n_r / n (1 at one
+ * rank) and sets shard to a view of r's rows. */
+static double shard_of(const tr_batch *b, tr_batch *shard) {
+    int N = pd_size(), r = pd_rank();
+    int r0 = (int)((long)b->B * r / N), r1 = (int)((long)b->B * (r + 1) / N);
+    *shard = (tr_batch){.B = r1 - r0, .T = b->T, .x = b->x + (size_t)r0 * b->T, .y = b->y + (size_t)r0 * b->T};
+    if (N == 1) return 1.0;
+    long all = 0, mine = 0;
+    for (int i = 0; i < b->B * b->T; i++) {
+        bool scored = b->y[i] != TR_IGNORE;
+        all += scored;
+        mine += scored && i >= r0 * b->T && i < r1 * b->T;
+    }
+    return all ? (double)mine / (double)all : 0.0;
+}
+
+/* The fixed-order sum over ranks of w * each gradient and of w * loss: every
+ * rank then holds the same gradient and loss bits. A no-op at one rank. */
+static int reduce_grads(tr_trainer *t, double w, float *loss) {
+    if (pd_size() == 1) return 0;
+    ag_params *sets[2] = {&t->model->params, &t->extra};
+    float fw = (float)w;
+    for (int s = 0; s < 2; s++) {
+        ag_params *p = sets[s];
+        if (!p->grad || !p->n) continue;
+        for (size_t i = 0; i < p->n; i++) p->grad[i] *= fw;
+        if (pd_sum_floats(p->grad, p->n, t->err, sizeof t->err) != 0) return -1;
+    }
+    double l = w * (double)*loss;
+    if (pd_sum_doubles(&l, 1, t->err, sizeof t->err) != 0) return -1;
+    *loss = (float)l;
+    return 0;
+}
+
+/* Test-only: PARE_TEST_FAIL="RANK:STEP" makes that rank fail at that step
+ * (the tests of a rank that dies mid-run). */
+static bool test_fail_here(const tr_trainer *t) {
+    const char *e = getenv("PARE_TEST_FAIL");
+    int r, k;
+    return e && sscanf(e, "%d:%d", &r, &k) == 2 && r == pd_rank() && k == t->step + 1;
+}
+
 /* One optimizer step: the whole flow of training in one place. */
 tr_status tr_train_step(tr_trainer *t) {
     ag_ctx *c = t->ctx;
@@ -346,15 +398,21 @@ tr_status tr_train_step(tr_trainer *t) {
     /* 1. forget the previous step's activations, draw a batch */
     if (ag_ctx_reset(c) != 0) return ctx_failed(t, "reset");
     if (tr_data_train_batch(t->data, &t->data_rng, b, t->err, sizeof t->err) != 0) return TR_ERROR;
-    if ((t->teacher || t->teacher_fn) && (t->needs & TR_NEED_ANY_TEACHER) && teacher_forward(t, b) != 0)
+    if (test_fail_here(t)) {
+        tr_trainer_fail(t, "step %ld: failing on purpose (PARE_TEST_FAIL)", t->step + 1);
+        return TR_ERROR;
+    }
+    tr_batch sb; /* this rank's rows of the global batch (all of it at one rank) */
+    double weight = shard_of(b, &sb);
+    if ((t->teacher || t->teacher_fn) && (t->needs & TR_NEED_ANY_TEACHER) && teacher_forward(t, &sb) != 0)
         return ctx_failed(t, "teacher forward");
 
     /* 2. forward (every linear site through the policies' hooks) and loss (policies may add terms) */
     t->fwd.probs = t->needs & TR_NEED_PROBS ? t->probs : NULL;
     t->fwd.hidden = t->needs & TR_NEED_HIDDEN ? t->hidden : NULL;
     t->fwd.qkv = t->needs & TR_NEED_QKV ? t->qkv : NULL;
-    ag_tensor *logits = tr_gpt_forward(c, t->model, b->x, b->B, b->T, &t->fwd); /* [B,T,V] */
-    ag_tensor *loss = t->ce = ag_cross_entropy(c, logits, b->y, TR_IGNORE);     /* [1] */
+    ag_tensor *logits = tr_gpt_forward(c, t->model, sb.x, sb.B, sb.T, &t->fwd); /* [B,T,V] */
+    ag_tensor *loss = t->ce = ag_cross_entropy(c, logits, sb.y, TR_IGNORE);     /* [1] */
     TR_FOR_POLICIES(t, pol, loss) if (loss) loss = pol->loss(pol, t, c, logits, loss);
     if (!loss) return ctx_failed(t, "forward");
 
@@ -365,11 +423,15 @@ tr_status tr_train_step(tr_trainer *t) {
         tr_trainer_fail(t, "step %ld: the loss does not depend on any parameter", t->step + 1);
         return TR_ERROR;
     }
+    /* 3b. across ranks: the global batch's gradient and loss, the same bits on every rank, before any policy
+     * reads them (RigL's regrowth, clipping and the divergence check then agree everywhere) */
+    float step_loss = loss->data[0];
+    if (reduce_grads(t, weight, &step_loss) != 0) return TR_ERROR;
     TR_FOR_POLICIES(t, pol, after_backward) if (pol->after_backward(pol, t) != 0) return TR_ERROR;
     ag_params_mask_grads(p);
 
     /* 4. divergence check and clipping: a non-finite loss or gradient updates nothing */
-    t->loss = loss->data[0];
+    t->loss = step_loss;
     t->lr = tr_lr_at(&t->cfg, t->step);
     char why[256];
     if (!isfinite(t->loss)) {
