@@ -7,7 +7,7 @@
 # a resume at N=2 ends where the straight N=2 run ends; a rank that fails at
 # step k ends the job with a message naming the rank and the last checkpoint
 # still evaluates; pare experiment refuses to run on several ranks.
-# Skips (77) when mpirun is absent or pare was built without MPI.
+# Usage: test_mpi.sh PARE [CKPT_DIFF]. Skips (77) when mpirun is absent or pare was built without MPI.
 set -uo pipefail
 PARE=$(realpath "${1:?usage: test_mpi.sh path/to/pare}")
 command -v mpirun >/dev/null || { echo "SKIP: mpirun not found (scripts/deps.sh --test installs openmpi-bin)"; exit 77; }
@@ -18,8 +18,12 @@ export PARE_DB="$dir/pare.db"
 export OMP_WAIT_POLICY=PASSIVE
 # Open MPI as root and in containers; two ranks on however many cores there are
 export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 OMPI_MCA_btl_vader_single_copy_mechanism=none
-# Open MPI's own allocations at MPI_Init are not pare's leaks (ASan builds)
-export LSAN_OPTIONS="suppressions=$(dirname "$0")/lsan_mpi.supp:print_suppressions=0${LSAN_OPTIONS:+:$LSAN_OPTIONS}"
+# Open MPI's own allocations at MPI_Init are not pare's leaks (ASan builds): suppressed by library
+# (tests/lsan_mpi.supp), which needs whole stacks (the slow unwinder: Open MPI has no frame pointers)
+# and its components kept loaded to the end (else their frames show as "<unknown module>")
+export LSAN_OPTIONS="suppressions=$(dirname "$(realpath "$0")")/lsan_mpi.supp:print_suppressions=0:fast_unwind_on_malloc=0${LSAN_OPTIONS:+:$LSAN_OPTIONS}"
+export ASAN_OPTIONS="fast_unwind_on_malloc=0${ASAN_OPTIONS:+:$ASAN_OPTIONS}"
+export OMPI_MCA_mca_base_component_disable_dlclose=1
 MPI=(mpirun -np 2 --oversubscribe)
 fails=0
 fail() { echo "FAIL: $*"; fails=$((fails + 1)); }
@@ -48,6 +52,13 @@ n=$(paste <(curve "$dir/one/err") <(curve "$dir/r1/err") | wc -l)
 awk -v d="$maxd" 'BEGIN {exit !(d <= 0.0005)}' || fail "N=2 strays from 1 process: largest loss difference $maxd"
 v1=$(json_num val_loss "$(cat "$dir/one/out.json")"); v2=$(json_num val_loss "$(cat "$dir/r1/out.json")")
 awk -v a="$v1" -v b="$v2" 'BEGIN {d = a - b; if (d < 0) d = -d; exit !(d <= 1e-4)}' || fail "final val loss: 1 process $v1, N=2 $v2"
+# the weights: different bits (another order of the sums), a few float roundings apart; measured 2.4e-7
+if [[ -n ${2:-} ]]; then
+  wd=$("$2" "$dir/one/a.ckpt" "$dir/r1/a.ckpt")
+  echo "weights, N=2 vs 1 process: $wd"
+  awk -v l="$wd" 'BEGIN {match(l, /max_abs=[^ ]*/); v = substr(l, RSTART + 8, RLENGTH - 8) + 0; exit !(v < 1e-5)}' ||
+    fail "N=2 weights stray from 1 process: $wd"
+fi
 echo "N=2 vs 1 process: largest loss difference over 30 steps $maxd, val loss $v1 vs $v2"
 
 # 3. the same state on every rank, under each policy
