@@ -15,11 +15,6 @@ static double g_comm = 0;
 static float *g_scratch = NULL; /* [n * size] the gather buffer, kept between steps */
 static size_t g_scratch_n = 0;
 
-static double now(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-}
 
 int pd_built_with_mpi(void) {
 #ifdef PARE_HAVE_MPI
@@ -34,6 +29,12 @@ int pd_size(void) { return g_size; }
 double pd_comm_seconds(void) { return g_comm; }
 
 #ifdef PARE_HAVE_MPI
+static double now(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
 /* Launched by a starter that MPI_Init can join: Open MPI's mpirun, or Slurm's
  * srun (PMI/PMIx). A plain `pare ...` stays one process without touching MPI,
  * so it needs no MPI daemon and costs nothing. */

@@ -30,15 +30,18 @@ int pd_size(void);
 int pd_built_with_mpi(void);
 
 /* buf[n] := sum over ranks r = 0..N-1, in that order, of rank r's buf, the
- * same bits on every rank. scratch: n * pd_size() floats of the caller's, or
- * NULL to allocate. Adds the seconds spent to the communication clock
- * (pd_comm_seconds). Returns 0, or -1 with a message in err. */
+ * same bits on every rank (MPI_Allgather, then the adds). Keeps a gather
+ * buffer of n * pd_size() floats between calls (freed by pd_finalize). Adds
+ * the seconds spent to the communication clock (pd_comm_seconds). Returns 0,
+ * or -1 with a message naming the rank in err (out of memory, MPI error). */
 int pd_sum_floats(float *buf, size_t n, char *err, size_t errlen);
 
-/* v[n] := the same fixed-order sum for doubles. */
+/* v[n] := the same fixed-order sum for doubles (n small: a loss, counts).
+ * Returns 0, or -1 with the message in err. */
 int pd_sum_doubles(double *v, size_t n, char *err, size_t errlen);
 
-/* *mn := the least of every rank's *mn, *mx := the largest *mx (exact). */
+/* *mn := the least of every rank's *mn, *mx := the largest *mx (exact in
+ * any order: MPI_MAX of -mn and mx). Returns 0, or -1 with the message. */
 int pd_min_max(float *mn, float *mx, char *err, size_t errlen);
 
 /* Seconds spent inside pd_sum_* and pd_min_max since the start. */
