@@ -20,6 +20,7 @@
 #include "compress/quant.h"
 #include "infer/export.h"
 #include "infer/format.h"
+#include "infer/gguf.h"
 
 /* A label of what the plan stores for the run log and the summary: "f32",
  * "q8", "q4/g32", "q8+a8", ... or "mixed" (+emb with quantized embeddings). */
@@ -52,9 +53,10 @@ int cmd_export(int argc, char **argv) {
     bool embeddings, json, dense;
     pare_opt opts[] = {
         PARE_OPT_STRING("out", &out, "", "model file to write (required)"),
-        PARE_OPT_CHOICE("format", &format, "f32", "f32|q8|q4|q4a",
+        PARE_OPT_CHOICE("format", &format, "f32", "f32|q8|q4|q4a|gguf-f32|gguf-q8_0|gguf-q4_0|gguf-q4_1",
                         "storage of the linear weights: f32, int8 (q8), int4 symmetric (q4) or with zero points (q4a); "
-                        "a quantization-aware checkpoint's own storage needs none"),
+                        "a quantization-aware checkpoint's own storage needs none; gguf-*: a GGUF file for llama.cpp "
+                        "(its gpt2 architecture) with the linear weights in F32, Q8_0, Q4_0 or Q4_1 (docs/gguf.md)"),
         PARE_OPT_INT("group-size", &group, "-1", -1, 1 << 24,
                      "columns per quantization scale (-1 = default: per output channel for q8, 32 for q4/q4a; "
                      "0 = per output channel; else a multiple of 32 dividing the input size)"),
@@ -91,7 +93,8 @@ int cmd_export(int argc, char **argv) {
         }
     }
     bool format_given = pare_opts_find(opts, n, "format")->set;
-    int dtype = inf_dtype_from_name(format);
+    int gguf_type = strncmp(format, "gguf-", 5) == 0 ? gg_type_from_name(format + 5) : -1;
+    int dtype = gguf_type >= 0 ? INF_F32 : inf_dtype_from_name(format);
     if (group < 0) group = dtype == INF_Q4 || dtype == INF_Q4A ? 32 : 0;
 
     char err[1024], buf[1024];
@@ -135,6 +138,34 @@ int cmd_export(int argc, char **argv) {
         cp_set_export(&set, &m, &f, &plan, err, sizeof err) != 0) {
         pare_report_error("pare export: %s\n", err);
         status = strstr(err, "group size") || strstr(err, "input width") ? PARE_EXIT_USAGE : PARE_EXIT_ERROR;
+        goto done;
+    }
+    if (gguf_type >= 0) { /* a GGUF file for llama.cpp (infer/gguf.h) */
+        if (quantized) {
+            pare_report_error("pare export: --format %s: checkpoint %s is quantization-aware on pare's own grids: "
+                              "GGUF files are written from float checkpoints\n", format, ckpt);
+            status = PARE_EXIT_USAGE;
+            goto done;
+        }
+        char run[256];
+        bool has_run = conf && pare_conf_get(conf, "name", run, sizeof run) && run[0] && !strchr(run, '\n');
+        if (gg_write_plan(&plan, &v, gguf_type, ckpt, has_run ? run : NULL, out, err, sizeof err) != 0) {
+            pare_report_error("pare export: %s\n", err);
+            status = strstr(err, "multiple of") ? PARE_EXIT_USAGE : PARE_EXIT_ERROR;
+            goto done;
+        }
+        struct stat gst;
+        long long gb = stat(out, &gst) == 0 ? (long long)gst.st_size : -1;
+        if (json) {
+            printf("{\"command\":\"export\",\"checkpoint\":");
+            pare_json_string(stdout, ckpt);
+            printf(",\"out\":");
+            pare_json_string(stdout, out);
+            printf(",\"format\":\"%s\",\"bytes\":%lld}\n", format, gb);
+        } else {
+            printf("wrote %s: GGUF v3 (llama.cpp gpt2), linear weights %s, %lld bytes\n", out, format + 5, gb);
+        }
+        status = PARE_EXIT_OK;
         goto done;
     }
     /* metadata: where the model came from, so `pare eval FILE` finds its data */
